@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite, set-up included, on a fresh Debian 12 machine: installs what is missing (Debian
+# packages, Rust components), checks formatting and lints, runs every test, then checks the run command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+# postgresql-15: the real primary of the integration tests (server, psql, pgbench, pg_basebackup, pg_waldump).
+ensure_apt_packages postgresql-15 ca-certificates curl
+ensure_rust clippy fmt
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+log "cargo test"
+cargo test --all-targets --locked
+log "the run command"
+scripts/check-run.sh

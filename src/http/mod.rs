@@ -1,0 +1,10 @@
+//! HTTP management API (DESIGN.md D10): JSON bodies, errors as `{"msg": ...}`, one route table in
+//! [`routes::ROUTES`] from which requests are dispatched and against which the OpenAPI document is checked.
+
+mod error;
+mod routes;
+mod server;
+
+pub use error::ApiError;
+pub use routes::{ApiState, ROUTES, Route};
+pub use server::serve;

@@ -1,0 +1,90 @@
+//! The HTTP/1.1 listener: a task per connection; on shutdown, connections finish their request and close.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::error::ApiError;
+use super::routes::{self, ApiState, RequestContext};
+
+/// How long open connections get to finish after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves the API on `listener` until `cancel` fires.
+pub async fn serve(listener: TcpListener, state: Arc<ApiState>, cancel: CancellationToken) {
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                warn!(error = %e, "http accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        let cancel = cancel.clone();
+        connections.spawn(
+            async move {
+                let service = service_fn(move |req| handle(state.clone(), req));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    _ = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    info!(error = %e, "http connection ended with an error");
+                }
+            }
+            .instrument(info_span!("http_conn", %peer)),
+        );
+        // Reap finished connections so the set does not grow without bound.
+        while connections.try_join_next().is_some() {}
+    }
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        warn!("http connections still open after shutdown grace; closing them");
+    }
+}
+
+async fn handle(
+    state: Arc<ApiState>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let result = match routes::find(&method, &path) {
+        Ok(Some((route, params))) => {
+            let ctx = RequestContext {
+                state,
+                params,
+                request,
+            };
+            (route.handler)(ctx).await
+        }
+        Ok(None) => Err(ApiError::NotFound(format!("no route for {method} {path}"))),
+        Err(e) => Err(e),
+    };
+    Ok(result.unwrap_or_else(ApiError::into_response))
+}

@@ -1,0 +1,96 @@
+//! The `pageserver` command line: `pageserver -D <workdir> [--init] [-c key=value]...`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use pageserver::config;
+use pageserver::service::{self, Node};
+use pageserver::workdir::WorkdirLock;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pageserver",
+    version,
+    about = "Serves every page of PostgreSQL databases at any LSN"
+)]
+struct Cli {
+    /// The workdir: pageserver.toml, tenants and their layer files.
+    #[arg(short = 'D', long = "workdir", default_value = ".pageserver")]
+    workdir: PathBuf,
+    /// Write <workdir>/pageserver.toml from the defaults and the -c overrides, then exit.
+    #[arg(long)]
+    init: bool,
+    /// Override one config key: key=value with a TOML value, e.g. -c "remote_storage={local_path='/x'}".
+    #[arg(short = 'c', long = "config-override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: every error in the chain, outermost first.
+            eprintln!("pageserver: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.init {
+        let lock = WorkdirLock::acquire(&cli.workdir)?;
+        config::init(&cli.workdir, &cli.overrides)?;
+        println!(
+            "wrote {}",
+            cli.workdir.join(config::CONFIG_FILE_NAME).display()
+        );
+        drop(lock);
+        return Ok(());
+    }
+    let config = config::load(&cli.workdir, &cli.overrides)?;
+    let lock = WorkdirLock::acquire(&cli.workdir)?;
+    pageserver::logging::init(config.log_format);
+    let workdir = cli
+        .workdir
+        .canonicalize()
+        .context("cannot resolve the workdir")?;
+    let node = Node { workdir, config };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("pageserver")
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let mut sigterm = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+        let services = tokio::spawn(service::run(node, shutdown.clone()));
+        tokio::pin!(services);
+        let outcome = tokio::select! {
+            r = &mut services => Some(r),
+            _ = sigterm.recv() => { info!("received SIGTERM"); None }
+            _ = sigint.recv() => { info!("received SIGINT"); None }
+        };
+        let result = match outcome {
+            Some(r) => r,
+            None => {
+                shutdown.cancel();
+                services.await
+            }
+        };
+        result.context("service task panicked")??;
+        anyhow::Ok(())
+    })?;
+    // Tasks still blocked in I/O must not hold the exit back past the shutdown budget.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    drop(lock);
+    Ok(())
+}

@@ -1,0 +1,155 @@
+//! The command line and the process lifecycle: config errors, --init, the workdir lock, SIGTERM.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use support::pageserver::{Pageserver, binary};
+
+fn pageserver(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(binary())
+        .args(args)
+        .output()
+        .expect("run pageserver");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn unknown_key_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().join("d");
+    let (ok, _, err) = pageserver(&[
+        "-D",
+        workdir.to_str().unwrap(),
+        "--init",
+        "-c",
+        "bogus_key=1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("bogus_key"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!workdir.join("pageserver.toml").exists());
+}
+
+#[test]
+fn wrong_type_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().join("d");
+    let (ok, _, err) = pageserver(&[
+        "-D",
+        workdir.to_str().unwrap(),
+        "--init",
+        "-c",
+        "checkpoint_distance='x'",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("checkpoint_distance") && err.contains("expected"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn init_writes_config_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let workdir = dir.path().join("d");
+    let w = workdir.to_str().unwrap();
+    let (ok, _, err) = pageserver(&[
+        "-D",
+        w,
+        "--init",
+        "-c",
+        "checkpoint_distance=268435456",
+        "-c",
+        "remote_storage={local_path='/x'}",
+        "-c",
+        "id=42",
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(workdir.join("pageserver.toml")).unwrap();
+    assert!(text.contains("id = 42"), "{text}");
+    assert!(text.contains("local_path = \"/x\""), "{text}");
+    let (ok, _, err) = pageserver(&["-D", w, "--init"]);
+    assert!(!ok, "second --init must be refused");
+    assert!(err.contains("already exists"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(workdir.join("pageserver.toml")).unwrap(),
+        text
+    );
+}
+
+#[test]
+fn a_bad_value_in_the_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pageserver.toml"),
+        "[tenant_config]\ngc_period = 'sometimes'\n",
+    )
+    .unwrap();
+    let (ok, _, err) = pageserver(&["-D", dir.path().to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("tenant_config.gc_period"), "{err}");
+}
+
+#[test]
+fn status_and_clean_sigterm() {
+    let mut server = Pageserver::start(&["id=17"]);
+    let (status, body) = server.get("/v1/status");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json, serde_json::json!({ "id": 17 }));
+
+    let (status, body) = server.get("/v1/no/such/route");
+    assert_eq!(status, 404);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        json["msg"].as_str().unwrap().contains("/v1/no/such/route"),
+        "{body}"
+    );
+
+    let started = Instant::now();
+    let exit = server
+        .signal_and_wait(Signal::SIGTERM, Duration::from_secs(5))
+        .expect("pageserver did not exit within 5 s of SIGTERM");
+    assert!(exit.success(), "exit status {exit}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn sigint_stops_cleanly_too() {
+    let mut server = Pageserver::start(&[]);
+    let exit = server
+        .signal_and_wait(Signal::SIGINT, Duration::from_secs(5))
+        .expect("pageserver did not exit within 5 s of SIGINT");
+    assert!(exit.success(), "exit status {exit}");
+}
+
+#[test]
+fn second_pageserver_on_one_workdir_is_refused() {
+    let server = Pageserver::start(&[]);
+    let (ok, _, err) = pageserver(&[
+        "-D",
+        server.workdir().to_str().unwrap(),
+        "-c",
+        "listen_http_addr='127.0.0.1:0'",
+    ]);
+    assert!(!ok, "second pageserver must be refused");
+    assert!(err.contains(&format!("pid {}", server.pid())), "{err}");
+    // The first one is unharmed.
+    assert_eq!(server.get("/v1/status").0, 200);
+}
+
+#[test]
+fn lock_is_released_by_a_crash() {
+    let mut server = Pageserver::start(&[]);
+    server.kill9();
+    server.spawn(&[]);
+    assert_eq!(server.get("/v1/status").0, 200);
+}

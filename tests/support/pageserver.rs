@@ -1,0 +1,168 @@
+//! The pageserver binary as a child process on free loopback ports with a temp workdir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+/// Path of the binary under test, built by cargo for integration tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pageserver"))
+}
+
+/// A running pageserver; killed on drop.
+pub struct Pageserver {
+    child: Option<Child>,
+    workdir: TempDir,
+    pub http_addr: String,
+    pub pg_addr: String,
+    log: PathBuf,
+}
+
+impl Pageserver {
+    /// Starts a pageserver with a new workdir and waits until its HTTP API answers.
+    pub fn start(overrides: &[&str]) -> Pageserver {
+        let workdir = tempfile::Builder::new()
+            .prefix("pageserver-test-")
+            .tempdir()
+            .expect("create workdir");
+        let http_addr = format!("127.0.0.1:{}", super::free_port());
+        let pg_addr = format!("127.0.0.1:{}", super::free_port());
+        let log = workdir.path().join("pageserver.log");
+        let mut server = Pageserver {
+            child: None,
+            workdir,
+            http_addr,
+            pg_addr,
+            log,
+        };
+        server.spawn(overrides);
+        server
+    }
+
+    /// Starts the process (again) on the same workdir and ports.
+    pub fn spawn(&mut self, overrides: &[&str]) {
+        assert!(self.child.is_none(), "pageserver already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open log");
+        let mut cmd = Command::new(binary());
+        cmd.arg("-D")
+            .arg(self.workdir.path())
+            .arg("-c")
+            .arg(format!("listen_http_addr='{}'", self.http_addr))
+            .arg("-c")
+            .arg(format!("listen_pg_addr='{}'", self.pg_addr));
+        for o in overrides {
+            cmd.arg("-c").arg(o);
+        }
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn pageserver"));
+        self.wait_ready(Duration::from_secs(20));
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok((200, _)) = self.try_get("/v1/status") {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "pageserver exited with {status} before it was ready:\n{}",
+                    self.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pageserver not ready after {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn workdir(&self) -> &Path {
+        self.workdir.path()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("pageserver not running").id()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http_addr)
+    }
+
+    fn agent() -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into()
+    }
+
+    /// GET `path`; returns the status and body text.
+    pub fn try_get(&self, path: &str) -> Result<(u16, String), ureq::Error> {
+        let mut response = Self::agent().get(&self.url(path)).call()?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string()?;
+        Ok((status, body))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        self.try_get(path)
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log_text()))
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the process to exit.
+    pub fn signal_and_wait(&mut self, signal: Signal, timeout: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take().expect("pageserver not running");
+        kill(Pid::from_raw(child.id() as i32), signal).expect("send signal");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for pageserver") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9`, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Pageserver {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

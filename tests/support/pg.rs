@@ -1,0 +1,318 @@
+//! A throwaway PostgreSQL 15 cluster from Debian's `postgresql-15` package.
+//!
+//! PostgreSQL refuses to run as root: when the tests run as root, initdb and the server run as the
+//! `postgres` user (or `$PAGESERVER_TEST_PG_USER`), on a temp directory that user owns. Clients (psql,
+//! pgbench, pg_basebackup) run as the test's own user over TCP on a free loopback port, with trust auth.
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use nix::unistd::{Uid, User, chown};
+use tempfile::TempDir;
+
+/// Where the PostgreSQL 15 binaries are; `$PG_BIN` overrides.
+pub fn pg_bin_dir() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string()),
+    );
+    assert!(
+        dir.join("postgres").exists(),
+        "PostgreSQL 15 is not installed at {} (apt-get install postgresql-15, or set PG_BIN); \
+         scripts/test.sh installs it",
+        dir.display()
+    );
+    dir
+}
+
+/// Settings for a new cluster; `Default` gives a primary ready for physical replication.
+#[derive(Clone, Debug, Default)]
+pub struct PgOptions {
+    /// Extra lines for postgresql.conf.
+    pub extra_conf: Vec<String>,
+}
+
+pub struct PgCluster {
+    dir: TempDir,
+    data: PathBuf,
+    port: u16,
+    bin: PathBuf,
+    run_as: Option<User>,
+    running: bool,
+}
+
+impl PgCluster {
+    /// initdb, configure and start a cluster; panics with the server log if it does not come up.
+    pub fn start(options: PgOptions) -> PgCluster {
+        let bin = pg_bin_dir();
+        let run_as = server_user();
+        let dir = tempfile::Builder::new()
+            .prefix("pgtest-")
+            .tempdir_in("/tmp")
+            .expect("create temp dir");
+        if let Some(user) = &run_as {
+            chown(dir.path(), Some(user.uid), Some(user.gid)).expect("chown test dir");
+        }
+        let data = dir.path().join("data");
+        let port = super::free_port();
+        let mut cluster = PgCluster {
+            dir,
+            data,
+            port,
+            bin,
+            run_as,
+            running: false,
+        };
+        cluster.initdb();
+        cluster.write_conf(&options);
+        cluster.pg_ctl_start();
+        cluster
+    }
+
+    fn server_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.current_dir(self.dir.path());
+        cmd.env("LC_ALL", "C.UTF-8");
+        if let Some(user) = &self.run_as {
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            cmd.env("HOME", self.dir.path());
+        }
+        cmd
+    }
+
+    fn initdb(&self) {
+        let mut cmd = self.server_command("initdb");
+        cmd.args([
+            "--auth=trust",
+            "--username=postgres",
+            "--encoding=UTF8",
+            "--no-sync",
+            "-D",
+        ])
+        .arg(&self.data);
+        run_ok(&mut cmd, "initdb");
+    }
+
+    fn write_conf(&self, options: &PgOptions) {
+        let mut conf = format!(
+            "\n# pageserver test bed\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
+             unix_socket_directories = '{dir}'\nwal_level = replica\nmax_wal_senders = 10\n\
+             max_replication_slots = 10\nfsync = off\nlogging_collector = off\n",
+            port = self.port,
+            dir = self.dir.path().display(),
+        );
+        for line in &options.extra_conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        let path = self.data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&path).expect("read postgresql.conf");
+        text.push_str(&conf);
+        fs::write(&path, text).expect("write postgresql.conf");
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("postgres.log")
+    }
+
+    fn pg_ctl_start(&mut self) {
+        let mut cmd = self.server_command("pg_ctl");
+        cmd.arg("-D").arg(&self.data).arg("-l").arg(self.log_path());
+        cmd.args(["-w", "-t", "60", "start"]);
+        let out = cmd.output().expect("spawn pg_ctl");
+        if !out.status.success() {
+            panic!(
+                "pg_ctl start failed: {}\n--- server log ---\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                self.log_tail()
+            );
+        }
+        self.running = true;
+    }
+
+    /// The end of the server log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let log = fs::read_to_string(self.log_path()).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// A libpq connection string for `dbname`.
+    pub fn connstr(&self, dbname: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
+    }
+
+    fn client_command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join(program));
+        cmd.env("PGHOST", "127.0.0.1")
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", "postgres")
+            .env("PGCONNECT_TIMEOUT", "10");
+        cmd
+    }
+
+    /// Runs SQL in `dbname` with psql; returns unaligned, tuples-only output (`|` between columns).
+    pub fn try_sql(&self, dbname: &str, sql: &str) -> Result<String, String> {
+        let out = self
+            .client_command("psql")
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ])
+            .output()
+            .map_err(|e| format!("spawn psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Like [`try_sql`](Self::try_sql) on database `postgres`; panics on error.
+    pub fn sql(&self, sql: &str) -> String {
+        self.sql_in("postgres", sql)
+    }
+
+    pub fn sql_in(&self, dbname: &str, sql: &str) -> String {
+        self.try_sql(dbname, sql)
+            .unwrap_or_else(|e| panic!("SQL failed in {dbname}: {sql}\n{e}"))
+    }
+
+    /// `SELECT pg_current_wal_lsn()` as PostgreSQL prints it.
+    pub fn current_lsn(&self) -> String {
+        self.sql("SELECT pg_current_wal_lsn()")
+    }
+
+    /// Creates a physical replication slot that keeps WAL from now on.
+    pub fn create_physical_slot(&self, name: &str) {
+        self.sql(&format!(
+            "SELECT pg_create_physical_replication_slot('{name}', true)"
+        ));
+    }
+
+    /// `pgbench -i -s <scale>` in `dbname`.
+    pub fn pgbench_init(&self, dbname: &str, scale: u32) {
+        let mut cmd = self.client_command("pgbench");
+        cmd.args(["-i", "-q", "-s", &scale.to_string(), dbname]);
+        run_ok(&mut cmd, "pgbench -i");
+    }
+
+    /// `pgbench <args> <dbname>`; returns its stdout.
+    pub fn pgbench(&self, dbname: &str, args: &[&str]) -> String {
+        let mut cmd = self.client_command("pgbench");
+        cmd.args(args).arg(dbname);
+        let out = run_ok(&mut cmd, "pgbench");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `pg_basebackup -Ft -X none` into `dest` (created); returns the path of `base.tar`.
+    pub fn basebackup_tar(&self, dest: &Path) -> PathBuf {
+        let mut cmd = self.client_command("pg_basebackup");
+        cmd.args(["-Ft", "-X", "none", "--no-sync", "--checkpoint=fast", "-D"])
+            .arg(dest);
+        run_ok(&mut cmd, "pg_basebackup");
+        dest.join("base.tar")
+    }
+
+    /// Fast shutdown (checkpoint, then stop); waits for it.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let mut cmd = self.server_command("pg_ctl");
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "fast", "-w", "-t", "60", "stop"]);
+        run_ok(&mut cmd, "pg_ctl stop");
+        self.running = false;
+    }
+
+    /// Starts a stopped cluster again.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.pg_ctl_start();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let status = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "10", "stop"])
+            .output();
+        if status.map(|o| o.status.success()).unwrap_or(false) {
+            return;
+        }
+        // pg_ctl could not stop it: kill the postmaster, whose children exit when it is gone.
+        if let Some(pid) = fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()))
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && Path::new(&format!("/proc/{pid}")).exists() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The unprivileged user that runs the server when the tests run as root.
+fn server_user() -> Option<User> {
+    if !Uid::effective().is_root() {
+        return None;
+    }
+    let name = std::env::var("PAGESERVER_TEST_PG_USER").unwrap_or_else(|_| "postgres".into());
+    let user = User::from_name(&name)
+        .expect("look up user")
+        .unwrap_or_else(|| panic!("tests run as root need the user {name:?} to run PostgreSQL"));
+    Some(user)
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
