@@ -44,16 +44,19 @@ fn postgres_primary_runs_pgbench_and_takes_a_base_backup() {
 
 #[test]
 fn a_failed_test_leaves_no_server_behind() {
-    let data_dir;
     let result = std::panic::catch_unwind(|| {
         let pg = PgCluster::start(PgOptions::default());
-        let dir = pg.data_dir().to_path_buf();
-        std::panic::panic_any(dir);
+        assert_eq!(pg.sql("SELECT 1"), "1");
+        std::panic::panic_any((pg.data_dir().to_path_buf(), pg.port()));
     });
-    match result {
-        Err(payload) => data_dir = *payload.downcast::<std::path::PathBuf>().unwrap(),
-        Ok(()) => unreachable!(),
-    }
-    // Drop ran during unwinding: the temp dir, and so the server's data directory, is gone.
+    let (data_dir, port) = *result
+        .expect_err("the closure panics")
+        .downcast::<(std::path::PathBuf, u16)>()
+        .unwrap();
+    // Drop ran during unwinding: the server is gone and so is its data directory.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "PostgreSQL still listens on {port}"
+    );
     assert!(!data_dir.exists(), "{} still exists", data_dir.display());
 }
