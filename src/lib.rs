@@ -7,5 +7,7 @@
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod pg;
 pub mod service;
+pub mod waldump;
 pub mod workdir;

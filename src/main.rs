@@ -19,7 +19,10 @@ use pageserver::workdir::WorkdirLock;
     version,
     about = "Serves every page of PostgreSQL databases at any LSN"
 )]
+#[command(args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The workdir: pageserver.toml, tenants and their layer files.
     #[arg(short = 'D', long = "workdir", default_value = ".pageserver")]
     workdir: PathBuf,
@@ -31,9 +34,22 @@ struct Cli {
     overrides: Vec<String>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Print one JSON object per WAL record of the given segment files or directories.
+    Waldump {
+        #[arg(required = true, value_name = "SEGMENT_OR_DIR")]
+        paths: Vec<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli) {
+    let result = match cli.command {
+        Some(Command::Waldump { ref paths }) => waldump(paths),
+        None => run(cli),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: every error in the chain, outermost first.
@@ -41,6 +57,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn waldump(paths: &[PathBuf]) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let summary = pageserver::waldump::run(paths, &mut out)?;
+    std::io::Write::flush(&mut out).context("cannot write output")?;
+    match summary.end_of_wal {
+        Some(lsn) => eprintln!("{} records; end of WAL at {lsn}", summary.records),
+        None => eprintln!("{} records", summary.records),
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -1,0 +1,17 @@
+//! PostgreSQL knowledge, version 15: LSNs, WAL pages and records, record bodies, and the constants they are
+//! built from. Everything here reads untrusted bytes: parsers return typed errors and never panic.
+
+pub mod constants;
+pub mod lsn;
+pub mod pglz;
+pub mod reader;
+pub mod records;
+pub mod waldecoder;
+pub mod xlogrecord;
+
+pub use lsn::Lsn;
+pub use records::{RecordBody, parse_body};
+pub use waldecoder::{RawRecord, WalDecodeError, WalStreamDecoder};
+pub use xlogrecord::{
+    BlockImage, BlockRef, Compression, DecodedRecord, RelFileNode, decode_record,
+};
