@@ -254,6 +254,33 @@ impl PgCluster {
         self.pg_ctl_start();
     }
 
+    /// The directory holding the WAL segments.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.data.join("pg_wal")
+    }
+
+    /// A `pg_controldata` field, e.g. "Latest checkpoint location".
+    pub fn controldata(&self, field: &str) -> String {
+        let out = run_ok(
+            Command::new(self.bin.join("pg_controldata"))
+                .arg("-D")
+                .arg(&self.data),
+            "pg_controldata",
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{field}:"))
+                    .map(|v| v.trim().to_string())
+            })
+            .unwrap_or_else(|| panic!("pg_controldata has no {field:?}:\n{text}"))
+    }
+
+    /// Path of a PostgreSQL 15 program, such as pg_waldump.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     pub fn is_running(&self) -> bool {
         self.running
     }
