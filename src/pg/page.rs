@@ -54,7 +54,7 @@ impl PageHeader {
                 self.lower, self.upper, self.special
             ));
         }
-        if self.special % 8 != 0 {
+        if !self.special.is_multiple_of(8) {
             return Err(format!("pd_special {} not 8-aligned", self.special));
         }
         Ok(())
