@@ -10,6 +10,11 @@ pub mod records;
 pub mod waldecoder;
 pub mod xlogrecord;
 
+#[cfg(test)]
+mod testwal;
+#[cfg(test)]
+mod waldecoder_proptests;
+
 pub use lsn::Lsn;
 pub use records::{RecordBody, parse_body};
 pub use waldecoder::{RawRecord, WalDecodeError, WalStreamDecoder};
