@@ -40,6 +40,9 @@ pub fn encode_record(rec: &TestRecord, prev: Lsn) -> Vec<u8> {
     out
 }
 
+/// Per written record: its start LSN, end LSN and bytes.
+pub type Written = Vec<(Lsn, Lsn, Vec<u8>)>;
+
 /// WAL from `start` (a page boundary) holding `records`, followed by zeros to the end of the last page.
 /// Returns the bytes and, per record, (start LSN, end LSN, record bytes).
 pub fn build_wal(
@@ -47,7 +50,7 @@ pub fn build_wal(
     seg_size: u32,
     sysid: u64,
     records: &[TestRecord],
-) -> (Vec<u8>, Vec<(Lsn, Lsn, Vec<u8>)>) {
+) -> (Vec<u8>, Written) {
     assert_eq!(start.block_offset(), 0);
     let mut out: Vec<u8> = Vec::new();
     let mut written = Vec::new();

@@ -5,7 +5,7 @@ use proptest::prelude::*;
 
 use super::constants::*;
 use super::lsn::Lsn;
-use super::testwal::{TestRecord, build_wal};
+use super::testwal::{TestRecord, Written, build_wal};
 use super::waldecoder::{RawRecord, WalDecodeError, WalStreamDecoder};
 use super::{decode_record, parse_body};
 
@@ -127,7 +127,7 @@ proptest! {
     }
 }
 
-fn sample(records: usize) -> (Lsn, Vec<u8>, Vec<(Lsn, Lsn, Vec<u8>)>) {
+fn sample(records: usize) -> (Lsn, Vec<u8>, Written) {
     let recs: Vec<TestRecord> = (0..records)
         .map(|i| TestRecord {
             rmid: RM_HEAP_ID,
