@@ -139,6 +139,19 @@ impl WalStreamDecoder {
         self.input.extend_from_slice(bytes);
     }
 
+    /// Like [`feed_bytes`](Self::feed_bytes), without a copy when nothing is buffered and `bytes` is not
+    /// shared (a whole segment read from a file, a replication message).
+    pub fn feed(&mut self, bytes: Bytes) {
+        if self.input.is_empty() {
+            match bytes.try_into_mut() {
+                Ok(owned) => self.input = owned,
+                Err(shared) => self.input.extend_from_slice(&shared),
+            }
+        } else {
+            self.input.extend_from_slice(&bytes);
+        }
+    }
+
     /// WAL position up to which input has been consumed.
     pub fn lsn(&self) -> Lsn {
         self.lsn
