@@ -156,6 +156,9 @@ build_postgres() {
 	step "copying src/" cp -R "$here/src/." "$tree/src/"
 	step "configuring" bash -c "cd '$tree' && ./configure --prefix='$prefix' \
 		--with-lz4 --with-zstd --without-icu --without-readline"
+	# Generated headers first and serially: a parallel make in src/backend
+	# alone races on creating them.
+	step "make generated headers" make -C "$tree/src/backend" generated-headers
 	for d in "${BUILD_DIRS[@]}"; do
 		step "make $d" make -C "$tree/$d" -j"$jobs"
 	done
@@ -230,8 +233,9 @@ main() {
 	local tmp out
 	tmp=$(mktemp -d "${TMPDIR:-/tmp}/walredo-build.XXXXXX")
 	out=$bundle.tmp.$$
+	# On failure keep the build dir (and its log) for inspection.
 	# shellcheck disable=SC2064 # expand now: these are fixed paths
-	trap "rm -rf '$tmp' '$out'" EXIT
+	trap "status=\$?; rm -rf '$out'; [ \$status -eq 0 ] && rm -rf '$tmp'" EXIT
 	build_log=$tmp/build.log
 	log "building $bundle (log: $build_log)"
 
