@@ -51,6 +51,7 @@
 
 #include "access/clog.h"
 #include "access/commit_ts.h"
+#include "access/heapam_xlog.h"
 #include "access/multixact.h"
 #include "access/nbtree.h"
 #include "access/rmgr.h"
@@ -63,7 +64,6 @@
 #include "access/xlogreader.h"
 #include "access/xlogrecovery.h"
 #include "access/xlogutils.h"
-#include "access/heapam_xlog.h"
 #include "catalog/pg_control.h"
 #include "libpq/pqformat.h"
 #include "libpq/pqsignal.h"
@@ -592,6 +592,10 @@ apply_record(StringInfo msg)
 	require_target(NULL, "ApplyRecord");
 
 	end_lsn = (XLogRecPtr) pq_getmsgint64(msg);
+	if (XLogRecPtrIsInvalid(end_lsn))
+		ereport(ERROR,
+				(errcode(ERRCODE_PROTOCOL_VIOLATION),
+				 errmsg("invalid end LSN 0/0 for a WAL record")));
 	rec_len = (uint32) (msg->len - msg->cursor);
 	if (rec_len < SizeOfXLogRecord)
 		ereport(ERROR,
