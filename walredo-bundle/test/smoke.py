@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Smoke test of the walredo bundle's `postgres --wal-redo` (stdlib only).
 
-Usage: smoke.py [--bundle DIR] [--keep]
+Usage: smoke.py [--bundle DIR] [--cluster-bin DIR] [--keep]
 
 Without --bundle it runs walredo-bundle/build.sh (a no-op when the bundle is
 cached) and uses the directory it prints.  When run as root, every PostgreSQL
@@ -190,7 +190,11 @@ class Redo:
 # --- a throwaway PostgreSQL 15 cluster as the source of real WAL -------------
 
 
-def pg_bin_dir(bundle_bin):
+def pg_bin_dir(bundle_bin, choice=None):
+    """Binaries for the WAL-producing cluster: --cluster-bin, else the system's
+    PostgreSQL 15, else the bundle's own initdb and postgres."""
+    if choice:
+        return choice
     if os.path.exists(os.path.join(SYSTEM_PG_BIN, "initdb")):
         return SYSTEM_PG_BIN
     return bundle_bin
@@ -375,7 +379,8 @@ def mask_heap_page(page):
 
 
 class Smoke:
-    def __init__(self, bundle, keep):
+    def __init__(self, bundle, keep, cluster_bin=None):
+        self.cluster_bin = cluster_bin
         self.bin = os.path.join(bundle, "v15", "bin")
         self.lib = os.path.join(bundle, "v15", "lib")
         self.postgres = os.path.join(self.bin, "postgres")
@@ -453,7 +458,7 @@ class Smoke:
         workdir = tempfile.mkdtemp(prefix="walredo-smoke-")
         give_to_postgres(workdir)
         try:
-            rel, records, (page2, page3) = make_real_wal(pg_bin_dir(self.bin), workdir)
+            rel, records, (page2, page3) = make_real_wal(pg_bin_dir(self.bin, self.cluster_bin), workdir)
             t = tag(rel[0], rel[1], rel[2], 0, 0)
             a1, a2, a3 = [msg(b"A", struct.pack(">Q", e) + rec) for rec, e, _ in records]
             end2 = records[1][1]
@@ -530,6 +535,24 @@ class Smoke:
         finally:
             r.kill()
 
+    def t_bad_sandbox_programs(self):
+        cases = {
+            "empty": b"",
+            "not a multiple of 8": b"\0" * 12,
+            "too long": allow_all_program() * 4097,
+            "invalid instruction": bpf(0xFFFF, 0, 0, 0),
+        }
+        for name, prog in cases.items():
+            r = self.redo(program=None)
+            try:
+                r.send(msg(b"S", prog) + msg(b"H"))
+                try:
+                    self.expect_death(r, want_rc=1)
+                except AssertionError as e:
+                    raise AssertionError("%s: %s" % (name, e))
+            finally:
+                r.kill()
+
     def t_x_rejected_by_normal_binary(self):
         r = self.redo()
         try:
@@ -568,6 +591,7 @@ class Smoke:
         self.check("real WAL redo matches PostgreSQL's page", self.t_real_redo)
         self.check("garbage 'A' records end the process", self.t_garbage_records)
         self.check("first message must be 'S'", self.t_first_message_not_sandbox)
+        self.check("bad sandbox programs are refused", self.t_bad_sandbox_programs)
         self.check("normal binary rejects 'X'", self.t_x_rejected_by_normal_binary)
         self.check("testhooks: open/socket/execve killed by SIGSYS", self.t_testhooks_killed)
         print("%d passed, %d failed" % (self.passed, self.failed))
@@ -578,6 +602,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", help="bundle directory (default: run build.sh)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary cluster")
+    ap.add_argument("--cluster-bin", help="PostgreSQL 15 bin dir for the WAL-producing cluster "
+                    "(default: %s if present, else the bundle's)" % SYSTEM_PG_BIN)
     args = ap.parse_args()
     if os.uname().machine != "x86_64":
         print("smoke.py builds an x86_64 seccomp program; skipping on %s" % os.uname().machine)
@@ -588,7 +614,7 @@ def main():
                              stdout=subprocess.PIPE).stdout.decode()
         bundle = out.strip().splitlines()[-1]
     start = time.time()
-    ok = Smoke(bundle, args.keep).run()
+    ok = Smoke(bundle, args.keep, args.cluster_bin).run()
     print("(%.1fs)" % (time.time() - start))
     return 0 if ok else 1
 
