@@ -296,14 +296,104 @@ def heap_insert_records(seg, seg_start, start, end, rel):
     return found
 
 
+def block_refs(rec):
+    """[(spc, db, rel, fork, blk)] for every block reference of an XLogRecord."""
+    refs = []
+    p, rel = 24, None
+    tot = len(rec)
+    while p < tot:
+        block_id = rec[p]
+        if block_id == 255:  # XLR_BLOCK_ID_DATA_SHORT: main data header, end of headers
+            break
+        if block_id in (254, 253):  # DATA_LONG ends headers; ORIGIN has payload
+            if block_id == 254:
+                break
+            p += 3
+            continue
+        if block_id == 252:  # XLR_BLOCK_ID_TOPLEVEL_XID
+            p += 5
+            continue
+        fork_flags = rec[p + 1]
+        p += 4
+        if fork_flags & 0x10:  # BKPBLOCK_HAS_IMAGE
+            bimg_info = rec[p + 4]
+            p += 5
+            if bimg_info & 0x01 and bimg_info & 0x1C:
+                p += 2
+        if not fork_flags & 0x80:  # not BKPBLOCK_SAME_REL
+            rel = struct.unpack_from("<III", rec, p)
+            p += 12
+        blk = struct.unpack_from("<I", rec, p)[0]
+        p += 4
+        refs.append(rel + (fork_flags & 0x0F, blk))
+    return refs
+
+
+def heap_records_for(seg, seg_start, start, end, rel):
+    """Heap/heap2 records in [start, end) referencing any block of `rel`:
+    a list of (record bytes, end LSN, block refs)."""
+    found = []
+    lsn = start
+    while lsn < end:
+        rec, rec_end = read_record(seg, seg_start, lsn)
+        refs = block_refs(rec)
+        if rec[17] in (9, 10) and any(r[:3] == rel for r in refs):
+            found.append((rec, rec_end, refs))
+        lsn = next_record_lsn(seg, seg_start, rec_end)
+    return found
+
+
+def read_segment(data, lsn):
+    segno = lsn // WAL_SEG_SIZE
+    seg_name = "%08X%08X%08X" % (1, segno >> 8, segno & 0xFF)
+    with open(os.path.join(data, "pg_wal", seg_name), "rb") as f:
+        return f.read(), segno * WAL_SEG_SIZE
+
+
+def make_update_wal(bindir, data, env):
+    """In the cluster made by make_real_wal: fill page 0 of a new table, then
+    update a row so that its new version goes to a new page 1.  The update
+    record references page 1 (WILL_INIT) as block 0 and page 0 as block 1.
+    Return (rel, records, {blkno: page as written at the final checkpoint})."""
+    vals = single_user(bindir, data, env, [
+        "CREATE TABLE u(a int, b text) WITH (fillfactor = 100)",
+        "CHECKPOINT",
+        "SELECT pg_current_wal_insert_lsn()",
+        "INSERT INTO u SELECT g, repeat('x', 500) FROM generate_series(1, 15) g",
+        "UPDATE u SET b = repeat('y', 500) WHERE a = 1",
+        "CHECKPOINT",
+        "SELECT pg_current_wal_insert_lsn()",
+        "SELECT pg_relation_filenode('u')",
+        "SELECT oid FROM pg_database WHERE datname = current_database()",
+        "SELECT pg_relation_size('u') / 8192",
+    ])
+    start, end = parse_lsn(vals[0]), parse_lsn(vals[1])
+    rel = (1663, int(vals[3]), int(vals[2]))
+    if int(vals[4]) != 2:
+        raise AssertionError("table u has %s pages, expected 2" % vals[4])
+    seg, seg_start = read_segment(data, start)
+    if (end - 1) // WAL_SEG_SIZE != start // WAL_SEG_SIZE:
+        raise AssertionError("records span two WAL segments; rerun")
+    records = heap_records_for(seg, seg_start, start, end, rel)
+    last = records[-1][2]
+    if [r[4] for r in last] != [1, 0]:
+        raise AssertionError("expected the update to reference blocks 1 and 0, got %r" % last)
+    pages = {}
+    with open(os.path.join(data, "base", str(rel[1]), str(rel[2])), "rb") as f:
+        for blk in (0, 1):
+            pages[blk] = f.read(BLCKSZ)
+    return rel, records, pages
+
+
 def make_real_wal(bindir, workdir):
     """Create a cluster and a fresh table, then insert three rows:
       1. right after a checkpoint into the new table: INSERT+INIT_PAGE,
       2. into the same page: a plain INSERT,
       3. after another checkpoint, with wal_compression=zstd: an INSERT
          carrying a compressed full-page image.
-    Return (rel, [(record, end LSN, info)] * 3, [page after 2, page after 3])
-    where the pages are block 0 as the cluster wrote it at checkpoints."""
+    Return (rel, [(record, end LSN, info)] * 3, [page after 2, page after 3],
+    make_update_wal(...)) where the pages are block 0 as the cluster wrote it
+    at checkpoints."""
     data = os.path.join(workdir, "pgdata")
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
     r = run_pg(
@@ -350,7 +440,7 @@ def make_real_wal(bindir, workdir):
     kinds = [(info & 0x80 != 0, has_image(rec)) for rec, _, info in records]
     if kinds != [(True, False), (False, False), (False, True)]:
         raise AssertionError("expected INSERT+INIT, INSERT, INSERT with image; got %r" % kinds)
-    return rel, records, [page2, page3]
+    return rel, records, [page2, page3], make_update_wal(bindir, data, env)
 
 
 def has_image(rec):
@@ -458,7 +548,9 @@ class Smoke:
         workdir = tempfile.mkdtemp(prefix="walredo-smoke-")
         give_to_postgres(workdir)
         try:
-            rel, records, (page2, page3) = make_real_wal(pg_bin_dir(self.bin, self.cluster_bin), workdir)
+            rel, records, (page2, page3), update = make_real_wal(
+                pg_bin_dir(self.bin, self.cluster_bin), workdir)
+            self.update_wal = update
             t = tag(rel[0], rel[1], rel[2], 0, 0)
             a1, a2, a3 = [msg(b"A", struct.pack(">Q", e) + rec) for rec, e, _ in records]
             end2 = records[1][1]
@@ -499,6 +591,28 @@ class Smoke:
                 print("     kept %s" % workdir)
             else:
                 shutil.rmtree(workdir, ignore_errors=True)
+
+    def t_multi_block_record(self):
+        """Each page of a two-page UPDATE, replayed alone, equals the cluster's."""
+        if getattr(self, "update_wal", None) is None:
+            raise AssertionError("needs the cluster of the real WAL check")
+        rel, records, pages = self.update_wal
+        r = self.redo()
+        try:
+            for blk in (0, 1):
+                t = tag(rel[0], rel[1], rel[2], 0, blk)
+                stream = msg(b"B", t)
+                for rec, end, refs in records:
+                    if rel + (0, blk) in refs:
+                        stream += msg(b"A", struct.pack(">Q", end) + rec)
+                r.send(stream + msg(b"G", t))
+                if mask_heap_page(r.read_page()) != mask_heap_page(pages[blk]):
+                    raise AssertionError("page %d differs from the cluster's page" % blk)
+            rc, err = r.close_and_wait()
+            if rc != 0:
+                raise AssertionError("EOF exit status %d: %s" % (rc, err))
+        finally:
+            r.kill()
 
     def t_garbage_records(self):
         t = tag(1663, 5, 16384, 0, 0)
@@ -589,6 +703,7 @@ class Smoke:
         self.check("sandbox installed, ping answers, EOF exits 0", self.t_sandbox_ping)
         self.check("B+P+G round-trips pages", self.t_push_get)
         self.check("real WAL redo matches PostgreSQL's page", self.t_real_redo)
+        self.check("two-page UPDATE replayed one page at a time", self.t_multi_block_record)
         self.check("garbage 'A' records end the process", self.t_garbage_records)
         self.check("first message must be 'S'", self.t_first_message_not_sandbox)
         self.check("bad sandbox programs are refused", self.t_bad_sandbox_programs)
