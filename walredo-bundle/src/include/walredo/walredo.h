@@ -1,0 +1,16 @@
+/*-------------------------------------------------------------------------
+ *
+ * walredo.h
+ *	  Entry point of "postgres --wal-redo", the page-at-a-time WAL redo
+ *	  helper driven by the pageserver.  See docs/walredo.md.
+ *
+ * src/include/walredo/walredo.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WALREDO_H
+#define WALREDO_H
+
+extern void WalRedoMain(int argc, char *argv[]) pg_attribute_noreturn();
+
+#endif							/* WALREDO_H */
