@@ -9,6 +9,12 @@ cd "$(dirname "$0")/.."
 ensure_apt_packages postgresql-15 ca-certificates curl
 ensure_rust clippy fmt
 
+log "walredo bundle (PostgreSQL 15.18 + our patch; cached by its inputs)"
+PAGESERVER_WALREDO_BUNDLE=$(walredo-bundle/build.sh | tail -1)
+export PAGESERVER_WALREDO_BUNDLE
+log "walredo bundle smoke test"
+python3 walredo-bundle/test/smoke.py --bundle "$PAGESERVER_WALREDO_BUNDLE"
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
