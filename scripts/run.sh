@@ -6,5 +6,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 ensure_rust
+bundle=$(walredo-bundle/build.sh | tail -1)
 cargo build --release --locked --bin pageserver >&2
-exec "$CARGO_TARGET_DIR/release/pageserver" -D "${PAGESERVER_WORKDIR:-.pageserver}" "$@"
+exec "$CARGO_TARGET_DIR/release/pageserver" -D "${PAGESERVER_WORKDIR:-.pageserver}" \
+  -c "pg_distrib_dir='$bundle'" "$@"

@@ -10,4 +10,5 @@ pub mod logging;
 pub mod pg;
 pub mod service;
 pub mod waldump;
+pub mod walredo;
 pub mod workdir;

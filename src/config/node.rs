@@ -30,6 +30,10 @@ pub struct NodeConfig {
     pub locale: String,
     /// Log line format: "plain" or "json". The level comes from RUST_LOG (default "info").
     pub log_format: LogFormat,
+    /// The walredo bundle (`walredo-bundle/build.sh` prints it): `<dir>/v15/bin/postgres` and its libraries.
+    pub pg_distrib_dir: PathBuf,
+    /// Unprivileged user that runs the `postgres --wal-redo` children when the pageserver runs as root.
+    pub walredo_user: String,
     /// Authentication of the page service. Only "Trust" exists so far.
     pub pg_auth_type: AuthType,
     /// Authentication of the HTTP API. Only "Trust" exists so far.
@@ -53,6 +57,8 @@ impl Default for NodeConfig {
             superuser: "cloud_admin".to_string(),
             locale: "C.UTF-8".to_string(),
             log_format: LogFormat::Plain,
+            pg_distrib_dir: PathBuf::from("/var/cache/pageserver/walredo-bundle/current"),
+            walredo_user: "nobody".to_string(),
             pg_auth_type: AuthType::Trust,
             http_auth_type: AuthType::Trust,
             remote_storage: None,
@@ -188,6 +194,9 @@ impl NodeConfig {
         }
         if self.page_cache_size == 0 {
             return bad("page_cache_size", "a page count greater than 0");
+        }
+        if self.walredo_user.is_empty() || self.walredo_user == "root" {
+            return bad("walredo_user", "the name of an unprivileged user");
         }
         if self.superuser.is_empty() {
             return bad("superuser", "a non-empty role name");

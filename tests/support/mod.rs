@@ -7,6 +7,7 @@
 
 pub mod pageserver;
 pub mod pg;
+pub mod walsample;
 pub mod workload;
 
 use std::net::TcpListener;

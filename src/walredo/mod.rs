@@ -1,0 +1,214 @@
+//! WAL redo: rebuilding a page from a base image and the records that changed it (DESIGN.md D7).
+//!
+//! Records of PostgreSQL's own resource managers are replayed by `postgres --wal-redo` children (the bundle
+//! of `walredo-bundle/`, docs/walredo.md), one pool per tenant ([`pool::RedoPool`]), each child sandboxed
+//! with the seccomp program of [`sandbox`] and run as an unprivileged user when we are root. The few records
+//! the pageserver owns (visibility-map bits, CLOG, multixacts) are applied in Rust ([`native`]).
+//!
+//! A request's records are applied in order; consecutive PostgreSQL records go to a child in one request
+//! (B, P, A..., G), Rust-side records are applied on the page in between. The repository sees only the
+//! [`RedoManager`] trait, so its tests can use a deterministic fake.
+//!
+//! Invariants: a child only ever changes the page it was asked for; a child that errs, dies or times out is
+//! killed, its callers get an error, and the next request gets a fresh child; a tenant's children die with
+//! the tenant ([`PostgresRedoManager::shutdown`]).
+
+pub mod native;
+pub mod pool;
+pub mod process;
+pub mod record;
+pub mod sandbox;
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tracing::Span;
+
+pub use record::{BufferTag, PageId, SlruKind, WalRecord};
+
+use crate::pg::Lsn;
+use crate::pg::constants::BLCKSZ;
+use pool::{PoolError, RedoPool};
+use process::LaunchConfig;
+
+/// Rebuild one page.
+#[derive(Debug, Clone)]
+pub struct RedoRequest {
+    pub page: PageId,
+    /// The page before the first record; `None` if the first record initialises it.
+    pub base_image: Option<Bytes>,
+    /// Records in LSN order, each with its end LSN.
+    pub records: Vec<(Lsn, WalRecord)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RedoError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error(transparent)]
+    Native(#[from] native::NativeError),
+    #[error("PostgreSQL records for {0:?}, which is not a relation page")]
+    NotARelationPage(PageId),
+    #[error("cannot set up WAL redo: {0}")]
+    Setup(String),
+}
+
+pub type RedoFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, RedoError>> + Send + 'a>>;
+
+/// What the repository needs from WAL redo.
+pub trait RedoManager: Send + Sync {
+    fn redo(&self, request: RedoRequest) -> RedoFuture<'_>;
+}
+
+/// Settings of a tenant's redo.
+#[derive(Debug, Clone)]
+pub struct RedoConfig {
+    /// The bundle: `<dir>/v15/bin/postgres`, `<dir>/v15/lib`.
+    pub bundle_dir: std::path::PathBuf,
+    /// The binary under `v15/bin`; `postgres`, or `postgres-testhooks` in sandbox tests.
+    pub binary_name: String,
+    /// User to run the children as when the pageserver runs as root.
+    pub run_as_user: String,
+    pub pool_size: usize,
+    pub request_timeout: Duration,
+}
+
+impl RedoConfig {
+    fn launch_config(&self) -> Result<LaunchConfig, RedoError> {
+        let v15 = self.bundle_dir.join("v15");
+        let binary = v15.join("bin").join(&self.binary_name);
+        if !binary.exists() {
+            return Err(RedoError::Setup(format!(
+                "{} does not exist (build the bundle with walredo-bundle/build.sh and set pg_distrib_dir)",
+                binary.display()
+            )));
+        }
+        let run_as = if nix::unistd::Uid::effective().is_root() {
+            let user = nix::unistd::User::from_name(&self.run_as_user)
+                .map_err(|e| RedoError::Setup(format!("cannot look up user {}: {e}", self.run_as_user)))?
+                .ok_or_else(|| {
+                    RedoError::Setup(format!(
+                        "running as root, redo children need an unprivileged user, and {:?} does not exist",
+                        self.run_as_user
+                    ))
+                })?;
+            if user.uid.is_root() {
+                return Err(RedoError::Setup(format!(
+                    "walredo user {:?} is root",
+                    self.run_as_user
+                )));
+            }
+            Some((user.uid.as_raw(), user.gid.as_raw()))
+        } else {
+            None
+        };
+        let sandbox = sandbox::program_bytes().map_err(|e| RedoError::Setup(e.to_string()))?;
+        Ok(LaunchConfig {
+            binary,
+            lib_dir: v15.join("lib"),
+            run_as,
+            sandbox: sandbox.into(),
+            request_timeout: self.request_timeout,
+        })
+    }
+}
+
+/// Redo through a tenant's pool of `postgres --wal-redo` children, plus the Rust-side records.
+pub struct PostgresRedoManager {
+    pool: RedoPool,
+}
+
+impl PostgresRedoManager {
+    /// A manager for one tenant; `span` carries the tenant id into the children's log lines.
+    pub fn new(config: &RedoConfig, span: Span) -> Result<PostgresRedoManager, RedoError> {
+        let launch = config.launch_config()?;
+        Ok(PostgresRedoManager {
+            pool: RedoPool::new(launch, config.pool_size, span),
+        })
+    }
+
+    pub fn pool(&self) -> &RedoPool {
+        &self.pool
+    }
+
+    /// Kills the tenant's children; later requests fail.
+    pub async fn shutdown(&self) {
+        self.pool.shutdown().await;
+    }
+
+    async fn redo_impl(&self, request: RedoRequest) -> Result<Bytes, RedoError> {
+        let RedoRequest {
+            page: id,
+            base_image,
+            records,
+        } = request;
+        let mut page: Option<Bytes> = base_image;
+        let mut i = 0;
+        while i < records.len() {
+            let run_end = records[i..]
+                .iter()
+                .position(|(_, r)| r.is_postgres() != records[i].1.is_postgres())
+                .map_or(records.len(), |n| i + n);
+            let run = &records[i..run_end];
+            if records[i].1.is_postgres() {
+                let PageId::Rel(tag) = id else {
+                    return Err(RedoError::NotARelationPage(id));
+                };
+                let raw: Vec<(Lsn, &[u8])> = run
+                    .iter()
+                    .filter_map(|(lsn, r)| match r {
+                        WalRecord::Postgres { rec, .. } => Some((*lsn, &rec[..])),
+                        _ => None,
+                    })
+                    .collect();
+                // A record that initialises the page makes any earlier image irrelevant.
+                let base = if run[0].1.will_init() {
+                    None
+                } else {
+                    page.as_deref()
+                };
+                let encoded = process::encode_request(&tag, base, &raw);
+                page = Some(self.pool.request(&encoded).await?);
+            } else {
+                let mut buf = match &page {
+                    Some(p) => p.to_vec(),
+                    None => {
+                        return Err(native::NativeError::NoBaseImage {
+                            record: "a Rust-applied record",
+                        }
+                        .into());
+                    }
+                };
+                for (_, rec) in run {
+                    native::apply(id, &mut buf, rec)?;
+                }
+                page = Some(buf.into());
+            }
+            i = run_end;
+        }
+        page.ok_or(RedoError::Native(native::NativeError::NoBaseImage {
+            record: "an empty request",
+        }))
+    }
+}
+
+impl RedoManager for PostgresRedoManager {
+    fn redo(&self, request: RedoRequest) -> RedoFuture<'_> {
+        Box::pin(self.redo_impl(request))
+    }
+}
+
+/// The bundle dir from `$PAGESERVER_WALREDO_BUNDLE` (set by scripts/test.sh), for tests and tools.
+pub fn bundle_from_env() -> Option<std::path::PathBuf> {
+    std::env::var_os("PAGESERVER_WALREDO_BUNDLE")
+        .map(std::path::PathBuf::from)
+        .filter(|p| Path::new(p).join("v15/bin/postgres").exists())
+}
+
+/// An all-zero page.
+pub fn zero_page() -> Bytes {
+    Bytes::from(vec![0u8; BLCKSZ])
+}

@@ -1,0 +1,242 @@
+//! The redo manager with the real sandboxed `postgres --wal-redo` of the walredo bundle
+//! (`$PAGESERVER_WALREDO_BUNDLE`, set by scripts/test.sh; the test fails without it).
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pageserver::pg::Lsn;
+use pageserver::pg::page::PageHeader;
+use pageserver::walredo::{
+    PageId, PostgresRedoManager, RedoConfig, RedoManager, RedoRequest, WalRecord,
+};
+use support::walsample::{HeapPageSample, heap_page_sample};
+use tracing::Span;
+
+fn bundle() -> std::path::PathBuf {
+    pageserver::walredo::bundle_from_env().expect(
+        "PAGESERVER_WALREDO_BUNDLE must name a built walredo bundle (scripts/test.sh sets it)",
+    )
+}
+
+fn config(binary: &str) -> RedoConfig {
+    RedoConfig {
+        bundle_dir: bundle(),
+        binary_name: binary.to_string(),
+        run_as_user: "nobody".to_string(),
+        pool_size: 1,
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+fn manager() -> PostgresRedoManager {
+    PostgresRedoManager::new(&config("postgres"), Span::none()).unwrap()
+}
+
+fn request(sample: &HeapPageSample) -> RedoRequest {
+    RedoRequest {
+        page: PageId::Rel(sample.tag),
+        base_image: None,
+        records: sample.records.clone(),
+    }
+}
+
+/// The parts of a heap page redo must reproduce exactly: everything but the LSN, checksum, hint bits and the
+/// command id, which redo sets to FirstCommandId (compared in full, with PostgreSQL's masking, by the
+/// consistency test).
+fn assert_same_tuples(ours: &[u8], theirs: &[u8]) {
+    let (a, b) = (
+        PageHeader::parse(ours).unwrap(),
+        PageHeader::parse(theirs).unwrap(),
+    );
+    assert_eq!((a.lower, a.upper, a.special), (b.lower, b.upper, b.special));
+    assert_eq!(
+        &ours[24..a.lower as usize],
+        &theirs[24..b.lower as usize],
+        "line pointers differ"
+    );
+    // Tuple bodies, skipping the infomask hint bits (t_infomask at offset 20 of each tuple header).
+    let masked = |page: &[u8]| {
+        let mut p = page.to_vec();
+        let mut off = a.lower as usize - 4;
+        while off >= 24 {
+            let lp = u32::from_le_bytes(p[off..off + 4].try_into().unwrap());
+            let tuple = (lp & 0x7FFF) as usize;
+            if tuple + 24 <= p.len() {
+                p[tuple + 8..tuple + 12].fill(0); // t_cid
+                p[tuple + 20] &= !0xF0; // HEAP_XMIN_COMMITTED|INVALID, HEAP_XMAX_COMMITTED|INVALID
+            }
+            off -= 4;
+        }
+        p[a.upper as usize..].to_vec()
+    };
+    assert_eq!(masked(ours), masked(theirs), "tuple data differs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
+    let sample = tokio::task::spawn_blocking(|| heap_page_sample(20))
+        .await
+        .unwrap();
+    let manager = manager();
+    let page = manager.redo(request(&sample)).await.unwrap();
+    assert_same_tuples(&page, &sample.page);
+    assert_eq!(
+        PageHeader::parse(&page).unwrap().lsn,
+        sample.records.last().unwrap().0
+    );
+
+    // The child is sandboxed while it serves requests.
+    let pid = manager.pool().pids().await[0];
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.lines().any(|l| l == "Seccomp:\t2"),
+        "no seccomp filter:\n{status}"
+    );
+    // And runs as an unprivileged user when we are root.
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(
+        !uid_line.split_whitespace().skip(1).any(|u| u == "0"),
+        "{uid_line}"
+    );
+
+    // Half the records on a base image of the other half gives the same page.
+    let half = sample.records.len() / 2;
+    let first = manager
+        .redo(RedoRequest {
+            records: sample.records[..half].to_vec(),
+            ..request(&sample)
+        })
+        .await
+        .unwrap();
+    let rest = manager
+        .redo(RedoRequest {
+            base_image: Some(first),
+            records: sample.records[half..].to_vec(),
+            ..request(&sample)
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest, page);
+    assert_eq!(
+        manager.pool().pids().await,
+        vec![pid],
+        "one process served every request"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_syscalls_kill_the_sandboxed_child() {
+    for call in ["open", "socket", "execve"] {
+        let manager =
+            PostgresRedoManager::new(&config("postgres-testhooks"), Span::none()).unwrap();
+        let process = manager.pool().any_process().await.unwrap();
+        // A ping first: the child is up and sandboxed.
+        let pong = process.request(&[b'H', 0, 0, 0, 4]).await.unwrap();
+        assert_eq!(pong.len(), 8192);
+        let payload = format!("{call}\0");
+        let mut msg = vec![b'X'];
+        msg.extend_from_slice(&((payload.len() + 4) as i32).to_be_bytes());
+        msg.extend_from_slice(payload.as_bytes());
+        process.send_raw(&msg).await.unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(10), process.wait_exit())
+            .await
+            .expect("child still alive after a forbidden syscall")
+            .expect("exit status");
+        assert_eq!(status.signal(), Some(libc::SIGSYS), "{call}: {status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_record_kills_only_its_tenants_process() {
+    let sample = tokio::task::spawn_blocking(|| heap_page_sample(10))
+        .await
+        .unwrap();
+    let a = manager();
+    let b = std::sync::Arc::new(manager());
+    let good = a.redo(request(&sample)).await.unwrap();
+    let a_pid = a.pool().pids().await[0];
+
+    // Tenant B redoes pages concurrently the whole time.
+    let b_task = {
+        let b = b.clone();
+        let req = request(&sample);
+        tokio::spawn(async move {
+            let mut pages = Vec::new();
+            for _ in 0..200 {
+                pages.push(b.redo(req.clone()).await.unwrap());
+            }
+            pages
+        })
+    };
+    let mut garbage = vec![0xABu8; 64];
+    garbage[0..4].copy_from_slice(&64u32.to_le_bytes());
+    garbage[17] = 10; // heap
+    let bad = RedoRequest {
+        records: vec![(
+            Lsn(0x1000),
+            WalRecord::Postgres {
+                will_init: true,
+                rec: Bytes::from(garbage),
+            },
+        )],
+        ..request(&sample)
+    };
+    let err = a.redo(bad).await.unwrap_err();
+    println!("malformed record for tenant A: {err}");
+    let b_pages = b_task.await.unwrap();
+    assert!(
+        b_pages.iter().all(|p| *p == good),
+        "tenant B got a wrong page"
+    );
+
+    // A's next request is served, by a new process.
+    assert_eq!(a.redo(request(&sample)).await.unwrap(), good);
+    let new_pid = a.pool().pids().await[0];
+    assert_ne!(new_pid, a_pid);
+    assert!(!std::path::Path::new(&format!("/proc/{a_pid}")).exists() || is_zombie_or_gone(a_pid));
+}
+
+fn is_zombie_or_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.split_whitespace().nth(2) == Some("Z"),
+        Err(_) => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_kills_every_process_of_the_tenant() {
+    let mut cfg = config("postgres");
+    cfg.pool_size = 3;
+    let manager = PostgresRedoManager::new(&cfg, Span::none()).unwrap();
+    let ping = [b'H', 0, 0, 0, 4];
+    for _ in 0..3 {
+        manager.pool().request(&ping).await.unwrap();
+    }
+    let pids = manager.pool().pids().await;
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    manager.shutdown().await;
+    for pid in pids {
+        assert!(
+            is_zombie_or_gone(pid),
+            "process {pid} still alive after shutdown"
+        );
+    }
+    assert!(manager.pool().request(&ping).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bundle_is_a_clear_error() {
+    let mut cfg = config("postgres");
+    cfg.bundle_dir = "/nonexistent/bundle".into();
+    let err = PostgresRedoManager::new(&cfg, Span::none())
+        .err()
+        .expect("must fail");
+    assert!(err.to_string().contains("/nonexistent/bundle"), "{err}");
+}
