@@ -10,5 +10,6 @@ pub mod logging;
 pub mod pg;
 pub mod service;
 pub mod waldump;
+pub mod walingest;
 pub mod walredo;
 pub mod workdir;

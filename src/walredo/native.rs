@@ -120,17 +120,36 @@ pub fn apply(id: PageId, page: &mut [u8], rec: &WalRecord) -> Result<(), NativeE
             Ok(())
         }
         (
-            WalRecord::MultixactOffsetCreate { mid, moff },
+            WalRecord::MultixactOffsetCreate {
+                mid,
+                moff,
+                nmembers,
+            },
             PageId::Slru {
                 kind: SlruKind::MultiXactOffsets,
                 pageno,
             },
         ) => {
-            if mid / MULTIXACT_OFFSETS_PER_PAGE != pageno {
+            // multixact.c: ids wrap around to FirstMultiXactId (1); offsets skip 0.
+            let next = match mid.wrapping_add(1) {
+                0 => 1,
+                n => n,
+            };
+            let next_moff = match moff.wrapping_add(*nmembers) {
+                0 => 1,
+                n => n,
+            };
+            let mut touched = false;
+            for (multi, value) in [(*mid, *moff), (next, next_moff)] {
+                if multi / MULTIXACT_OFFSETS_PER_PAGE == pageno {
+                    let at = (multi % MULTIXACT_OFFSETS_PER_PAGE) as usize * 4;
+                    page[at..at + 4].copy_from_slice(&value.to_le_bytes());
+                    touched = true;
+                }
+            }
+            if !touched {
                 return Err(wrong());
             }
-            let at = (mid % MULTIXACT_OFFSETS_PER_PAGE) as usize * 4;
-            page[at..at + 4].copy_from_slice(&moff.to_le_bytes());
             Ok(())
         }
         (
@@ -267,21 +286,34 @@ mod tests {
             pageno: 0,
         };
         let mut page = vec![0u8; BLCKSZ];
-        apply(
-            off,
-            &mut page,
-            &WalRecord::MultixactOffsetCreate {
-                mid: 3,
-                moff: 0x0102_0304,
-            },
-        )
-        .unwrap();
+        let rec = WalRecord::MultixactOffsetCreate {
+            mid: 3,
+            moff: 0x0102_0304,
+            nmembers: 2,
+        };
+        apply(off, &mut page, &rec).unwrap();
         assert_eq!(&page[12..16], &[4, 3, 2, 1]);
+        // The next multixact starts where this one's members end.
+        assert_eq!(&page[16..20], &[6, 3, 2, 1]);
         let wrong = WalRecord::MultixactOffsetCreate {
-            mid: MULTIXACT_OFFSETS_PER_PAGE,
+            mid: MULTIXACT_OFFSETS_PER_PAGE + 5,
             moff: 1,
+            nmembers: 1,
         };
         assert!(apply(off, &mut page, &wrong).is_err());
+        // The last multixact of a page writes its successor's offset on the next page, skipping offset 0.
+        let last = WalRecord::MultixactOffsetCreate {
+            mid: MULTIXACT_OFFSETS_PER_PAGE - 1,
+            moff: u32::MAX - 1,
+            nmembers: 2,
+        };
+        let next_page = PageId::Slru {
+            kind: SlruKind::MultiXactOffsets,
+            pageno: 1,
+        };
+        let mut page1 = vec![0u8; BLCKSZ];
+        apply(next_page, &mut page1, &last).unwrap();
+        assert_eq!(&page1[0..4], &1u32.to_le_bytes());
 
         let mem = PageId::Slru {
             kind: SlruKind::MultiXactMembers,

@@ -51,8 +51,10 @@ pub enum WalRecord {
     ClogSetCommitted { xids: Vec<u32> },
     /// Mark transactions aborted in a CLOG page.
     ClogSetAborted { xids: Vec<u32> },
-    /// Record where a multixact's members start, in a multixact offsets page.
-    MultixactOffsetCreate { mid: u32, moff: u32 },
+    /// Record where a multixact's members start, and (as PostgreSQL 15.18's RecordNewMultiXact does) where
+    /// the next multixact's start: `moff + nmembers`. Stored on the offsets page of `mid` and, when it is
+    /// another page, on that of `mid + 1`.
+    MultixactOffsetCreate { mid: u32, moff: u32, nmembers: u32 },
     /// Store a multixact's members (those that fall on the page) in a multixact members page.
     MultixactMembersCreate {
         moff: u32,

@@ -189,6 +189,26 @@ impl PgCluster {
         }
     }
 
+    /// Starts psql on `sql` in the background (for concurrent sessions); wait on the child.
+    pub fn spawn_sql(&self, dbname: &str, sql: &str) -> std::process::Child {
+        self.client_command("psql")
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                dbname,
+                "-c",
+                sql,
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn psql")
+    }
+
     /// Like [`try_sql`](Self::try_sql) on database `postgres`; panics on error.
     pub fn sql(&self, sql: &str) -> String {
         self.sql_in("postgres", sql)

@@ -60,3 +60,40 @@ pub fn ddl_mix(pg: &PgCluster, tag: &str) {
         pg.sql(sql);
     }
 }
+
+/// Multixacts: `sessions` transactions lock the same `rows` rows FOR SHARE at once, so each row's xmax becomes
+/// a multixact that grows by one member per session.
+pub fn multixact_workload(pg: &PgCluster, sessions: usize, rows: usize) {
+    pg.sql(&format!(
+        "CREATE TABLE IF NOT EXISTS mx_rows (id int PRIMARY KEY, v int); \
+         INSERT INTO mx_rows SELECT g, g FROM generate_series(1, {rows}) g ON CONFLICT DO NOTHING"
+    ));
+    let lock = "BEGIN; SELECT count(*) FROM (SELECT * FROM mx_rows FOR SHARE) s; \
+                SELECT pg_sleep(1); COMMIT;";
+    let children: Vec<_> = (0..sessions)
+        .map(|_| pg.spawn_sql("postgres", lock))
+        .collect();
+    for mut child in children {
+        let status = child.wait().expect("wait for psql");
+        assert!(status.success(), "a FOR SHARE session failed");
+    }
+    // A backend reuses a multixact for the same member set, so the sessions above make few. One per row:
+    // share-lock each row in the transaction, then lock it FOR UPDATE in a subtransaction of its own.
+    pg.sql(&format!(
+        "DO $$ BEGIN FOR r IN 1..{rows} LOOP \
+           PERFORM 1 FROM mx_rows WHERE id = r FOR SHARE; \
+           BEGIN PERFORM 1 FROM mx_rows WHERE id = r FOR UPDATE; EXCEPTION WHEN others THEN NULL; END; \
+         END LOOP; END $$"
+    ));
+}
+
+/// Transactions that abort: ROLLBACK after writing, and a statement that fails.
+pub fn aborts(pg: &PgCluster) {
+    pg.sql("CREATE TABLE IF NOT EXISTS aborted (a int)");
+    pg.sql("BEGIN; INSERT INTO aborted VALUES (1); SAVEPOINT s; INSERT INTO aborted VALUES (2); ROLLBACK");
+    let _ = pg.try_sql(
+        "postgres",
+        "BEGIN; INSERT INTO aborted VALUES (3); SELECT 1/0; COMMIT",
+    );
+    pg.sql("BEGIN; INSERT INTO aborted VALUES (4); SAVEPOINT s; INSERT INTO aborted VALUES (5); RELEASE s; COMMIT");
+}
