@@ -3,6 +3,7 @@
 
 pub mod constants;
 pub mod lsn;
+pub mod mask;
 pub mod page;
 pub mod pglz;
 pub mod reader;
