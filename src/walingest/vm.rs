@@ -31,27 +31,22 @@ pub fn vm_changes(rec: &DecodedRecord, heap: &HeapRecord) -> Vec<PageChange> {
         forknum: VISIBILITYMAP_FORKNUM,
         blkno: heap_blk / VM_HEAPBLOCKS_PER_PAGE,
     };
-    let mut changes: Vec<PageChange> = Vec::new();
-    for (i, &(heap_blk, flags)) in targets.iter().enumerate() {
-        // Two heap blocks on one VM page with the same flags: one record naming both.
-        if i == 1 && vm_tag(targets[0].0) == vm_tag(heap_blk) && targets[0].1 == flags {
-            if let Some(PageChange::Record(
-                _,
-                WalRecord::ClearVisibilityMapFlags { old_heap_blkno, .. },
-            )) = changes.last_mut()
-            {
-                *old_heap_blkno = Some(heap_blk);
-                continue;
-            }
-        }
-        changes.push(PageChange::Record(
+    let clear = |heap_blk: u32, other: Option<u32>, flags: u8| {
+        PageChange::Record(
             PageId::Rel(vm_tag(heap_blk)),
             WalRecord::ClearVisibilityMapFlags {
                 new_heap_blkno: Some(heap_blk),
-                old_heap_blkno: None,
+                old_heap_blkno: other,
                 flags,
             },
-        ));
+        )
+    };
+    match targets[..] {
+        // Two heap blocks on one VM page with the same flags: one record naming both.
+        [(a, fa), (b, fb)] if fa == fb && vm_tag(a) == vm_tag(b) => vec![clear(a, Some(b), fa)],
+        _ => targets
+            .iter()
+            .map(|&(blk, flags)| clear(blk, None, flags))
+            .collect(),
     }
-    changes
 }
