@@ -1,4 +1,5 @@
 //! What the benches share: the JSON report and whether this is a real bench run or `cargo test`'s single pass.
+#![allow(dead_code)] // Each bench uses a different part of this module.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
