@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod logging;
 pub mod pg;
+pub mod repository;
 pub mod service;
 pub mod waldump;
 pub mod walingest;

@@ -1,0 +1,8 @@
+//! The repository: every version of every page, per tenant and timeline (DESIGN.md D4–D6).
+
+pub mod key;
+pub mod layers;
+pub mod value;
+
+pub use key::Key;
+pub use value::Value;
