@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod http;
+pub mod id;
 pub mod logging;
 pub mod pg;
 pub mod repository;

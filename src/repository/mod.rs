@@ -2,6 +2,10 @@
 
 pub mod key;
 pub mod layers;
+pub mod metadata;
+pub mod page_cache;
+pub mod tasks;
+pub mod testing;
 pub mod value;
 
 pub use key::Key;
