@@ -1,0 +1,736 @@
+//! The container shared by delta and image layer files (docs/storage-format.md is the byte-by-byte spec):
+//!
+//! ```text
+//! [data: one block per entry, in index order][index: fixed-size entries][footer: 96 bytes]
+//! block = payload ++ crc32c(entry id ++ payload)       index entry = id ++ block offset (u64)
+//! ```
+//!
+//! All integers of the container are big-endian, so an entry id (a key, or a key and an LSN) sorts as a byte
+//! string in (key, LSN) order and the index can be binary-searched on raw bytes.
+//!
+//! Invariants, established by `LayerFileWriter` and checked by `LayerFile::open` before any value is read:
+//! - every byte of the file is covered by exactly one crc32c: a block's own, the index crc (stored in the
+//!   footer) or the footer crc; there is no padding, so a changed byte is an error, never a different value;
+//! - blocks are contiguous from offset 0, in index order, each at least the 4 bytes of its crc; the index
+//!   starts where the last block ends and the footer where the index ends;
+//! - entry ids are strictly increasing and inside the key (and, for deltas, LSN) range of the footer, and the
+//!   file name is the [`LayerName`] those ranges give;
+//! - a file is written once, to `<name>.tmp`, then fsynced, renamed and its directory fsynced: a crash leaves
+//!   nothing visible, or a whole file. It never changes afterwards.
+//!
+//! A block crc is seeded with the entry's id, so a block read through the wrong index entry fails too.
+//! Checks that run on every read: the block crc. Everything else is checked once, at open.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::pg::Lsn;
+use crate::repository::Key;
+use crate::repository::key::KEY_SIZE;
+use crate::repository::layers::LayerName;
+use crate::repository::value::ValueError;
+
+/// The version of the format documented in docs/storage-format.md. A reader refuses any other.
+pub const FORMAT_VERSION: u32 = 1;
+/// The last 8 bytes of a delta layer file.
+pub const DELTA_MAGIC: [u8; 8] = *b"PSLDELTA";
+/// The last 8 bytes of an image layer file.
+pub const IMAGE_MAGIC: [u8; 8] = *b"PSLIMAGE";
+/// Size of the footer at the end of every layer file.
+pub const FOOTER_SIZE: usize = 96;
+/// The crc32c that ends every block.
+pub const BLOCK_CRC_SIZE: usize = 4;
+/// Delta index entry: key (18), LSN (8), block offset (8).
+pub const DELTA_INDEX_ENTRY_SIZE: usize = KEY_SIZE + 8 + 8;
+/// Image index entry: key (18), block offset (8).
+pub const IMAGE_INDEX_ENTRY_SIZE: usize = KEY_SIZE + 8;
+
+/// Reads of consecutive blocks (iteration, all versions of a key) are merged up to this size.
+const READ_CHUNK: u64 = 1 << 20;
+const WRITE_BUFFER: usize = 256 << 10;
+
+/// Everything that can go wrong with a layer file. Each variant names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("layer file {}: {op}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("layer file {}: checksum mismatch in {what}: stored {expected:#010x}, computed {got:#010x}", path.display())]
+    Checksum {
+        path: PathBuf,
+        what: String,
+        expected: u32,
+        got: u32,
+    },
+    #[error("layer file {}: corrupt: {msg}", path.display())]
+    Corrupt { path: PathBuf, msg: String },
+    #[error("layer file {}: bad magic {got:02X?}, not a {expected} layer file", path.display())]
+    BadMagic {
+        path: PathBuf,
+        expected: LayerKind,
+        got: [u8; 8],
+    },
+    #[error("layer file {}: unsupported format version {got}, this build reads version {FORMAT_VERSION}", path.display())]
+    UnsupportedVersion { path: PathBuf, got: u32 },
+    #[error("layer file {}: value of key {key} at lsn {lsn}: {source}", path.display())]
+    Value {
+        path: PathBuf,
+        key: Key,
+        lsn: Lsn,
+        source: ValueError,
+    },
+    #[error("layer file {}: put of key {key} at lsn {lsn} out of order: not after key {prev_key} at lsn {prev_lsn}", path.display())]
+    OutOfOrder {
+        path: PathBuf,
+        key: Key,
+        lsn: Lsn,
+        prev_key: Key,
+        prev_lsn: Lsn,
+    },
+    #[error("layer file {}: put of key {key} at lsn {lsn} outside the layer's keys {key_range:?} and lsns {lsn_range:?}", path.display())]
+    OutOfRange {
+        path: PathBuf,
+        key: Key,
+        lsn: Lsn,
+        key_range: Range<Key>,
+        lsn_range: Range<Lsn>,
+    },
+    #[error("layer file {}: invalid layer: {msg}", path.display())]
+    InvalidRange { path: PathBuf, msg: String },
+    #[error("layer file {}: an earlier write failed; the writer accepts nothing more", path.display())]
+    WriterFailed { path: PathBuf },
+}
+
+impl LayerError {
+    /// The file the error concerns.
+    pub fn path(&self) -> &Path {
+        match self {
+            LayerError::Io { path, .. }
+            | LayerError::Checksum { path, .. }
+            | LayerError::Corrupt { path, .. }
+            | LayerError::BadMagic { path, .. }
+            | LayerError::UnsupportedVersion { path, .. }
+            | LayerError::Value { path, .. }
+            | LayerError::OutOfOrder { path, .. }
+            | LayerError::OutOfRange { path, .. }
+            | LayerError::InvalidRange { path, .. }
+            | LayerError::WriterFailed { path } => path,
+        }
+    }
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> LayerError + 'a {
+    move |source| LayerError::Io {
+        path: path.to_path_buf(),
+        op,
+        source,
+    }
+}
+
+fn corrupt(path: &Path, msg: impl Into<String>) -> LayerError {
+    LayerError::Corrupt {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+/// Delta or image: the magic, the id of an index entry, and how a file name maps to the footer's ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    Delta,
+    Image,
+}
+
+impl std::fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LayerKind::Delta => "delta",
+            LayerKind::Image => "image",
+        })
+    }
+}
+
+impl LayerKind {
+    pub fn magic(self) -> [u8; 8] {
+        match self {
+            LayerKind::Delta => DELTA_MAGIC,
+            LayerKind::Image => IMAGE_MAGIC,
+        }
+    }
+
+    /// Bytes of an index entry before its block offset: the key, and for deltas the LSN.
+    pub fn id_len(self) -> usize {
+        match self {
+            LayerKind::Delta => KEY_SIZE + 8,
+            LayerKind::Image => KEY_SIZE,
+        }
+    }
+
+    pub fn entry_size(self) -> usize {
+        self.id_len() + 8
+    }
+
+    fn of(name: &LayerName) -> LayerKind {
+        if name.is_delta() {
+            LayerKind::Delta
+        } else {
+            LayerKind::Image
+        }
+    }
+}
+
+/// The id of a delta entry: key and LSN, big-endian, so that byte order is (key, LSN) order.
+pub(crate) fn delta_id(key: Key, lsn: Lsn) -> [u8; KEY_SIZE + 8] {
+    let mut id = [0u8; KEY_SIZE + 8];
+    let (k, l) = id.split_at_mut(KEY_SIZE);
+    k.copy_from_slice(&key.to_bytes());
+    l.copy_from_slice(&lsn.0.to_be_bytes());
+    id
+}
+
+/// `N` bytes at `at`; zeros if `b` is too short. Used only on entries whose size was checked at open.
+fn array_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    b.get(at..at.saturating_add(N))
+        .and_then(|s| s.try_into().ok())
+        .unwrap_or([0; N])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_be_bytes(array_at(b, at))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(array_at(b, at))
+}
+
+/// The key of an index entry id (its first 18 bytes).
+pub(crate) fn id_key(id: &[u8]) -> Key {
+    Key::from_bytes(&array_at(id, 0))
+}
+
+/// The LSN of a delta entry id (bytes 18..26).
+pub(crate) fn id_lsn(id: &[u8]) -> Lsn {
+    Lsn(u64_at(id, KEY_SIZE))
+}
+
+fn describe_id(kind: LayerKind, id: &[u8]) -> String {
+    match kind {
+        LayerKind::Delta => format!("key {} at lsn {}", id_key(id), id_lsn(id)),
+        LayerKind::Image => format!("key {}", id_key(id)),
+    }
+}
+
+fn block_crc(id: &[u8], payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(id), payload)
+}
+
+/// The fixed-size footer, decoded. Byte layout: docs/storage-format.md, "Footer".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Footer {
+    pub kind: LayerKind,
+    pub key_range: Range<Key>,
+    /// For an image layer at LSN L: L..L+1.
+    pub lsn_range: Range<Lsn>,
+    pub index_offset: u64,
+    pub index_len: u64,
+    pub entry_count: u64,
+    pub index_crc: u32,
+}
+
+impl Footer {
+    pub fn encode(&self) -> [u8; FOOTER_SIZE] {
+        let mut f = Vec::with_capacity(FOOTER_SIZE);
+        f.extend_from_slice(&[0; 4]);
+        f.extend_from_slice(&self.key_range.start.to_bytes());
+        f.extend_from_slice(&self.key_range.end.to_bytes());
+        for v in [
+            self.lsn_range.start.0,
+            self.lsn_range.end.0,
+            self.index_offset,
+            self.index_len,
+            self.entry_count,
+        ] {
+            f.extend_from_slice(&v.to_be_bytes());
+        }
+        f.extend_from_slice(&self.index_crc.to_be_bytes());
+        f.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        f.extend_from_slice(&self.kind.magic());
+        let mut out: [u8; FOOTER_SIZE] = array_at(&f, 0);
+        let crc = crc32c::crc32c(out.get(4..).unwrap_or_default());
+        out[..4].copy_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Checks magic, then version (both at fixed distances from the end of the file, whatever a future
+    /// footer looks like), then the footer crc, then the fields' consistency with `file_size`.
+    pub fn decode(
+        path: &Path,
+        kind: LayerKind,
+        b: &[u8; FOOTER_SIZE],
+        file_size: u64,
+    ) -> Result<Footer, LayerError> {
+        let magic: [u8; 8] = array_at(b, 88);
+        if magic != kind.magic() {
+            return Err(LayerError::BadMagic {
+                path: path.to_path_buf(),
+                expected: kind,
+                got: magic,
+            });
+        }
+        let version = u32_at(b, 84);
+        if version != FORMAT_VERSION {
+            return Err(LayerError::UnsupportedVersion {
+                path: path.to_path_buf(),
+                got: version,
+            });
+        }
+        let (expected, got) = (u32_at(b, 0), crc32c::crc32c(b.get(4..).unwrap_or_default()));
+        if expected != got {
+            return Err(LayerError::Checksum {
+                path: path.to_path_buf(),
+                what: "footer".into(),
+                expected,
+                got,
+            });
+        }
+        let footer = Footer {
+            kind,
+            key_range: Key::from_bytes(&array_at(b, 4))..Key::from_bytes(&array_at(b, 22)),
+            lsn_range: Lsn(u64_at(b, 40))..Lsn(u64_at(b, 48)),
+            index_offset: u64_at(b, 56),
+            index_len: u64_at(b, 64),
+            entry_count: u64_at(b, 72),
+            index_crc: u32_at(b, 80),
+        };
+        footer.validate(path, file_size)?;
+        Ok(footer)
+    }
+
+    fn validate(&self, path: &Path, file_size: u64) -> Result<(), LayerError> {
+        if self.key_range.start >= self.key_range.end {
+            return Err(corrupt(path, "footer has an empty key range"));
+        }
+        let lsn_ok = match self.kind {
+            LayerKind::Delta => self.lsn_range.start < self.lsn_range.end,
+            LayerKind::Image => self.lsn_range.start.checked_add(1) == Some(self.lsn_range.end),
+        };
+        if !lsn_ok {
+            return Err(corrupt(
+                path,
+                format!("footer has a bad lsn range {:?}", self.lsn_range),
+            ));
+        }
+        let entry_size = self.kind.entry_size() as u64;
+        if self.entry_count.checked_mul(entry_size) != Some(self.index_len) {
+            return Err(corrupt(
+                path,
+                "footer: index size is not entry count times entry size",
+            ));
+        }
+        let end = (self.index_offset.checked_add(self.index_len))
+            .and_then(|e| e.checked_add(FOOTER_SIZE as u64));
+        if end != Some(file_size) {
+            return Err(corrupt(
+                path,
+                format!(
+                    "footer places the index at {}+{} but the file is {file_size} bytes",
+                    self.index_offset, self.index_len
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn name(&self) -> LayerName {
+        match self.kind {
+            LayerKind::Delta => LayerName::Delta {
+                key_range: self.key_range.clone(),
+                lsn_range: self.lsn_range.clone(),
+            },
+            LayerKind::Image => LayerName::Image {
+                key_range: self.key_range.clone(),
+                lsn: self.lsn_range.start,
+            },
+        }
+    }
+}
+
+/// An open layer file: its validated footer and index in memory, blocks read on demand with `read_at`.
+pub(crate) struct LayerFile {
+    path: PathBuf,
+    name: LayerName,
+    file: File,
+    file_size: u64,
+    footer: Footer,
+    /// The on-disk index, verbatim: `entry_count` entries of `kind.entry_size()` bytes.
+    index: Vec<u8>,
+}
+
+impl std::fmt::Debug for LayerFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerFile")
+            .field("path", &self.path)
+            .field("file_size", &self.file_size)
+            .field("entry_count", &self.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LayerFile {
+    /// Opens and validates everything but the blocks: footer, version, index crc, index order and ranges,
+    /// block offsets, and that the file name is the footer's [`LayerName`].
+    pub fn open(path: &Path, kind: LayerKind) -> Result<LayerFile, LayerError> {
+        let file = File::open(path).map_err(io_err(path, "open"))?;
+        let file_size = file.metadata().map_err(io_err(path, "stat"))?.len();
+        let footer_at = file_size.checked_sub(FOOTER_SIZE as u64).ok_or_else(|| {
+            corrupt(
+                path,
+                format!("{file_size} bytes is shorter than the footer"),
+            )
+        })?;
+        let mut fb = [0u8; FOOTER_SIZE];
+        file.read_exact_at(&mut fb, footer_at)
+            .map_err(io_err(path, "read footer"))?;
+        let footer = Footer::decode(path, kind, &fb, file_size)?;
+        let name = footer.name();
+        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if file_name != name.to_string() {
+            return Err(corrupt(
+                path,
+                format!("the file name does not match the footer's layer {name}"),
+            ));
+        }
+        let index_len = usize::try_from(footer.index_len)
+            .map_err(|_| corrupt(path, "index does not fit in memory"))?;
+        let mut index = vec![0u8; index_len];
+        file.read_exact_at(&mut index, footer.index_offset)
+            .map_err(io_err(path, "read index"))?;
+        let got = crc32c::crc32c(&index);
+        if got != footer.index_crc {
+            return Err(LayerError::Checksum {
+                path: path.to_path_buf(),
+                what: "index".into(),
+                expected: footer.index_crc,
+                got,
+            });
+        }
+        let layer = LayerFile {
+            path: path.to_path_buf(),
+            name,
+            file,
+            file_size,
+            footer,
+            index,
+        };
+        layer.validate_index()?;
+        Ok(layer)
+    }
+
+    /// Ids strictly increasing and within the footer's ranges; blocks contiguous from 0, each holding at
+    /// least its crc, the last one ending where the index starts.
+    fn validate_index(&self) -> Result<(), LayerError> {
+        let kind = self.footer.kind;
+        let mut expected_offset = 0u64;
+        let mut prev: Option<&[u8]> = None;
+        for (i, entry) in self.index.chunks_exact(kind.entry_size()).enumerate() {
+            let (id, offset) = entry.split_at(kind.id_len());
+            if prev.is_some_and(|p| p >= id) {
+                return Err(self.corrupt(format!("index entry {i} is not after the previous one")));
+            }
+            let in_range = self.footer.key_range.contains(&id_key(id))
+                && (kind == LayerKind::Image || self.footer.lsn_range.contains(&id_lsn(id)));
+            if !in_range {
+                let what = describe_id(kind, id);
+                return Err(self.corrupt(format!("index entry {i} ({what}) is outside the layer")));
+            }
+            if i > 0 && u64_at(offset, 0) < expected_offset.saturating_add(BLOCK_CRC_SIZE as u64) {
+                return Err(
+                    self.corrupt(format!("index entry {i}: block overlaps the previous one"))
+                );
+            }
+            if i == 0 && u64_at(offset, 0) != 0 {
+                return Err(self.corrupt("the first block does not start at offset 0"));
+            }
+            expected_offset = u64_at(offset, 0);
+            prev = Some(id);
+        }
+        let data_end_ok = if self.index.is_empty() {
+            self.footer.index_offset == 0
+        } else {
+            self.footer.index_offset >= expected_offset.saturating_add(BLOCK_CRC_SIZE as u64)
+        };
+        if !data_end_ok {
+            return Err(self.corrupt("the last block overlaps the index"));
+        }
+        Ok(())
+    }
+
+    pub fn corrupt(&self, msg: impl Into<String>) -> LayerError {
+        corrupt(&self.path, msg)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn name(&self) -> &LayerName {
+        &self.name
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
+    pub fn footer(&self) -> &Footer {
+        &self.footer
+    }
+
+    pub fn entry_count(&self) -> usize {
+        self.index.len() / self.footer.kind.entry_size()
+    }
+
+    /// The id of entry `i` (empty past the end).
+    pub fn id(&self, i: usize) -> &[u8] {
+        let start = i.saturating_mul(self.footer.kind.entry_size());
+        let end = start.saturating_add(self.footer.kind.id_len());
+        self.index.get(start..end).unwrap_or_default()
+    }
+
+    /// All entry ids, in order.
+    pub fn ids(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let id_len = self.footer.kind.id_len();
+        (self.index.chunks_exact(self.footer.kind.entry_size()))
+            .map(move |e| e.get(..id_len).unwrap_or_default())
+    }
+
+    /// The first entry whose id is not less than `target`.
+    pub fn lower_bound(&self, target: &[u8]) -> usize {
+        let (mut lo, mut hi) = (0, self.entry_count());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.id(mid) < target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    fn block_start(&self, i: usize) -> u64 {
+        if i >= self.entry_count() {
+            return self.footer.index_offset;
+        }
+        let at = i * self.footer.kind.entry_size() + self.footer.kind.id_len();
+        u64_at(&self.index, at)
+    }
+
+    /// The verified payloads of entries `range`, read in chunks of up to `READ_CHUNK`.
+    pub fn blocks(&self, range: Range<usize>) -> Blocks<'_> {
+        Blocks {
+            layer: self,
+            next: range.start,
+            end: range.end.min(self.entry_count()),
+            chunk: Bytes::new(),
+            chunk_start: 0,
+            failed: false,
+        }
+    }
+
+    fn read_chunk(&self, from: usize, end: usize) -> Result<(u64, Bytes), LayerError> {
+        let start = self.block_start(from);
+        let mut stop = self.block_start(from + 1);
+        let mut j = from + 1;
+        while j < end && self.block_start(j + 1).saturating_sub(start) <= READ_CHUNK {
+            stop = self.block_start(j + 1);
+            j += 1;
+        }
+        let len = usize::try_from(stop.saturating_sub(start))
+            .map_err(|_| self.corrupt("block too large"))?;
+        let mut buf = vec![0u8; len];
+        (self.file.read_exact_at(&mut buf, start)).map_err(io_err(&self.path, "read blocks"))?;
+        Ok((start, Bytes::from(buf)))
+    }
+
+    /// Entry `i`'s payload from `chunk` (which starts at file offset `chunk_start`), its crc checked.
+    fn payload(&self, chunk: &Bytes, chunk_start: u64, i: usize) -> Result<Bytes, LayerError> {
+        let (start, end) = (self.block_start(i), self.block_start(i + 1));
+        let rel = |o: u64| usize::try_from(o.wrapping_sub(chunk_start)).unwrap_or(usize::MAX);
+        let block = (chunk.get(rel(start)..rel(end)))
+            .ok_or_else(|| self.corrupt(format!("block {i} is not where the index says")))?;
+        let (body, crc) = (block.split_last_chunk::<BLOCK_CRC_SIZE>())
+            .ok_or_else(|| self.corrupt(format!("block {i} is shorter than its crc")))?;
+        let id = self.id(i);
+        let (expected, got) = (u32::from_be_bytes(*crc), block_crc(id, body));
+        if expected != got {
+            return Err(LayerError::Checksum {
+                path: self.path.clone(),
+                what: format!("block {i} ({})", describe_id(self.footer.kind, id)),
+                expected,
+                got,
+            });
+        }
+        // Share the read buffer only when it holds this block alone, so that a kept value does not pin a
+        // whole chunk of other values.
+        if block.len() == chunk.len() {
+            Ok(chunk.slice(..body.len()))
+        } else {
+            Ok(Bytes::copy_from_slice(body))
+        }
+    }
+}
+
+/// Iterator over verified block payloads: `(entry number, payload)`. Stops after the first error.
+pub(crate) struct Blocks<'a> {
+    layer: &'a LayerFile,
+    next: usize,
+    end: usize,
+    chunk: Bytes,
+    chunk_start: u64,
+    failed: bool,
+}
+
+impl Iterator for Blocks<'_> {
+    type Item = Result<(usize, Bytes), LayerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.next >= self.end {
+            return None;
+        }
+        let i = self.next;
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        let in_chunk = self.layer.block_start(i) >= self.chunk_start
+            && self.layer.block_start(i + 1) <= chunk_end
+            && !self.chunk.is_empty();
+        if !in_chunk {
+            match self.layer.read_chunk(i, self.end) {
+                Ok((start, chunk)) => (self.chunk_start, self.chunk) = (start, chunk),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.next += 1;
+        let result = self.layer.payload(&self.chunk, self.chunk_start, i);
+        self.failed = result.is_err();
+        Some(result.map(|p| (i, p)))
+    }
+}
+
+/// Streams blocks to `<dir>/<name>.tmp`, keeps the index in memory, and on [`finish`](Self::finish) appends
+/// index and footer, fsyncs, renames to `<dir>/<name>` and fsyncs the directory. Dropped unfinished, it
+/// removes the temp file. After a failed write it refuses further writes.
+pub(crate) struct LayerFileWriter {
+    name: LayerName,
+    dir: PathBuf,
+    tmp_path: PathBuf,
+    out: Option<BufWriter<File>>,
+    data_len: u64,
+    index: Vec<u8>,
+    failed: bool,
+    /// Set once the temp file has its final name: from then on it is not ours to remove.
+    renamed: bool,
+}
+
+impl LayerFileWriter {
+    /// Creates (or truncates a stale) `<dir>/<name>.tmp`.
+    pub fn create(dir: &Path, name: LayerName) -> Result<LayerFileWriter, LayerError> {
+        let tmp_path = dir.join(format!("{name}.tmp"));
+        let file = (OpenOptions::new().write(true).create(true).truncate(true))
+            .open(&tmp_path)
+            .map_err(io_err(&tmp_path, "create"))?;
+        Ok(LayerFileWriter {
+            name,
+            dir: dir.to_path_buf(),
+            tmp_path,
+            out: Some(BufWriter::with_capacity(WRITE_BUFFER, file)),
+            data_len: 0,
+            index: Vec::new(),
+            failed: false,
+            renamed: false,
+        })
+    }
+
+    pub fn tmp_path(&self) -> &Path {
+        &self.tmp_path
+    }
+
+    fn write(&mut self, bytes: &[u8], op: &'static str) -> Result<(), LayerError> {
+        let out = match (self.failed, self.out.as_mut()) {
+            (false, Some(out)) => out,
+            _ => {
+                return Err(LayerError::WriterFailed {
+                    path: self.tmp_path.clone(),
+                });
+            }
+        };
+        out.write_all(bytes).map_err(|e| {
+            self.failed = true;
+            io_err(&self.tmp_path, op)(e)
+        })
+    }
+
+    /// Appends the block of entry `id` (callers check order and ranges first).
+    pub fn append(&mut self, id: &[u8], payload: &[u8]) -> Result<(), LayerError> {
+        let crc = block_crc(id, payload);
+        self.write(payload, "write block")?;
+        self.write(&crc.to_be_bytes(), "write block")?;
+        self.index.extend_from_slice(id);
+        self.index.extend_from_slice(&self.data_len.to_be_bytes());
+        self.data_len += (payload.len() + BLOCK_CRC_SIZE) as u64;
+        Ok(())
+    }
+
+    /// Writes index and footer, makes the file durable under its final name, and returns that path.
+    pub fn finish(mut self) -> Result<PathBuf, LayerError> {
+        let kind = LayerKind::of(&self.name);
+        let footer = Footer {
+            kind,
+            key_range: self.name.key_range().clone(),
+            lsn_range: self.name.lsn_range(),
+            index_offset: self.data_len,
+            index_len: self.index.len() as u64,
+            entry_count: (self.index.len() / kind.entry_size()) as u64,
+            index_crc: crc32c::crc32c(&self.index),
+        };
+        let index = std::mem::take(&mut self.index);
+        self.write(&index, "write index")?;
+        self.write(&footer.encode(), "write footer")?;
+        let out = self.out.take().ok_or_else(|| LayerError::WriterFailed {
+            path: self.tmp_path.clone(),
+        })?;
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err(&self.tmp_path, "flush")(e.into_error()))?;
+        file.sync_all().map_err(io_err(&self.tmp_path, "fsync"))?;
+        drop(file);
+        let final_path = self.dir.join(self.name.to_string());
+        std::fs::rename(&self.tmp_path, &final_path).map_err(io_err(&self.tmp_path, "rename"))?;
+        self.renamed = true;
+        let dir = File::open(&self.dir).map_err(io_err(&self.dir, "open directory"))?;
+        dir.sync_all()
+            .map_err(io_err(&self.dir, "fsync directory"))?;
+        Ok(final_path)
+    }
+}
+
+impl Drop for LayerFileWriter {
+    fn drop(&mut self) {
+        if let Some(out) = self.out.take() {
+            // Discard the buffer rather than flush it into a file that is about to go.
+            drop(out.into_parts());
+        }
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
