@@ -41,12 +41,28 @@ enum Command {
         #[arg(required = true, value_name = "SEGMENT_OR_DIR")]
         paths: Vec<PathBuf>,
     },
+    /// Exercise the storage engine in DIR with a deterministic workload (writes, flushes, compactions,
+    /// GC) until killed, or check what DIR holds with --verify.
+    StressRepository {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        verify: bool,
+        /// Stop after this many steps.
+        #[arg(long)]
+        steps: Option<u64>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Waldump { ref paths }) => waldump(paths),
+        Some(Command::StressRepository {
+            ref dir,
+            verify,
+            steps,
+        }) => stress(dir, verify, steps),
         None => run(cli),
     };
     match result {
@@ -69,6 +85,24 @@ fn waldump(paths: &[PathBuf]) -> anyhow::Result<()> {
         None => eprintln!("{} records", summary.records),
     }
     Ok(())
+}
+
+fn stress(dir: &std::path::Path, verify: bool, steps: Option<u64>) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        if verify {
+            let v = pageserver::repository::stress::verify(dir).await?;
+            println!(
+                "verified {} reads; removed {} leftover files; disk_consistent_lsn {}",
+                v.reads, v.leftovers_removed, v.disk_consistent_lsn
+            );
+        } else {
+            pageserver::repository::stress::run(dir, steps).await?;
+        }
+        anyhow::Ok(())
+    })
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

@@ -1,11 +1,15 @@
 //! The repository: every version of every page, per tenant and timeline (DESIGN.md D4–D6).
 
 pub mod key;
+pub mod layer_map;
 pub mod layers;
 pub mod metadata;
 pub mod page_cache;
+pub mod stress;
 pub mod tasks;
+pub mod tenant;
 pub mod testing;
+pub mod timeline;
 pub mod value;
 
 pub use key::Key;

@@ -94,6 +94,25 @@ impl DeltaLayerWriter {
         self.file.tmp_path()
     }
 
+    /// Like [`finish`](Self::finish), with the key range ending at `end` instead of the end given to `new`:
+    /// for compaction, which learns where a layer ends only when the next one starts. `end` must be above
+    /// every key written and inside the original range.
+    pub fn finish_with_key_end(mut self, end: Key) -> Result<DeltaLayer, LayerError> {
+        let below_last = self.last.is_some_and(|(k, _)| k >= end);
+        if end <= self.key_range.start || end > self.key_range.end || below_last {
+            return Err(LayerError::InvalidRange {
+                path: self.file.tmp_path().to_path_buf(),
+                msg: format!(
+                    "key range end {end} is not above the last key nor within {:?}",
+                    self.key_range
+                ),
+            });
+        }
+        self.file.set_key_end(end);
+        self.key_range.end = end;
+        self.finish()
+    }
+
     /// Makes the layer durable under its final name (fsync, rename, fsync of the directory) and opens it.
     pub fn finish(self) -> Result<DeltaLayer, LayerError> {
         let path = self.file.finish()?;

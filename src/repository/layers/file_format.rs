@@ -690,6 +690,24 @@ impl LayerFileWriter {
         Ok(())
     }
 
+    /// Narrows the key range's end before `finish` (the final name and the footer use it); the temp file keeps
+    /// its name. Callers check that every key written is below `end`.
+    pub fn set_key_end(&mut self, end: Key) {
+        self.name = match &self.name {
+            LayerName::Delta {
+                key_range,
+                lsn_range,
+            } => LayerName::Delta {
+                key_range: key_range.start..end,
+                lsn_range: lsn_range.clone(),
+            },
+            LayerName::Image { key_range, lsn } => LayerName::Image {
+                key_range: key_range.start..end,
+                lsn: *lsn,
+            },
+        };
+    }
+
     /// Writes index and footer, makes the file durable under its final name, and returns that path.
     pub fn finish(mut self) -> Result<PathBuf, LayerError> {
         let kind = LayerKind::of(&self.name);

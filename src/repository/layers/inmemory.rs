@@ -133,10 +133,15 @@ impl InMemoryLayer {
         };
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let versions = index.entry(key).or_default();
-        // Several values for one key at one LSN (e.g. a page initialised and changed by one record) keep their
-        // order: the later one wins.
-        versions.push(slot);
-        self.entries.fetch_add(1, Ordering::AcqRel);
+        // One value per (key, LSN): a second put at the same LSN replaces the first (its bytes stay in the
+        // ephemeral file, unreferenced).
+        match versions.last_mut() {
+            Some(last) if last.lsn == lsn => *last = slot,
+            _ => {
+                versions.push(slot);
+                self.entries.fetch_add(1, Ordering::AcqRel);
+            }
+        }
         Ok(())
     }
 
@@ -183,10 +188,10 @@ impl InMemoryLayer {
     }
 
     /// Every (key, lsn) in order, for the flush; call only when frozen.
-    pub fn for_each(
+    pub fn for_each<E: From<InMemoryError>>(
         &self,
-        mut f: impl FnMut(Key, Lsn, Value) -> Result<(), InMemoryError>,
-    ) -> Result<(), InMemoryError> {
+        mut f: impl FnMut(Key, Lsn, Value) -> Result<(), E>,
+    ) -> Result<(), E> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());
         for (key, slots) in index.iter() {
             for slot in slots {
@@ -216,6 +221,23 @@ impl Drop for InMemoryLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_second_put_at_one_lsn_replaces_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = InMemoryLayer::create(dir.path(), Lsn(10)).unwrap();
+        let k = Key::MIN;
+        layer
+            .put(k, Lsn(10), &Value::Image(Bytes::from_static(b"a")))
+            .unwrap();
+        layer
+            .put(k, Lsn(10), &Value::Image(Bytes::from_static(b"b")))
+            .unwrap();
+        assert_eq!(
+            layer.get_values(k, Lsn(0)..Lsn(11)).unwrap(),
+            vec![(Lsn(10), Value::Image(Bytes::from_static(b"b")))]
+        );
+    }
 
     #[test]
     fn put_get_and_freeze() {

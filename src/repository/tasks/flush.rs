@@ -1,0 +1,177 @@
+//! Flush: frozen in-memory layers become L0 delta layers, oldest first. Per layer: write the file (fsynced,
+//! renamed; see layers/delta.rs), then commit metadata naming it with the new disk_consistent_lsn, then swap
+//! it into the layer map in place of the frozen layer. A crash before the commit leaves an unnamed file,
+//! deleted at the next load; the WAL from disk_consistent_lsn is streamed again.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::{debug, info, warn};
+
+use crate::pg::Lsn;
+use crate::repository::Key;
+use crate::repository::layer_map::{Frozen, HistoricLayer};
+use crate::repository::layers::LayerError;
+use crate::repository::layers::delta::DeltaLayerWriter;
+use crate::repository::layers::inmemory::InMemoryError;
+use crate::repository::metadata::{MetadataError, TimelineMetadata};
+use crate::repository::timeline::Timeline;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    InMemory(#[from] InMemoryError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("flush task panicked: {0}")]
+    Panicked(String),
+}
+
+/// How many (time, LSN) samples the metadata keeps for the PITR cutoff.
+const MAX_LSN_TIMES: usize = 512;
+
+impl Timeline {
+    /// Writes out every frozen layer; returns the new disk_consistent_lsn.
+    pub async fn flush_frozen_layers(self: &Arc<Self>) -> Result<Lsn, FlushError> {
+        loop {
+            let next = self
+                .layers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .frozen
+                .front()
+                .cloned();
+            let Some(frozen) = next else {
+                return Ok(self.disk_consistent_lsn());
+            };
+            self.flush_one(frozen).await?;
+        }
+    }
+
+    async fn flush_one(self: &Arc<Self>, frozen: Frozen) -> Result<(), FlushError> {
+        let dir = self.dir.clone();
+        let layer = frozen.layer.clone();
+        let start = layer.start_lsn();
+        let end = Lsn(frozen.last_lsn.0 + 1);
+        let delta = tokio::task::spawn_blocking(move || -> Result<_, FlushError> {
+            let mut writer = DeltaLayerWriter::new(&dir, Key::MIN..Key::MAX, start..end)?;
+            layer.for_each(|key, lsn, value| {
+                writer.put(key, lsn, &value).map_err(FlushError::Layer)
+            })?;
+            Ok(writer.finish()?)
+        })
+        .await
+        .map_err(|e| FlushError::Panicked(e.to_string()))??;
+        let name = delta.name().to_string();
+        self.commit_metadata(|m| {
+            m.disk_consistent_lsn = frozen.last_lsn;
+            m.prev_record_lsn = frozen.prev_lsn;
+            m.layers.push(name.clone());
+            record_lsn_time(m, frozen.last_lsn);
+        })
+        .await?;
+        {
+            let mut map = self.layers.write().unwrap_or_else(|p| p.into_inner());
+            map.frozen.pop_front();
+            map.historic.push(HistoricLayer::Delta(Arc::new(delta)));
+        }
+        self.set_disk_consistent_lsn(frozen.last_lsn);
+        debug!(layer = %name, disk_consistent_lsn = %frozen.last_lsn, "flushed in-memory layer");
+        Ok(())
+    }
+
+    /// Rewrites the metadata with `change` applied, durably, then makes it current.
+    pub(crate) async fn commit_metadata(
+        &self,
+        change: impl FnOnce(&mut TimelineMetadata),
+    ) -> Result<(), MetadataError> {
+        let _guard = self.metadata_write.lock().await;
+        let mut m = self.metadata();
+        change(&mut m);
+        let dir = self.dir.clone();
+        let to_save = m.clone();
+        tokio::task::spawn_blocking(move || to_save.save(&dir))
+            .await
+            .map_err(|e| MetadataError::Write {
+                path: self.dir.clone(),
+                source: std::io::Error::other(e),
+            })??;
+        *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) = m;
+        Ok(())
+    }
+
+    /// Freezes what the open layer holds and flushes everything frozen; if nothing was written since the last
+    /// flush, still records last_record_lsn as disk-consistent (nothing above it is lost). Returns the new
+    /// disk_consistent_lsn.
+    pub async fn checkpoint(self: &Arc<Self>) -> Result<Lsn, FlushError> {
+        {
+            let writer = self.writer().await;
+            writer.freeze();
+            let last = self.last_record_lsn();
+            let nothing_open = self
+                .layers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .open
+                .is_none();
+            let flushed = self.flush_frozen_layers().await?;
+            if nothing_open && last > flushed {
+                let prev = self.prev_record_lsn();
+                self.commit_metadata(|m| {
+                    m.disk_consistent_lsn = last;
+                    m.prev_record_lsn = prev;
+                    record_lsn_time(m, last);
+                })
+                .await?;
+                self.set_disk_consistent_lsn(last);
+            }
+            drop(writer);
+        }
+        Ok(self.disk_consistent_lsn())
+    }
+
+    /// The background flush loop: flushes when woken (a layer was frozen at checkpoint_distance) and freezes
+    /// the open layer when it is older than checkpoint_timeout.
+    pub async fn flush_loop(self: Arc<Self>) {
+        loop {
+            let timeout = self.conf().checkpoint_timeout.get();
+            let tick = timeout.min(std::time::Duration::from_secs(1));
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = self.flush_wakeup.notified() => {}
+                _ = tokio::time::sleep(tick) => {
+                    let old = self.layers.read().unwrap_or_else(|p| p.into_inner())
+                        .open.as_ref().is_some_and(|l| !l.is_empty() && l.age() >= timeout);
+                    if old {
+                        let writer = self.writer().await;
+                        writer.freeze();
+                    }
+                }
+            }
+            if let Err(e) = self.flush_frozen_layers().await {
+                warn!(error = %e, "flush failed; retrying in a second");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn record_lsn_time(m: &mut TimelineMetadata, lsn: Lsn) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if m.lsn_times.last().is_none_or(|(t, _)| *t != now) {
+        m.lsn_times.push((now, lsn));
+    }
+    if m.lsn_times.len() > MAX_LSN_TIMES {
+        // Keep the oldest sample (the PITR window may reach back to it) and thin out the rest.
+        let keep_first = m.lsn_times[0];
+        m.lsn_times.drain(1..m.lsn_times.len() / 2);
+        m.lsn_times[0] = keep_first;
+    }
+    if m.lsn_times.len() == 1 {
+        info!(%lsn, "first LSN time sample");
+    }
+}

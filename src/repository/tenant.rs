@@ -1,0 +1,436 @@
+//! A tenant: a directory of timelines sharing a config, a WAL redo manager and the page cache.
+//!
+//! Layout: `<tenant dir>/timelines/<timeline id>/{metadata, <layer files>}`. Creating a timeline writes its
+//! metadata before it is visible; loading one opens the layers its metadata names and deletes every other
+//! file there (temp files, ephemeral files, layers of an interrupted flush, compaction or GC). Ancestors are
+//! loaded before their branches. Each timeline runs a flush, a compaction and a GC task until shutdown.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::TenantConfig;
+use crate::id::{TenantId, TimelineId};
+use crate::pg::Lsn;
+use crate::repository::layer_map::{HistoricLayer, LayerMap};
+use crate::repository::layers::delta::DeltaLayer;
+use crate::repository::layers::image::ImageLayer;
+use crate::repository::layers::{LayerError, LayerName};
+use crate::repository::metadata::{METADATA_FILE, MetadataError, TimelineMetadata, fsync_dir};
+use crate::repository::page_cache::PageCache;
+use crate::repository::timeline::{Timeline, TimelineResources};
+use crate::walredo::RedoManager;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TenantError {
+    #[error("timeline {0} already exists")]
+    TimelineExists(TimelineId),
+    #[error("timeline {0} not found")]
+    TimelineNotFound(TimelineId),
+    #[error("branch point {lsn} is above the last record {last} of timeline {ancestor}")]
+    BranchAboveLast {
+        ancestor: TimelineId,
+        lsn: Lsn,
+        last: Lsn,
+    },
+    #[error("branch point {lsn} is below the GC cutoff {cutoff} of timeline {ancestor}")]
+    BranchBelowGcCutoff {
+        ancestor: TimelineId,
+        lsn: Lsn,
+        cutoff: Lsn,
+    },
+    #[error("cannot flush the ancestor before branching: {0}")]
+    Flush(String),
+    #[error("timeline {0} has child timelines")]
+    HasChildren(TimelineId),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error("timeline {timeline}: its ancestor {ancestor} is missing")]
+    MissingAncestor {
+        timeline: TimelineId,
+        ancestor: TimelineId,
+    },
+}
+
+pub struct Tenant {
+    pub id: TenantId,
+    dir: PathBuf,
+    resources: TimelineResources,
+    timelines: Timelines,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+    /// Background compaction and GC (off in tests that drive them by hand).
+    background: bool,
+    /// Temp files and layers found at load that no metadata named (left by interrupted flushes, compactions
+    /// or GCs), removed. Ephemeral files of in-memory layers are not counted.
+    leftovers_removed: std::sync::atomic::AtomicUsize,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TenantError + '_ {
+    move |source| TenantError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Tenant {
+    /// Opens the tenant at `dir` (created if missing), loading every timeline found there.
+    pub async fn load(
+        id: TenantId,
+        dir: &Path,
+        conf: TenantConfig,
+        redo: Arc<dyn RedoManager>,
+        page_cache: Arc<PageCache>,
+        background: bool,
+    ) -> Result<Arc<Tenant>, TenantError> {
+        let timelines_dir = dir.join("timelines");
+        std::fs::create_dir_all(&timelines_dir).map_err(io_err(&timelines_dir))?;
+        let tenant = Arc::new(Tenant {
+            id,
+            dir: dir.to_path_buf(),
+            resources: TimelineResources {
+                tenant_id: id,
+                conf: Arc::new(RwLock::new(conf)),
+                redo,
+                page_cache,
+            },
+            timelines: Arc::new(Mutex::new(HashMap::new())),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            background,
+            leftovers_removed: std::sync::atomic::AtomicUsize::new(0),
+        });
+        let mut pending: Vec<(TimelineId, TimelineMetadata)> = Vec::new();
+        for entry in std::fs::read_dir(&timelines_dir).map_err(io_err(&timelines_dir))? {
+            let entry = entry.map_err(io_err(&timelines_dir))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Ok(tl_id) = name.parse::<TimelineId>() else {
+                continue;
+            };
+            if !entry.path().join(METADATA_FILE).exists() {
+                // Creation never finished: no metadata was committed.
+                warn!(timeline = %tl_id, "removing a timeline directory without metadata");
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
+            pending.push((tl_id, TimelineMetadata::load(&entry.path())?));
+        }
+        // Ancestors first.
+        while !pending.is_empty() {
+            let ready = pending.iter().position(|(_, m)| {
+                m.ancestor_timeline
+                    .is_none_or(|a| tenant.timeline(a).is_ok())
+            });
+            let Some(i) = ready else {
+                let (timeline, m) = &pending[0];
+                return Err(TenantError::MissingAncestor {
+                    timeline: *timeline,
+                    ancestor: m.ancestor_timeline.unwrap_or(*timeline),
+                });
+            };
+            let (tl_id, metadata) = pending.swap_remove(i);
+            tenant.open_timeline(tl_id, metadata)?;
+        }
+        info!(tenant = %id, timelines = tenant.timelines.lock().unwrap_or_else(|p| p.into_inner()).len(), "tenant loaded");
+        Ok(tenant)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// How many leftover files of interrupted operations the load removed.
+    pub fn leftovers_removed(&self) -> usize {
+        self.leftovers_removed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn conf(&self) -> TenantConfig {
+        self.resources
+            .conf
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_conf(&self, conf: TenantConfig) {
+        *self
+            .resources
+            .conf
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = conf;
+    }
+
+    pub fn timeline_dir(&self, id: TimelineId) -> PathBuf {
+        self.dir.join("timelines").join(id.to_string())
+    }
+
+    pub fn timeline(&self, id: TimelineId) -> Result<Arc<Timeline>, TenantError> {
+        self.timelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned()
+            .ok_or(TenantError::TimelineNotFound(id))
+    }
+
+    pub fn timelines(&self) -> Vec<Arc<Timeline>> {
+        let mut v: Vec<_> = self
+            .timelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|t| t.timeline_id);
+        v
+    }
+
+    /// Branch points of the children of `id`.
+    pub fn branch_points(&self, id: TimelineId) -> Vec<Lsn> {
+        branch_points_of(&self.timelines, id)
+    }
+
+    /// A new, empty timeline whose history starts at `start_lsn` (e.g. the end of an imported initdb).
+    pub async fn create_timeline(
+        &self,
+        id: TimelineId,
+        start_lsn: Lsn,
+        pg_version: u32,
+    ) -> Result<Arc<Timeline>, TenantError> {
+        self.create(
+            id,
+            TimelineMetadata::new(start_lsn, None, start_lsn, pg_version),
+        )
+        .await
+    }
+
+    /// A branch of `ancestor` at `lsn` (its last record when None).
+    pub async fn branch_timeline(
+        &self,
+        id: TimelineId,
+        ancestor: TimelineId,
+        lsn: Option<Lsn>,
+    ) -> Result<Arc<Timeline>, TenantError> {
+        let parent = self.timeline(ancestor)?;
+        let last = parent.last_record_lsn();
+        let lsn = lsn.unwrap_or(last);
+        if lsn > last {
+            return Err(TenantError::BranchAboveLast {
+                ancestor,
+                lsn,
+                last,
+            });
+        }
+        let cutoff = parent.gc_cutoff();
+        if lsn < cutoff {
+            return Err(TenantError::BranchBelowGcCutoff {
+                ancestor,
+                lsn,
+                cutoff,
+            });
+        }
+        // The branch point must survive a crash of the parent: make it durable first.
+        if lsn > parent.disk_consistent_lsn()
+            && let Err(e) = parent.checkpoint().await
+        {
+            return Err(TenantError::Flush(e.to_string()));
+        }
+        let parent_meta = parent.metadata();
+        let mut meta = TimelineMetadata::new(
+            lsn,
+            Some((ancestor, lsn)),
+            parent_meta.initdb_lsn,
+            parent_meta.pg_version,
+        );
+        meta.latest_gc_cutoff_lsn = cutoff;
+        meta.prev_record_lsn = if lsn == last {
+            parent.prev_record_lsn()
+        } else {
+            None
+        };
+        self.create(id, meta).await
+    }
+
+    async fn create(
+        &self,
+        id: TimelineId,
+        meta: TimelineMetadata,
+    ) -> Result<Arc<Timeline>, TenantError> {
+        if self
+            .timelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id)
+        {
+            return Err(TenantError::TimelineExists(id));
+        }
+        let dir = self.timeline_dir(id);
+        if dir.exists() {
+            return Err(TenantError::TimelineExists(id));
+        }
+        let tmp = self.dir.join("timelines").join(format!("{id}.___temp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        meta.save(&tmp)?;
+        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        fsync_dir(&self.dir.join("timelines")).map_err(io_err(&dir))?;
+        self.open_timeline(id, meta)
+    }
+
+    fn open_timeline(
+        &self,
+        id: TimelineId,
+        meta: TimelineMetadata,
+    ) -> Result<Arc<Timeline>, TenantError> {
+        let dir = self.timeline_dir(id);
+        let ancestor = match meta.ancestor_timeline {
+            Some(a) => Some((self.timeline(a)?, meta.ancestor_lsn)),
+            None => None,
+        };
+        let mut map = LayerMap::default();
+        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let fname = entry.file_name().to_string_lossy().to_string();
+            if fname == METADATA_FILE {
+                continue;
+            }
+            if !meta.layers.contains(&fname) {
+                // Left by an interrupted operation: a temp or ephemeral file, or a layer never committed.
+                info!(timeline = %id, file = %fname, "removing a file the metadata does not name");
+                let _ = std::fs::remove_file(entry.path());
+                if !fname.starts_with(crate::repository::layers::inmemory::EPHEMERAL_PREFIX) {
+                    self.leftovers_removed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                continue;
+            }
+        }
+        for name in &meta.layers {
+            let path = dir.join(name);
+            let parsed: Result<LayerName, _> = name.parse();
+            let layer = match parsed {
+                Ok(LayerName::Delta { .. }) => {
+                    HistoricLayer::Delta(Arc::new(DeltaLayer::open(&path)?))
+                }
+                Ok(LayerName::Image { .. }) => {
+                    HistoricLayer::Image(Arc::new(ImageLayer::open(&path)?))
+                }
+                Err(_) => {
+                    return Err(TenantError::Metadata(MetadataError::Corrupt {
+                        path: dir.join(METADATA_FILE),
+                        msg: format!("names {name:?}, which is not a layer file name"),
+                    }));
+                }
+            };
+            map.historic.push(layer);
+        }
+        let timeline = Arc::new(Timeline::new(
+            id,
+            &dir,
+            self.resources.clone(),
+            ancestor,
+            meta,
+            map,
+            self.cancel.child_token(),
+        ));
+        self.timelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, timeline.clone());
+        self.spawn_tasks(&timeline);
+        Ok(timeline)
+    }
+
+    fn spawn_tasks(&self, timeline: &Arc<Timeline>) {
+        let span =
+            info_span!("timeline", tenant_id = %self.id, timeline_id = %timeline.timeline_id);
+        self.tasks
+            .spawn(timeline.clone().flush_loop().instrument(span.clone()));
+        if self.background {
+            self.tasks
+                .spawn(timeline.clone().compaction_loop().instrument(span.clone()));
+            let id = timeline.timeline_id;
+            let timelines = self.timelines.clone();
+            self.tasks.spawn(
+                timeline
+                    .clone()
+                    .gc_loop(move || branch_points_of(&timelines, id))
+                    .instrument(span),
+            );
+        }
+    }
+
+    /// Deletes a timeline without children: stops its tasks, removes its directory.
+    pub async fn delete_timeline(&self, id: TimelineId) -> Result<(), TenantError> {
+        if !self.branch_points(id).is_empty() {
+            return Err(TenantError::HasChildren(id));
+        }
+        let tl = self
+            .timelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+            .ok_or(TenantError::TimelineNotFound(id))?;
+        tl.cancel.cancel();
+        self.resources.page_cache.forget_timeline(id);
+        let dir = self.timeline_dir(id);
+        let trash = self.dir.join("timelines").join(format!("{id}.___deleted"));
+        std::fs::rename(&dir, &trash).map_err(io_err(&dir))?;
+        std::fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        Ok(())
+    }
+
+    /// Stops every task; with `flush`, first writes out what the in-memory layers hold.
+    pub async fn shutdown(&self, flush: bool) {
+        if flush {
+            for tl in self.timelines() {
+                if let Err(e) = tl.checkpoint().await {
+                    warn!(timeline = %tl.timeline_id, error = %e, "flush at shutdown failed");
+                }
+            }
+        }
+        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// One GC pass over every timeline, keeping the branch points of their children readable.
+    pub async fn gc_all(
+        &self,
+        horizon: Option<u64>,
+    ) -> Vec<(
+        TimelineId,
+        Result<crate::repository::tasks::gc::GcResult, MetadataError>,
+    )> {
+        let mut out = Vec::new();
+        for tl in self.timelines() {
+            let retain = self.branch_points(tl.timeline_id);
+            out.push((tl.timeline_id, tl.gc(horizon, &retain).await));
+        }
+        out
+    }
+}
+
+/// The timelines of a tenant, shared with the GC tasks (which need the children's branch points).
+type Timelines = Arc<Mutex<HashMap<TimelineId, Arc<Timeline>>>>;
+
+fn branch_points_of(handle: &Timelines, id: TimelineId) -> Vec<Lsn> {
+    handle
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .filter_map(|t| t.ancestor().filter(|(a, _)| *a == id).map(|(_, lsn)| lsn))
+        .collect()
+}

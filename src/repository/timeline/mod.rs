@@ -1,0 +1,213 @@
+//! A timeline: one branch of a tenant's history, its layers and positions.
+//!
+//! Positions, each non-decreasing: `last_record_lsn` (everything up to it is readable), `disk_consistent_lsn`
+//! (everything up to it is in durable layer files, so a restart loses nothing at or below it), the applied GC
+//! cutoff (reads below it are refused). Invariants: disk_consistent_lsn <= last_record_lsn; a branch starts
+//! at an LSN no later than its parent's last_record_lsn and reads at or below it through the parent.
+//!
+//! Writes come from one writer ([`Timeline::writer`]): values at LSNs above last_record_lsn go to the open
+//! in-memory layer, then `finish_write` makes them readable. Reads ([`read`]) search the layers newest first
+//! and rebuild pages with WAL redo. Flush, compaction and GC are in `tasks/`.
+
+mod read;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use read::GetError;
+pub use write::{PutError, TimelineWriter};
+
+use crate::config::TenantConfig;
+use crate::id::{TenantId, TimelineId};
+use crate::pg::Lsn;
+use crate::repository::layer_map::LayerMap;
+use crate::repository::metadata::TimelineMetadata;
+use crate::repository::page_cache::PageCache;
+use crate::walredo::RedoManager;
+
+/// What a timeline shares with its tenant.
+#[derive(Clone)]
+pub struct TimelineResources {
+    pub tenant_id: TenantId,
+    pub conf: Arc<RwLock<TenantConfig>>,
+    pub redo: Arc<dyn RedoManager>,
+    pub page_cache: Arc<PageCache>,
+}
+
+pub struct Timeline {
+    pub tenant_id: TenantId,
+    pub timeline_id: TimelineId,
+    pub(crate) dir: PathBuf,
+    pub(crate) resources: TimelineResources,
+    pub(crate) ancestor: Option<(Arc<Timeline>, Lsn)>,
+    pub(crate) layers: RwLock<LayerMap>,
+    last_record_lsn: watch::Sender<Lsn>,
+    prev_record_lsn: Mutex<Option<Lsn>>,
+    disk_consistent_lsn: AtomicU64,
+    gc_cutoff: AtomicU64,
+    /// The durable metadata, as last written.
+    pub(crate) metadata: Mutex<TimelineMetadata>,
+    /// Serializes metadata rewrites (flush, compaction, GC).
+    pub(crate) metadata_write: tokio::sync::Mutex<()>,
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// Compaction and GC both replace layers; they take turns.
+    pub(crate) layer_rewrite: tokio::sync::Mutex<()>,
+    /// Wakes the flush task.
+    pub(crate) flush_wakeup: tokio::sync::Notify,
+    /// Signalled after each completed flush.
+    pub(crate) flushed: watch::Sender<Lsn>,
+    pub cancel: CancellationToken,
+}
+
+impl std::fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeline")
+            .field("tenant", &self.tenant_id)
+            .field("timeline", &self.timeline_id)
+            .finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaitLsnError {
+    #[error("timed out after {timeout:?} waiting for WAL up to {lsn}; last record is at {last}")]
+    Timeout {
+        lsn: Lsn,
+        last: Lsn,
+        timeout: Duration,
+    },
+    #[error("timeline is shutting down")]
+    ShuttingDown,
+}
+
+impl Timeline {
+    /// A timeline object for loaded or new metadata; `layers` are its historic layers, opened.
+    pub(crate) fn new(
+        timeline_id: TimelineId,
+        dir: &Path,
+        resources: TimelineResources,
+        ancestor: Option<(Arc<Timeline>, Lsn)>,
+        metadata: TimelineMetadata,
+        layers: LayerMap,
+        cancel: CancellationToken,
+    ) -> Timeline {
+        let disk = metadata.disk_consistent_lsn;
+        Timeline {
+            tenant_id: resources.tenant_id,
+            timeline_id,
+            dir: dir.to_path_buf(),
+            resources,
+            ancestor,
+            layers: RwLock::new(layers),
+            last_record_lsn: watch::Sender::new(disk),
+            prev_record_lsn: Mutex::new(metadata.prev_record_lsn),
+            disk_consistent_lsn: AtomicU64::new(disk.0),
+            gc_cutoff: AtomicU64::new(metadata.latest_gc_cutoff_lsn.0),
+            metadata: Mutex::new(metadata),
+            metadata_write: tokio::sync::Mutex::new(()),
+            write_lock: tokio::sync::Mutex::new(()),
+            layer_rewrite: tokio::sync::Mutex::new(()),
+            flush_wakeup: tokio::sync::Notify::new(),
+            flushed: watch::Sender::new(disk),
+            cancel,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn last_record_lsn(&self) -> Lsn {
+        *self.last_record_lsn.borrow()
+    }
+
+    /// Start of the record that ends at last_record_lsn, if known.
+    pub fn prev_record_lsn(&self) -> Option<Lsn> {
+        *self
+            .prev_record_lsn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn disk_consistent_lsn(&self) -> Lsn {
+        Lsn(self.disk_consistent_lsn.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_disk_consistent_lsn(&self, lsn: Lsn) {
+        self.disk_consistent_lsn.fetch_max(lsn.0, Ordering::AcqRel);
+        self.flushed.send_replace(lsn);
+    }
+
+    pub fn gc_cutoff(&self) -> Lsn {
+        Lsn(self.gc_cutoff.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_gc_cutoff(&self, lsn: Lsn) {
+        self.gc_cutoff.fetch_max(lsn.0, Ordering::AcqRel);
+    }
+
+    pub fn ancestor(&self) -> Option<(TimelineId, Lsn)> {
+        self.ancestor.as_ref().map(|(t, lsn)| (t.timeline_id, *lsn))
+    }
+
+    pub fn metadata(&self) -> TimelineMetadata {
+        self.metadata
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn conf(&self) -> TenantConfig {
+        self.resources
+            .conf
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sum of the sizes of the layer files.
+    pub fn physical_size(&self) -> u64 {
+        self.layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .historic
+            .iter()
+            .map(|h| h.file_size())
+            .sum()
+    }
+
+    /// Waits until last_record_lsn reaches `lsn`.
+    pub async fn wait_lsn(&self, lsn: Lsn, timeout: Duration) -> Result<(), WaitLsnError> {
+        let mut rx = self.last_record_lsn.subscribe();
+        let wait = rx.wait_for(|last| *last >= lsn);
+        tokio::select! {
+            r = tokio::time::timeout(timeout, wait) => match r {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(_)) => Err(WaitLsnError::ShuttingDown),
+                Err(_) => Err(WaitLsnError::Timeout { lsn, last: self.last_record_lsn(), timeout }),
+            },
+            _ = self.cancel.cancelled() => Err(WaitLsnError::ShuttingDown),
+        }
+    }
+
+    pub(crate) fn advance_last_record_lsn(&self, lsn: Lsn, prev: Option<Lsn>) {
+        *self
+            .prev_record_lsn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = prev;
+        self.last_record_lsn.send_if_modified(|cur| {
+            if lsn > *cur {
+                *cur = lsn;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}

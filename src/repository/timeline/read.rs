@@ -1,0 +1,232 @@
+//! The read path: `get(key, lsn)` collects the versions of `key` at or below `lsn`, newest first, from the
+//! in-memory and historic layers and then the ancestors below their branch points, until an image or a record
+//! that initialises the page; then rebuilds the value with WAL redo.
+//!
+//! Layer choice at each step: among the layers that cover the key and start below the current end LSN, the
+//! one reaching highest (an image wins a tie: it ends the search). Only the part of it above where another
+//! layer takes over is read (above another delta's start, or above an image's LSN, since the image already
+//! holds the versions at its LSN); the rest of it stays a candidate for the next steps. So an image inside a
+//! delta's LSN range is used instead of the older deltas, and no version is read twice.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::Timeline;
+use crate::pg::Lsn;
+use crate::repository::layer_map::SearchLayer;
+use crate::repository::layers::LayerError;
+use crate::repository::layers::inmemory::InMemoryError;
+use crate::repository::{Key, Value};
+use crate::walredo::{RedoError, RedoRequest, WalRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error("key {key} has no version at or below {lsn}")]
+    KeyNotFound { key: Key, lsn: Lsn },
+    #[error(
+        "tried to read at {lsn}, below the GC cutoff {cutoff}; that version was garbage collected"
+    )]
+    BelowGcCutoff { lsn: Lsn, cutoff: Lsn },
+    #[error("key {key} at {lsn}: records without a base image to apply them to")]
+    NoBaseImage { key: Key, lsn: Lsn },
+    #[error("key {key} is not a page, but has WAL records")]
+    NotAPage { key: Key },
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    #[error(transparent)]
+    InMemory(#[from] InMemoryError),
+    #[error("redo of {key} at {lsn}: {source}")]
+    Redo {
+        key: Key,
+        lsn: Lsn,
+        source: RedoError,
+    },
+}
+
+fn read_layer(
+    layer: &SearchLayer,
+    key: Key,
+    range: std::ops::Range<Lsn>,
+) -> Result<Vec<(Lsn, Value)>, GetError> {
+    Ok(match layer {
+        SearchLayer::Memory(m) => m.get_values(key, range)?,
+        SearchLayer::Historic(h) => h.get_values(key, range)?,
+    })
+}
+
+impl Timeline {
+    /// The value of `key` as of `lsn`.
+    pub async fn get(&self, key: Key, lsn: Lsn) -> Result<Bytes, GetError> {
+        let cutoff = self.read_cutoff(lsn);
+        if lsn < cutoff {
+            return Err(GetError::BelowGcCutoff { lsn, cutoff });
+        }
+        let (values, complete) = self.collect_versions(key, lsn)?;
+        let Some(&(newest, _)) = values.first() else {
+            return Err(GetError::KeyNotFound { key, lsn });
+        };
+        let cache = &self.resources.page_cache;
+        if let Some(page) = cache.get(self.timeline_id, key, newest) {
+            return Ok(page);
+        }
+        let page = self.materialize(key, lsn, values, complete).await?;
+        cache.insert(self.timeline_id, key, newest, page.clone());
+        Ok(page)
+    }
+
+    /// The GC cutoff that applies to a read at `lsn`: this timeline's, and below the branch point also the
+    /// ancestor's (its GC keeps only the branch point itself readable for us).
+    pub fn read_cutoff(&self, lsn: Lsn) -> Lsn {
+        let mut cutoff = self.gc_cutoff();
+        let mut timeline: &Timeline = self;
+        while let Some((ancestor, branch_lsn)) = &timeline.ancestor {
+            if lsn >= *branch_lsn {
+                break;
+            }
+            cutoff = cutoff.max(ancestor.gc_cutoff());
+            timeline = ancestor;
+        }
+        cutoff
+    }
+
+    /// Versions of `key` at or below `lsn`, newest first, through the ancestors; true if the oldest one
+    /// needs nothing older (an image or an initialising record).
+    pub(crate) fn collect_versions(
+        &self,
+        key: Key,
+        lsn: Lsn,
+    ) -> Result<(Vec<(Lsn, Value)>, bool), GetError> {
+        let mut values: Vec<(Lsn, Value)> = Vec::new();
+        let mut timeline: &Timeline = self;
+        let mut end = Lsn(lsn.0.saturating_add(1));
+        loop {
+            let mut candidates = timeline
+                .layers
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .search_candidates(key, end);
+            while !candidates.is_empty() {
+                let reach = |l: &SearchLayer| l.lsn_range().end.min(end);
+                let best = candidates
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(_, l)| (reach(l), l.is_image()))
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
+                let layer = candidates[best].clone();
+                let top = reach(&layer);
+                // Read only down to where another layer takes over: the start of a delta, or just above an
+                // image (which holds every version at or below its LSN).
+                let floor = candidates
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != best)
+                    .map(|(_, l)| {
+                        if l.is_image() {
+                            l.lsn_range().end
+                        } else {
+                            l.lsn_range().start
+                        }
+                    })
+                    .filter(|f| *f < top)
+                    .max()
+                    .unwrap_or(Lsn(0))
+                    .max(layer.lsn_range().start);
+                for (v_lsn, value) in read_layer(&layer, key, floor..top)?.into_iter().rev() {
+                    let init = value.will_init();
+                    values.push((v_lsn, value));
+                    if init {
+                        return Ok((values, true));
+                    }
+                }
+                end = floor;
+                // A layer read only in part stays a candidate for what lies below the floor.
+                candidates.retain(|l| l.lsn_range().start < end);
+            }
+            match &timeline.ancestor {
+                Some((ancestor, branch_lsn)) => {
+                    end = end.min(Lsn(branch_lsn.0 + 1));
+                    timeline = ancestor;
+                }
+                None => return Ok((values, false)),
+            }
+        }
+    }
+
+    async fn materialize(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        mut values: Vec<(Lsn, Value)>,
+        complete: bool,
+    ) -> Result<Bytes, GetError> {
+        values.reverse();
+        let mut iter = values.into_iter().peekable();
+        let base = match iter.peek() {
+            Some((_, Value::Image(_))) => match iter.next() {
+                Some((_, Value::Image(img))) => Some(img),
+                _ => None,
+            },
+            _ => None,
+        };
+        if !complete && base.is_none() {
+            return Err(GetError::NoBaseImage { key, lsn });
+        }
+        let records: Vec<(Lsn, WalRecord)> = iter
+            .map(|(l, v)| match v {
+                Value::WalRecord(r) => (l, r),
+                // An image never follows the oldest version: images end the search.
+                Value::Image(img) => (
+                    l,
+                    WalRecord::Postgres {
+                        will_init: true,
+                        rec: img,
+                    },
+                ),
+            })
+            .collect();
+        if records.is_empty() {
+            return base.ok_or(GetError::NoBaseImage { key, lsn });
+        }
+        let page = key.page_id().ok_or(GetError::NotAPage { key })?;
+        let redo: Arc<dyn crate::walredo::RedoManager> = self.resources.redo.clone();
+        redo.redo(RedoRequest {
+            page,
+            base_image: base,
+            records,
+        })
+        .await
+        .map_err(|source| GetError::Redo { key, lsn, source })
+    }
+
+    /// Keys with a version at or below `lsn` in `range`, through the ancestors (for image layers).
+    pub(crate) fn keys_in_range(&self, range: &std::ops::Range<Key>, lsn: Lsn) -> Vec<Key> {
+        let mut keys = std::collections::BTreeSet::new();
+        let mut timeline: &Timeline = self;
+        let mut limit = lsn;
+        loop {
+            let map = timeline.layers.read().unwrap_or_else(|p| p.into_inner());
+            for h in &map.historic {
+                if h.name().lsn_range().start <= limit {
+                    keys.extend(h.keys_in(range));
+                }
+            }
+            let memory = map.open.iter().chain(map.frozen.iter().map(|f| &f.layer));
+            for m in memory {
+                if m.start_lsn() <= limit {
+                    keys.extend(m.keys().into_iter().filter(|k| range.contains(k)));
+                }
+            }
+            drop(map);
+            match &timeline.ancestor {
+                Some((a, branch)) => {
+                    limit = limit.min(*branch);
+                    timeline = a;
+                }
+                None => break,
+            }
+        }
+        keys.into_iter().collect()
+    }
+}

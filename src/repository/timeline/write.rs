@@ -1,0 +1,107 @@
+//! The write path: one writer at a time puts values above last_record_lsn into the open in-memory layer,
+//! then `finish_write` publishes them; past `checkpoint_distance` the layer is frozen for the flush.
+
+use std::sync::Arc;
+
+use super::Timeline;
+use crate::pg::Lsn;
+use crate::repository::layer_map::Frozen;
+use crate::repository::layers::inmemory::{InMemoryError, InMemoryLayer};
+use crate::repository::{Key, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    #[error("value for {key} at {lsn} is not above last_record_lsn {last}")]
+    NotAboveLast { key: Key, lsn: Lsn, last: Lsn },
+    #[error(transparent)]
+    InMemory(#[from] InMemoryError),
+    #[error("timeline is shutting down")]
+    ShuttingDown,
+}
+
+/// Exclusive right to write; held by the WAL ingest of the timeline.
+pub struct TimelineWriter<'a> {
+    tl: &'a Timeline,
+    _guard: tokio::sync::MutexGuard<'a, ()>,
+}
+
+impl Timeline {
+    pub async fn writer(&self) -> TimelineWriter<'_> {
+        TimelineWriter {
+            tl: self,
+            _guard: self.write_lock.lock().await,
+        }
+    }
+
+    /// Freezes the open layer (if it holds anything) at last_record_lsn. Callers hold the write lock, so no
+    /// record is half in it.
+    pub(crate) fn freeze_open_layer(&self) -> bool {
+        let last = self.last_record_lsn();
+        let prev = self.prev_record_lsn();
+        let mut map = self.layers.write().unwrap_or_else(|p| p.into_inner());
+        match map.open.take() {
+            Some(open) if !open.is_empty() => {
+                open.freeze(Lsn(last.0 + 1));
+                map.frozen.push_back(Frozen {
+                    layer: open,
+                    last_lsn: last,
+                    prev_lsn: prev,
+                });
+                true
+            }
+            other => {
+                map.open = other;
+                false
+            }
+        }
+    }
+}
+
+impl TimelineWriter<'_> {
+    /// Stores `value` for `key` at `lsn` (above last_record_lsn). One value per (key, LSN): a second put at the
+    /// same LSN replaces the first.
+    pub fn put(&self, key: Key, lsn: Lsn, value: &Value) -> Result<(), PutError> {
+        let last = self.tl.last_record_lsn();
+        if lsn <= last {
+            return Err(PutError::NotAboveLast { key, lsn, last });
+        }
+        if self.tl.cancel.is_cancelled() {
+            return Err(PutError::ShuttingDown);
+        }
+        let open = {
+            let mut map = self.tl.layers.write().unwrap_or_else(|p| p.into_inner());
+            match &map.open {
+                Some(open) => open.clone(),
+                None => {
+                    let layer = Arc::new(InMemoryLayer::create(&self.tl.dir, Lsn(last.0 + 1))?);
+                    map.open = Some(layer.clone());
+                    layer
+                }
+            }
+        };
+        open.put(key, lsn, value)?;
+        Ok(())
+    }
+
+    /// Publishes everything put so far up to `lsn` (the end of the last record; `prev` its start) and freezes
+    /// the open layer if it has grown past checkpoint_distance.
+    pub fn finish_write(&self, lsn: Lsn, prev: Option<Lsn>) {
+        self.tl.advance_last_record_lsn(lsn, prev);
+        let size = self
+            .tl
+            .layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
+            .as_ref()
+            .map_or(0, |l| l.size());
+        if size >= self.tl.conf().checkpoint_distance && self.tl.freeze_open_layer() {
+            self.tl.flush_wakeup.notify_one();
+        }
+    }
+
+    /// Freezes whatever the open layer holds now (for a checkpoint).
+    pub fn freeze(&self) -> bool {
+        self.tl.freeze_open_layer()
+    }
+}
