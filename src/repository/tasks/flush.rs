@@ -35,6 +35,7 @@ const MAX_LSN_TIMES: usize = 512;
 impl Timeline {
     /// Writes out every frozen layer; returns the new disk_consistent_lsn.
     pub async fn flush_frozen_layers(self: &Arc<Self>) -> Result<Lsn, FlushError> {
+        let _one_at_a_time = self.flush_lock.lock().await;
         loop {
             let next = self
                 .layers

@@ -56,6 +56,8 @@ pub struct Timeline {
     /// Serializes metadata rewrites (flush, compaction, GC).
     pub(crate) metadata_write: tokio::sync::Mutex<()>,
     pub(crate) write_lock: tokio::sync::Mutex<()>,
+    /// One flush at a time: the flush task and a checkpoint would otherwise write the same frozen layer.
+    pub(crate) flush_lock: tokio::sync::Mutex<()>,
     /// Compaction and GC both replace layers; they take turns.
     pub(crate) layer_rewrite: tokio::sync::Mutex<()>,
     /// Wakes the flush task.
@@ -113,6 +115,7 @@ impl Timeline {
             metadata_write: tokio::sync::Mutex::new(()),
             write_lock: tokio::sync::Mutex::new(()),
             layer_rewrite: tokio::sync::Mutex::new(()),
+            flush_lock: tokio::sync::Mutex::new(()),
             flush_wakeup: tokio::sync::Notify::new(),
             flushed: watch::Sender::new(disk),
             cancel,
