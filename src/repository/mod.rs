@@ -1,5 +1,6 @@
 //! The repository: every version of every page, per tenant and timeline (DESIGN.md D4–D6).
 
+pub mod datadir;
 pub mod key;
 pub mod layer_map;
 pub mod layers;

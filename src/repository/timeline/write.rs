@@ -83,6 +83,14 @@ impl TimelineWriter<'_> {
         Ok(())
     }
 
+    /// Puts a batch (LSNs non-decreasing, all above last_record_lsn).
+    pub fn put_batch(&self, batch: &[(Key, Lsn, Value)]) -> Result<(), PutError> {
+        for (key, lsn, value) in batch {
+            self.put(*key, *lsn, value)?;
+        }
+        Ok(())
+    }
+
     /// Publishes everything put so far up to `lsn` (the end of the last record; `prev` its start) and freezes
     /// the open layer if it has grown past checkpoint_distance.
     pub fn finish_write(&self, lsn: Lsn, prev: Option<Lsn>) {

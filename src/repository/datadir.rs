@@ -1,0 +1,295 @@
+//! PostgreSQL's data directory as keys (FACTS.md §4.1): relation sizes and existence, the directories of
+//! databases, relations, SLRU segments and two-phase files, and database sizes, read from a timeline at an
+//! LSN. Directory and size values are whole values (`Value::Image`) in the encodings below, which are ours
+//! (docs/storage-format.md §5.1), all integers little-endian:
+//!
+//! - database directory: `u32 n`, then n × (`u32 spcnode`, `u32 dbnode`, `u8 has_relmap_file`);
+//! - relation directory of a database: `u32 n`, then n × (`u32 relnode`, `u8 forknum`);
+//! - SLRU segment directory: `u32 n`, then n × `u32 segno`;
+//! - two-phase directory: `u32 n`, then n × `u64 xid`;
+//! - relation size, SLRU segment size: `u32` blocks.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::pg::constants::BLCKSZ;
+use crate::pg::reader::Reader;
+use crate::pg::{Lsn, RelFileNode};
+use crate::repository::Key;
+use crate::repository::timeline::{GetError, Timeline};
+use crate::walredo::SlruKind;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatadirError {
+    #[error(transparent)]
+    Get(#[from] GetError),
+    #[error("malformed {what} value of {key} at {lsn}")]
+    Malformed {
+        what: &'static str,
+        key: Key,
+        lsn: Lsn,
+    },
+    #[error("relation {rel:?} fork {fork} does not exist at {lsn}")]
+    NoRelation {
+        rel: RelFileNode,
+        fork: u8,
+        lsn: Lsn,
+    },
+}
+
+/// Databases: (spcnode, dbnode) -> has a pg_filenode.map and PG_VERSION.
+pub type DbDirectory = BTreeMap<(u32, u32), bool>;
+/// Relation forks of a database: (relnode, forknum).
+pub type RelDirectory = BTreeSet<(u32, u8)>;
+
+pub fn encode_db_dir(dir: &DbDirectory) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + 9 * dir.len());
+    b.put_u32_le(dir.len() as u32);
+    for ((spc, db), relmap) in dir {
+        b.put_u32_le(*spc);
+        b.put_u32_le(*db);
+        b.put_u8(*relmap as u8);
+    }
+    b.freeze()
+}
+
+pub fn decode_db_dir(bytes: &[u8]) -> Option<DbDirectory> {
+    let mut r = Reader::new(bytes);
+    let n = r.u32().ok()? as usize;
+    let mut out = DbDirectory::new();
+    for _ in 0..n {
+        out.insert((r.u32().ok()?, r.u32().ok()?), r.u8().ok()? != 0);
+    }
+    (r.remaining() == 0).then_some(out)
+}
+
+pub fn encode_rel_dir(dir: &RelDirectory) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + 5 * dir.len());
+    b.put_u32_le(dir.len() as u32);
+    for (rel, fork) in dir {
+        b.put_u32_le(*rel);
+        b.put_u8(*fork);
+    }
+    b.freeze()
+}
+
+pub fn decode_rel_dir(bytes: &[u8]) -> Option<RelDirectory> {
+    let mut r = Reader::new(bytes);
+    let n = r.u32().ok()? as usize;
+    let mut out = RelDirectory::new();
+    for _ in 0..n {
+        out.insert((r.u32().ok()?, r.u8().ok()?));
+    }
+    (r.remaining() == 0).then_some(out)
+}
+
+pub fn encode_u32_set(set: &BTreeSet<u32>) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + 4 * set.len());
+    b.put_u32_le(set.len() as u32);
+    for v in set {
+        b.put_u32_le(*v);
+    }
+    b.freeze()
+}
+
+pub fn decode_u32_set(bytes: &[u8]) -> Option<BTreeSet<u32>> {
+    let mut r = Reader::new(bytes);
+    let n = r.u32().ok()? as usize;
+    let set = (0..n)
+        .map(|_| r.u32().ok())
+        .collect::<Option<BTreeSet<u32>>>()?;
+    (r.remaining() == 0).then_some(set)
+}
+
+pub fn encode_u64_set(set: &BTreeSet<u64>) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + 8 * set.len());
+    b.put_u32_le(set.len() as u32);
+    for v in set {
+        b.put_u64_le(*v);
+    }
+    b.freeze()
+}
+
+pub fn decode_u64_set(bytes: &[u8]) -> Option<BTreeSet<u64>> {
+    let mut r = Reader::new(bytes);
+    let n = r.u32().ok()? as usize;
+    let set = (0..n)
+        .map(|_| r.u64().ok())
+        .collect::<Option<BTreeSet<u64>>>()?;
+    (r.remaining() == 0).then_some(set)
+}
+
+pub fn encode_nblocks(n: u32) -> Bytes {
+    Bytes::copy_from_slice(&n.to_le_bytes())
+}
+
+fn decode_nblocks(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// Reads an optional value: `None` when the key has no version at `lsn`.
+async fn get_opt(tl: &Timeline, key: Key, lsn: Lsn) -> Result<Option<Bytes>, DatadirError> {
+    match tl.get(key, lsn).await {
+        Ok(v) => Ok(Some(v)),
+        Err(GetError::KeyNotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl Timeline {
+    /// The databases at `lsn` (empty before the first one is created).
+    pub async fn list_dbdirs(&self, lsn: Lsn) -> Result<DbDirectory, DatadirError> {
+        let key = Key::dbdir();
+        match get_opt(self, key, lsn).await? {
+            None => Ok(DbDirectory::new()),
+            Some(b) => decode_db_dir(&b).ok_or(DatadirError::Malformed {
+                what: "database directory",
+                key,
+                lsn,
+            }),
+        }
+    }
+
+    /// The relation forks of database (spc, db) at `lsn`.
+    pub async fn list_rels(
+        &self,
+        spc: u32,
+        db: u32,
+        lsn: Lsn,
+    ) -> Result<RelDirectory, DatadirError> {
+        let key = Key::reldir(spc, db);
+        match get_opt(self, key, lsn).await? {
+            None => Ok(RelDirectory::new()),
+            Some(b) => decode_rel_dir(&b).ok_or(DatadirError::Malformed {
+                what: "relation directory",
+                key,
+                lsn,
+            }),
+        }
+    }
+
+    /// Whether a relation fork exists at `lsn`: its database is listed and the fork is in its directory.
+    pub async fn rel_exists(
+        &self,
+        rel: RelFileNode,
+        fork: u8,
+        lsn: Lsn,
+    ) -> Result<bool, DatadirError> {
+        if !self
+            .list_dbdirs(lsn)
+            .await?
+            .contains_key(&(rel.spc, rel.db))
+        {
+            return Ok(false);
+        }
+        Ok(self
+            .list_rels(rel.spc, rel.db, lsn)
+            .await?
+            .contains(&(rel.rel, fork)))
+    }
+
+    /// Blocks of a relation fork at `lsn`; an error if it does not exist.
+    pub async fn rel_size(
+        &self,
+        rel: RelFileNode,
+        fork: u8,
+        lsn: Lsn,
+    ) -> Result<u32, DatadirError> {
+        let key = Key::rel_size(rel, fork);
+        match get_opt(self, key, lsn).await? {
+            Some(b) => decode_nblocks(&b).ok_or(DatadirError::Malformed {
+                what: "relation size",
+                key,
+                lsn,
+            }),
+            None => Err(DatadirError::NoRelation { rel, fork, lsn }),
+        }
+    }
+
+    /// Bytes of all relation forks of database (spc, db) at `lsn`.
+    pub async fn db_size(&self, spc: u32, db: u32, lsn: Lsn) -> Result<u64, DatadirError> {
+        let mut blocks = 0u64;
+        for (rel, fork) in self.list_rels(spc, db, lsn).await? {
+            let rnode = RelFileNode { spc, db, rel };
+            match self.rel_size(rnode, fork, lsn).await {
+                Ok(n) => blocks += n as u64,
+                Err(DatadirError::NoRelation { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(blocks * BLCKSZ as u64)
+    }
+
+    /// Segments of an SLRU at `lsn`.
+    pub async fn list_slru_segments(
+        &self,
+        kind: SlruKind,
+        lsn: Lsn,
+    ) -> Result<BTreeSet<u32>, DatadirError> {
+        let key = Key::slru_dir(kind);
+        match get_opt(self, key, lsn).await? {
+            None => Ok(BTreeSet::new()),
+            Some(b) => decode_u32_set(&b).ok_or(DatadirError::Malformed {
+                what: "SLRU directory",
+                key,
+                lsn,
+            }),
+        }
+    }
+
+    /// Blocks of an SLRU segment at `lsn`.
+    pub async fn slru_segment_size(
+        &self,
+        kind: SlruKind,
+        segno: u32,
+        lsn: Lsn,
+    ) -> Result<Option<u32>, DatadirError> {
+        let key = Key::slru_segment_size(kind, segno);
+        match get_opt(self, key, lsn).await? {
+            None => Ok(None),
+            Some(b) => decode_nblocks(&b).map(Some).ok_or(DatadirError::Malformed {
+                what: "SLRU segment size",
+                key,
+                lsn,
+            }),
+        }
+    }
+
+    /// Prepared transactions at `lsn`.
+    pub async fn list_twophase(&self, lsn: Lsn) -> Result<BTreeSet<u64>, DatadirError> {
+        let key = Key::twophase_dir();
+        match get_opt(self, key, lsn).await? {
+            None => Ok(BTreeSet::new()),
+            Some(b) => decode_u64_set(&b).ok_or(DatadirError::Malformed {
+                what: "two-phase directory",
+                key,
+                lsn,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_round_trip_and_refuse_garbage() {
+        let mut dbs = DbDirectory::new();
+        dbs.insert((1663, 5), true);
+        dbs.insert((1664, 0), false);
+        assert_eq!(decode_db_dir(&encode_db_dir(&dbs)).unwrap(), dbs);
+        let rels: RelDirectory = [(16384, 0), (16384, 2), (1259, 0)].into_iter().collect();
+        assert_eq!(decode_rel_dir(&encode_rel_dir(&rels)).unwrap(), rels);
+        let segs: BTreeSet<u32> = [0, 1, 7].into_iter().collect();
+        assert_eq!(decode_u32_set(&encode_u32_set(&segs)).unwrap(), segs);
+        let xids: BTreeSet<u64> = [735, 1 << 40].into_iter().collect();
+        assert_eq!(decode_u64_set(&encode_u64_set(&xids)).unwrap(), xids);
+        assert_eq!(decode_nblocks(&encode_nblocks(42)), Some(42));
+        for garbage in [&b""[..], &[5, 0, 0, 0, 1][..], &[0, 0, 0, 0, 9][..]] {
+            assert!(decode_db_dir(garbage).is_none() && decode_rel_dir(garbage).is_none());
+            assert!(decode_u32_set(garbage).is_none());
+        }
+    }
+}
