@@ -216,9 +216,14 @@ fn run_primary() -> Vec<PathBuf> {
     ddl_mix(&pg, "cc");
     // VACUUM sets visibility-map bits; updates and deletes then clear them (Rust-applied), and a second
     // VACUUM sets them again on the page we followed.
-    pg.sql("VACUUM pgbench_accounts");
-    pg.pgbench("postgres", &["-n", "-c", "2", "-t", "200"]);
-    pg.sql("DELETE FROM ddl_cc WHERE id % 11 = 0");
+    for round in 0..4 {
+        pg.sql("VACUUM pgbench_accounts");
+        pg.sql("VACUUM ddl_cc");
+        pg.sql(&format!(
+            "UPDATE pgbench_accounts SET filler = 'r{round}' WHERE aid % 97 = {round}"
+        ));
+        pg.sql(&format!("DELETE FROM ddl_cc WHERE id % 11 = {round}"));
+    }
     pg.sql("VACUUM pgbench_accounts");
     pg.sql("VACUUM ddl_cc");
     pg.stop();
