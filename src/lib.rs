@@ -8,6 +8,7 @@ pub mod config;
 pub mod http;
 pub mod id;
 pub mod logging;
+pub mod metrics;
 pub mod pg;
 pub mod repository;
 pub mod service;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -10,6 +11,7 @@ use tracing::info;
 
 use crate::config::NodeConfig;
 use crate::http;
+use crate::repository::mgr::TenantManager;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -21,6 +23,8 @@ pub enum ServiceError {
     },
     #[error("service task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error("cannot load the tenants: {0}")]
+    Tenants(#[from] crate::repository::mgr::MgrError),
 }
 
 /// The running node's fixed facts.
@@ -40,12 +44,18 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
         node_id = config.id,
         "pageserver started"
     );
-    let state = Arc::new(http::ApiState { node_id: config.id });
+    let mgr = TenantManager::load(&node.workdir, config.clone()).await?;
+    let state = Arc::new(http::ApiState {
+        node_id: config.id,
+        mgr: mgr.clone(),
+    });
     let http_task = tokio::spawn(http::serve(http_listener, state, shutdown.clone()));
 
     shutdown.cancelled().await;
     info!("shutting down");
     http_task.await?;
+    // Tenants flush what they hold in memory, so a restart does not stream it again.
+    mgr.shutdown(Duration::from_millis(2500)).await;
     info!("shut down");
     Ok(())
 }

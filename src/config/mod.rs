@@ -8,6 +8,7 @@
 //! 5. values are validated (a zero timeout, a malformed address, ...).
 
 mod node;
+mod overrides;
 mod tenant;
 mod types;
 
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use node::{
     AuthType, AzureConfig, LocalFsConfig, LogFormat, NodeConfig, RemoteStorageConfig, S3Config,
 };
+pub use overrides::TenantConfigOverrides;
 pub use tenant::{TENANT_CONFIG_KEYS, TenantConfig};
 pub use types::HumanDuration;
 

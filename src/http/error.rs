@@ -15,6 +15,8 @@ pub enum ApiError {
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
+    NotAcceptable(String),
+    #[error("{0}")]
     ShuttingDown(String),
     #[error("{0}")]
     Internal(String),
@@ -27,6 +29,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -59,4 +62,50 @@ pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Respo
         header::HeaderValue::from_static("application/json"),
     );
     response
+}
+
+use crate::repository::mgr::MgrError;
+use crate::repository::tenant::TenantError;
+use crate::repository::timeline::GetError;
+
+impl From<MgrError> for ApiError {
+    fn from(e: MgrError) -> ApiError {
+        match e {
+            MgrError::NotFound(_) => ApiError::NotFound(e.to_string()),
+            MgrError::ExistsDifferently(_) | MgrError::Detached(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            MgrError::Config(_) => ApiError::BadRequest(e.to_string()),
+            MgrError::Tenant(t) => t.into(),
+            MgrError::Redo(_) | MgrError::ShuttingDown => ApiError::ShuttingDown(e.to_string()),
+            MgrError::File { .. } => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<TenantError> for ApiError {
+    fn from(e: TenantError) -> ApiError {
+        match e {
+            TenantError::TimelineNotFound(_) => ApiError::NotFound(e.to_string()),
+            TenantError::TimelineExists(_) | TenantError::HasChildren(_) => {
+                ApiError::Conflict(e.to_string())
+            }
+            TenantError::BranchAboveLast { .. } | TenantError::BranchBelowGcCutoff { .. } => {
+                ApiError::NotAcceptable(e.to_string())
+            }
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<GetError> for ApiError {
+    fn from(e: GetError) -> ApiError {
+        match e {
+            GetError::KeyNotFound { .. } => ApiError::NotFound(e.to_string()),
+            GetError::BelowGcCutoff { .. }
+            | GetError::NoBaseImage { .. }
+            | GetError::NotAPage { .. } => ApiError::BadRequest(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
 }

@@ -2,8 +2,13 @@
 //! [`routes::ROUTES`] from which requests are dispatched and against which the OpenAPI document is checked.
 
 mod error;
+mod metrics;
+mod models;
+mod request;
 mod routes;
 mod server;
+mod tenants;
+mod timelines;
 
 pub use error::ApiError;
 pub use routes::{ApiState, ROUTES, Route};

@@ -10,11 +10,12 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{ApiError, json_response};
+use super::{tenants, timelines};
 
 /// What handlers share: the node's state.
-#[derive(Debug)]
 pub struct ApiState {
     pub node_id: u64,
+    pub mgr: std::sync::Arc<crate::repository::mgr::TenantManager>,
 }
 
 pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
@@ -26,7 +27,26 @@ type BoxFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
 pub struct RequestContext {
     pub state: Arc<ApiState>,
     pub params: PathParams,
-    pub request: Request<Incoming>,
+    /// Method, URI, headers.
+    pub head: hyper::http::request::Parts,
+    /// The body, until a handler reads it.
+    pub body: Option<Incoming>,
+}
+
+impl RequestContext {
+    pub fn new(
+        state: Arc<ApiState>,
+        params: PathParams,
+        request: Request<Incoming>,
+    ) -> RequestContext {
+        let (head, body) = request.into_parts();
+        RequestContext {
+            state,
+            params,
+            head,
+            body: Some(body),
+        }
+    }
 }
 
 impl RequestContext {
@@ -47,12 +67,87 @@ pub struct Route {
     pub handler: fn(RequestContext) -> BoxFuture,
 }
 
-/// Every route of the API. The OpenAPI document must list exactly these.
-pub static ROUTES: &[Route] = &[Route {
-    method: Method::GET,
-    path: "/v1/status",
-    handler: |ctx| Box::pin(status(ctx)),
-}];
+macro_rules! route {
+    ($method:ident, $path:literal, $handler:path) => {
+        Route {
+            method: Method::$method,
+            path: $path,
+            handler: |ctx| Box::pin($handler(ctx)),
+        }
+    };
+}
+
+/// Every route of the API. The OpenAPI document (openapi.yaml, served at /swagger.yml) must list exactly these.
+pub static ROUTES: &[Route] = &[
+    route!(GET, "/v1/status", status),
+    route!(GET, "/metrics", super::metrics::handler),
+    route!(GET, "/swagger.yml", swagger),
+    route!(GET, "/v1/tenant", tenants::list),
+    route!(POST, "/v1/tenant", tenants::create),
+    route!(PATCH, "/v1/tenant/config", tenants::patch_config),
+    route!(GET, "/v1/tenant/:tenant_id", tenants::detail),
+    route!(DELETE, "/v1/tenant/:tenant_id", tenants::delete),
+    route!(
+        PUT,
+        "/v1/tenant/:tenant_id/location_config",
+        tenants::location_config
+    ),
+    route!(GET, "/v1/tenant/:tenant_id/config", tenants::get_config),
+    route!(
+        POST,
+        "/v1/tenant/:tenant_id/walredo_ping",
+        tenants::walredo_ping
+    ),
+    route!(GET, "/v1/tenant/:tenant_id/timeline", timelines::list),
+    route!(POST, "/v1/tenant/:tenant_id/timeline", timelines::create),
+    route!(
+        GET,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id",
+        timelines::detail
+    ),
+    route!(
+        DELETE,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id",
+        timelines::delete
+    ),
+    route!(
+        PUT,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/do_gc",
+        timelines::do_gc
+    ),
+    route!(
+        PUT,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/compact",
+        timelines::compact
+    ),
+    route!(
+        PUT,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/checkpoint",
+        timelines::checkpoint
+    ),
+    route!(
+        GET,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/getpage",
+        timelines::getpage
+    ),
+    route!(
+        GET,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/layer",
+        timelines::layers
+    ),
+];
+
+/// The OpenAPI document of the API.
+pub const OPENAPI: &str = include_str!("openapi.yaml");
+
+async fn swagger(_ctx: RequestContext) -> HandlerResult {
+    let mut response = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/yaml"),
+    );
+    Ok(response)
+}
 
 /// Finds the route for a method and path: `Ok(None)` when no route has the path, `Err` when routes have the
 /// path but not the method.
@@ -119,6 +214,34 @@ mod tests {
         );
         assert_eq!(match_path("/v1/tenant/:tenant_id", "/v1/tenant/"), None);
         assert_eq!(match_path("/v1/tenant/:tenant_id", "/v1/tenant/a/b"), None);
+    }
+
+    /// Every route is in the OpenAPI document and every path+method there is a route.
+    #[test]
+    fn openapi_lists_exactly_the_routes() {
+        let mut documented = std::collections::BTreeSet::new();
+        let mut path: Option<String> = None;
+        for line in OPENAPI.lines() {
+            if let Some(p) = line.strip_prefix("  /").and_then(|l| l.strip_suffix(':')) {
+                path = Some(format!("/{}", p).replace('{', ":").replace('}', ""));
+            } else if line.starts_with("  ") && !line.starts_with("   ") {
+                path = None;
+            } else if let (Some(p), Some(m)) = (
+                &path,
+                line.strip_prefix("    ").and_then(|l| l.strip_suffix(':')),
+            ) && ["get", "put", "post", "patch", "delete"].contains(&m)
+            {
+                documented.insert((m.to_uppercase(), p.clone()));
+            }
+            if !line.starts_with(' ') && !line.is_empty() && !line.starts_with("paths") {
+                path = None;
+            }
+        }
+        let routed: std::collections::BTreeSet<(String, String)> = ROUTES
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        assert_eq!(documented, routed);
     }
 
     #[test]

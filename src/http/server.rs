@@ -76,11 +76,7 @@ async fn handle(
     let path = request.uri().path().to_string();
     let result = match routes::find(&method, &path) {
         Ok(Some((route, params))) => {
-            let ctx = RequestContext {
-                state,
-                params,
-                request,
-            };
+            let ctx = RequestContext::new(state, params, request);
             (route.handler)(ctx).await
         }
         Ok(None) => Err(ApiError::NotFound(format!("no route for {method} {path}"))),

@@ -5,6 +5,7 @@ pub mod key;
 pub mod layer_map;
 pub mod layers;
 pub mod metadata;
+pub mod mgr;
 pub mod page_cache;
 pub mod stress;
 pub mod tasks;

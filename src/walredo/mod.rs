@@ -197,7 +197,12 @@ impl PostgresRedoManager {
 
 impl RedoManager for PostgresRedoManager {
     fn redo(&self, request: RedoRequest) -> RedoFuture<'_> {
-        Box::pin(self.redo_impl(request))
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            let result = self.redo_impl(request).await;
+            crate::metrics::REDO_SECONDS.observe(started.elapsed());
+            result
+        })
     }
 }
 

@@ -58,6 +58,12 @@ impl Pageserver {
             .arg(format!("listen_http_addr='{}'", self.http_addr))
             .arg("-c")
             .arg(format!("listen_pg_addr='{}'", self.pg_addr));
+        // The walredo bundle that scripts/test.sh built, unless the test names another.
+        if let Ok(bundle) = std::env::var("PAGESERVER_WALREDO_BUNDLE")
+            && !overrides.iter().any(|o| o.starts_with("pg_distrib_dir"))
+        {
+            cmd.arg("-c").arg(format!("pg_distrib_dir='{bundle}'"));
+        }
         for o in overrides {
             cmd.arg("-c").arg(o);
         }
@@ -127,6 +133,42 @@ impl Pageserver {
         let status = response.status().as_u16();
         let body = response.body_mut().read_to_string()?;
         Ok((status, body))
+    }
+
+    /// Any method with an optional JSON (or any) body; returns the status and body text.
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let agent = Self::agent();
+        let url = self.url(path);
+        let result = match (method, body) {
+            ("GET", _) => agent.get(&url).call(),
+            ("DELETE", _) => agent.delete(&url).call(),
+            ("POST", b) => agent
+                .post(&url)
+                .content_type("application/json")
+                .send(b.unwrap_or("")),
+            ("PUT", b) => agent
+                .put(&url)
+                .content_type("application/json")
+                .send(b.unwrap_or("")),
+            ("PATCH", b) => agent
+                .patch(&url)
+                .content_type("application/json")
+                .send(b.unwrap_or("")),
+            (m, _) => panic!("unsupported method {m}"),
+        };
+        let mut response =
+            result.unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log_text()));
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, text)
+    }
+
+    /// Like [`request`](Self::request), parsing a JSON answer.
+    pub fn json(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+        let (status, text) = self.request(method, path, body);
+        let value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: {status} {text:?} is not JSON: {e}"));
+        (status, value)
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {

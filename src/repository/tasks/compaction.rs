@@ -171,6 +171,7 @@ impl Timeline {
             }
         }
         result.elapsed_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::COMPACTION_SECONDS.observe(started.elapsed());
         if result.l0_merged > 0 || result.images_written > 0 {
             info!(?result, "compaction done");
         }

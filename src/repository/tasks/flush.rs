@@ -52,6 +52,7 @@ impl Timeline {
     }
 
     async fn flush_one(self: &Arc<Self>, frozen: Frozen) -> Result<(), FlushError> {
+        let started = std::time::Instant::now();
         let dir = self.dir.clone();
         let layer = frozen.layer.clone();
         let start = layer.start_lsn();
@@ -79,6 +80,7 @@ impl Timeline {
             map.historic.push(HistoricLayer::Delta(Arc::new(delta)));
         }
         self.set_disk_consistent_lsn(frozen.last_lsn);
+        crate::metrics::FLUSH_SECONDS.observe(started.elapsed());
         debug!(layer = %name, disk_consistent_lsn = %frozen.last_lsn, "flushed in-memory layer");
         Ok(())
     }

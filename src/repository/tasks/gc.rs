@@ -94,6 +94,7 @@ impl Timeline {
             let _ = std::fs::remove_file(layer.path());
         }
         result.elapsed_ms = started.elapsed().as_millis() as u64;
+        crate::metrics::GC_SECONDS.observe(started.elapsed());
         info!(%cutoff, removed = removed.len(), total = names.len(), "gc done");
         Ok(result)
     }

@@ -1,0 +1,369 @@
+//! The tenant manager: every tenant of the node, attached or not.
+//!
+//! Layout: `<workdir>/tenants/<tenant id>/tenant.json` (`{"attached": bool, "config": {overrides}}`, written
+//! atomically) beside the tenant's `timelines/`. At start every attached tenant is loaded. Each attached
+//! tenant has its own WAL redo pool and tasks; detaching stops them (its redo processes are gone) and keeps
+//! the files, attaching loads it again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, info_span, warn};
+
+use crate::config::{ConfigError, NodeConfig, TenantConfig, TenantConfigOverrides};
+use crate::id::TenantId;
+use crate::repository::metadata::fsync_dir;
+use crate::repository::page_cache::PageCache;
+use crate::repository::tenant::{Tenant, TenantError};
+use crate::walredo::{PostgresRedoManager, RedoConfig, RedoError};
+
+pub const TENANT_FILE: &str = "tenant.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum MgrError {
+    #[error("tenant {0} not found")]
+    NotFound(TenantId),
+    #[error("tenant {0} already exists with a different config")]
+    ExistsDifferently(TenantId),
+    #[error("tenant {0} is detached; attach it first")]
+    Detached(TenantId),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error("WAL redo is not available: {0}")]
+    Redo(#[from] RedoError),
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("the pageserver is shutting down")]
+    ShuttingDown,
+}
+
+/// What `tenant.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantFile {
+    pub attached: bool,
+    #[serde(default)]
+    pub config: TenantConfigOverrides,
+}
+
+/// An attached tenant and the redo manager it owns.
+#[derive(Clone)]
+pub struct Attached {
+    pub tenant: Arc<Tenant>,
+    pub redo: Arc<PostgresRedoManager>,
+    pub overrides: TenantConfigOverrides,
+}
+
+pub struct TenantManager {
+    tenants_dir: PathBuf,
+    node: NodeConfig,
+    page_cache: Arc<PageCache>,
+    attached: tokio::sync::Mutex<HashMap<TenantId, Attached>>,
+    /// Tenants on disk but detached, with their overrides.
+    detached: Mutex<HashMap<TenantId, TenantConfigOverrides>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
+
+impl TenantManager {
+    /// Loads every tenant under `<workdir>/tenants`; attached ones become active.
+    pub async fn load(workdir: &Path, node: NodeConfig) -> Result<Arc<TenantManager>, MgrError> {
+        let tenants_dir = workdir.join("tenants");
+        std::fs::create_dir_all(&tenants_dir).map_err(|e| file_err(&tenants_dir, e))?;
+        let mgr = Arc::new(TenantManager {
+            page_cache: Arc::new(PageCache::new(node.page_cache_size)),
+            tenants_dir: tenants_dir.clone(),
+            node,
+            attached: tokio::sync::Mutex::new(HashMap::new()),
+            detached: Mutex::new(HashMap::new()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+        });
+        for entry in std::fs::read_dir(&tenants_dir).map_err(|e| file_err(&tenants_dir, e))? {
+            let entry = entry.map_err(|e| file_err(&tenants_dir, e))?;
+            let Ok(id) = entry.file_name().to_string_lossy().parse::<TenantId>() else {
+                continue;
+            };
+            let file = read_tenant_file(&entry.path())?;
+            if file.attached {
+                let attached = mgr.activate(id, file.config).await?;
+                mgr.attached.lock().await.insert(id, attached);
+            } else {
+                mgr.detached_lock().insert(id, file.config);
+            }
+        }
+        Ok(mgr)
+    }
+
+    fn detached_lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, TenantConfigOverrides>> {
+        self.detached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn node(&self) -> &NodeConfig {
+        &self.node
+    }
+
+    pub fn page_cache(&self) -> &Arc<PageCache> {
+        &self.page_cache
+    }
+
+    pub fn tenant_dir(&self, id: TenantId) -> PathBuf {
+        self.tenants_dir.join(id.to_string())
+    }
+
+    fn redo_config(&self, conf: &TenantConfig) -> RedoConfig {
+        RedoConfig {
+            bundle_dir: self.node.pg_distrib_dir.clone(),
+            binary_name: "postgres".into(),
+            run_as_user: self.node.walredo_user.clone(),
+            pool_size: conf.walredo_pool_size,
+            request_timeout: self.node.wal_redo_timeout.get(),
+        }
+    }
+
+    async fn activate(
+        &self,
+        id: TenantId,
+        overrides: TenantConfigOverrides,
+    ) -> Result<Attached, MgrError> {
+        let conf = overrides.apply(&self.node.tenant_config)?;
+        let span = info_span!("tenant", tenant_id = %id);
+        let redo = Arc::new(PostgresRedoManager::new(&self.redo_config(&conf), span)?);
+        let tenant = Tenant::load(
+            id,
+            &self.tenant_dir(id),
+            conf,
+            redo.clone(),
+            self.page_cache.clone(),
+            true,
+        )
+        .await?;
+        Ok(Attached {
+            tenant,
+            redo,
+            overrides,
+        })
+    }
+
+    /// The attached tenant `id`.
+    pub async fn get(&self, id: TenantId) -> Result<Attached, MgrError> {
+        match self.attached.lock().await.get(&id) {
+            Some(a) => Ok(a.clone()),
+            None if self.detached_lock().contains_key(&id) => Err(MgrError::Detached(id)),
+            None => Err(MgrError::NotFound(id)),
+        }
+    }
+
+    /// Attached tenants, by id.
+    pub async fn list(&self) -> Vec<Attached> {
+        let mut v: Vec<Attached> = self.attached.lock().await.values().cloned().collect();
+        v.sort_by_key(|a| a.tenant.id);
+        v
+    }
+
+    /// Creates and attaches a tenant; creating one that exists with the same config is a no-op.
+    pub async fn create(
+        &self,
+        id: TenantId,
+        overrides: TenantConfigOverrides,
+    ) -> Result<(Attached, bool), MgrError> {
+        self.check_running()?;
+        overrides.apply(&self.node.tenant_config)?;
+        let mut attached = self.attached.lock().await;
+        if let Some(existing) = attached.get(&id) {
+            return if existing.overrides == overrides {
+                Ok((existing.clone(), false))
+            } else {
+                Err(MgrError::ExistsDifferently(id))
+            };
+        }
+        if self.detached_lock().contains_key(&id) {
+            return Err(MgrError::Detached(id));
+        }
+        let dir = self.tenant_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+        write_tenant_file(
+            &dir,
+            &TenantFile {
+                attached: true,
+                config: overrides.clone(),
+            },
+        )?;
+        fsync_dir(&self.tenants_dir).map_err(|e| file_err(&self.tenants_dir, e))?;
+        let a = self.activate(id, overrides).await?;
+        attached.insert(id, a.clone());
+        info!(tenant_id = %id, "tenant created");
+        Ok((a, true))
+    }
+
+    /// Attaches a tenant: loads it from disk if it is there, else creates it empty.
+    pub async fn attach(
+        &self,
+        id: TenantId,
+        overrides: TenantConfigOverrides,
+    ) -> Result<Attached, MgrError> {
+        self.check_running()?;
+        overrides.apply(&self.node.tenant_config)?;
+        let mut attached = self.attached.lock().await;
+        if let Some(existing) = attached.get(&id).cloned() {
+            if existing.overrides != overrides {
+                self.set_overrides_locked(&mut attached, id, overrides)
+                    .await?;
+            }
+            return Ok(attached[&id].clone());
+        }
+        let dir = self.tenant_dir(id);
+        std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+        write_tenant_file(
+            &dir,
+            &TenantFile {
+                attached: true,
+                config: overrides.clone(),
+            },
+        )?;
+        self.detached_lock().remove(&id);
+        let a = self.activate(id, overrides).await?;
+        attached.insert(id, a.clone());
+        info!(tenant_id = %id, "tenant attached");
+        Ok(a)
+    }
+
+    /// Detaches a tenant: flushes it, stops its tasks and kills its redo processes; keeps its files.
+    pub async fn detach(&self, id: TenantId) -> Result<(), MgrError> {
+        let mut attached = self.attached.lock().await;
+        let Some(a) = attached.remove(&id) else {
+            return if self.detached_lock().contains_key(&id) {
+                Ok(())
+            } else {
+                Err(MgrError::NotFound(id))
+            };
+        };
+        write_tenant_file(
+            &self.tenant_dir(id),
+            &TenantFile {
+                attached: false,
+                config: a.overrides.clone(),
+            },
+        )?;
+        a.tenant.shutdown(true).await;
+        a.redo.shutdown().await;
+        self.detached_lock().insert(id, a.overrides);
+        info!(tenant_id = %id, "tenant detached");
+        Ok(())
+    }
+
+    /// Deletes a tenant and its files.
+    pub async fn delete(&self, id: TenantId) -> Result<(), MgrError> {
+        let mut attached = self.attached.lock().await;
+        if let Some(a) = attached.remove(&id) {
+            a.tenant.shutdown(false).await;
+            a.redo.shutdown().await;
+        } else if self.detached_lock().remove(&id).is_none() {
+            return Err(MgrError::NotFound(id));
+        }
+        let dir = self.tenant_dir(id);
+        let trash = self.tenants_dir.join(format!("{id}.___deleted"));
+        std::fs::rename(&dir, &trash).map_err(|e| file_err(&dir, e))?;
+        std::fs::remove_dir_all(&trash).map_err(|e| file_err(&trash, e))?;
+        info!(tenant_id = %id, "tenant deleted");
+        Ok(())
+    }
+
+    /// Replaces a tenant's overrides (persisted, applied to the running tenant).
+    pub async fn set_overrides(
+        &self,
+        id: TenantId,
+        overrides: TenantConfigOverrides,
+    ) -> Result<Attached, MgrError> {
+        let mut attached = self.attached.lock().await;
+        self.set_overrides_locked(&mut attached, id, overrides)
+            .await?;
+        Ok(attached[&id].clone())
+    }
+
+    async fn set_overrides_locked(
+        &self,
+        attached: &mut HashMap<TenantId, Attached>,
+        id: TenantId,
+        overrides: TenantConfigOverrides,
+    ) -> Result<(), MgrError> {
+        let conf = overrides.apply(&self.node.tenant_config)?;
+        let a = attached.get_mut(&id).ok_or(MgrError::NotFound(id))?;
+        write_tenant_file(
+            &self.tenant_dir(id),
+            &TenantFile {
+                attached: true,
+                config: overrides.clone(),
+            },
+        )?;
+        a.tenant.set_conf(conf);
+        a.overrides = overrides;
+        Ok(())
+    }
+
+    fn check_running(&self) -> Result<(), MgrError> {
+        if self
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(MgrError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Flushes and stops every tenant, within `budget`.
+    pub async fn shutdown(&self, budget: Duration) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Release);
+        let all: Vec<Attached> = self.attached.lock().await.drain().map(|(_, a)| a).collect();
+        let stop = async {
+            for a in &all {
+                a.tenant.shutdown(true).await;
+                a.redo.shutdown().await;
+            }
+        };
+        if tokio::time::timeout(budget, stop).await.is_err() {
+            warn!("tenants did not stop within {budget:?}");
+            for a in &all {
+                a.redo.shutdown().await;
+            }
+        }
+    }
+}
+
+fn file_err(path: &Path, e: std::io::Error) -> MgrError {
+    MgrError::File {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+fn read_tenant_file(dir: &Path) -> Result<TenantFile, MgrError> {
+    let path = dir.join(TENANT_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| MgrError::File {
+        path,
+        msg: e.to_string(),
+    })
+}
+
+fn write_tenant_file(dir: &Path, file: &TenantFile) -> Result<(), MgrError> {
+    let path = dir.join(TENANT_FILE);
+    let tmp = dir.join(format!("{TENANT_FILE}.tmp"));
+    let body = serde_json::to_vec_pretty(file).map_err(|e| MgrError::File {
+        path: path.clone(),
+        msg: e.to_string(),
+    })?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&body)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        fsync_dir(dir)
+    };
+    write().map_err(|e| file_err(&path, e))
+}
