@@ -21,5 +21,7 @@ log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --all-targets --locked
+log "the HTTP API against its OpenAPI document (schemathesis)"
+scripts/schemathesis.sh
 log "the run command"
 scripts/check-run.sh
