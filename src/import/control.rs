@@ -64,7 +64,8 @@ pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError>
     if bytes.len() < SIZEOF_CONTROL_FILE_DATA {
         return Err(ControlFileError::TooShort { len: bytes.len() });
     }
-    let u32_at = |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let u32_at =
+        |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
     let version = u32_at(8);
     if version != PG_CONTROL_VERSION_15 {
         return Err(ControlFileError::Version { got: version });

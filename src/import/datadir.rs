@@ -134,7 +134,9 @@ async fn import_with(
     tl: &Timeline,
     lsn: Lsn,
     prev: Option<Lsn>,
-    scan: impl FnOnce(&mut dyn FnMut(Key, Bytes) -> Result<(), ImportError>) -> Result<ImportStats, ImportError>
+    scan: impl FnOnce(
+        &mut dyn FnMut(Key, Bytes) -> Result<(), ImportError>,
+    ) -> Result<ImportStats, ImportError>
     + Send
     + 'static,
 ) -> Result<ImportStats, ImportError> {
@@ -275,7 +277,10 @@ pub fn scan_tar(
         } else if kind.is_hard_link() {
             importer.other(&path, "hard link")?;
         } else {
-            importer.other(&path, &format!("tar entry type {:?}", kind.as_byte() as char))?;
+            importer.other(
+                &path,
+                &format!("tar entry type {:?}", kind.as_byte() as char),
+            )?;
         }
         last = Some(path);
     }

@@ -107,19 +107,22 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
         data: &mut dyn Read,
     ) -> Result<(), ImportError> {
         let what = classify(path, false).map_err(|e| bad_name(path, e.0))?;
-        let normalized = components(path)
-            .map_err(|e| bad_name(path, e.0))?
-            .join("/");
+        let normalized = components(path).map_err(|e| bad_name(path, e.0))?.join("/");
         if !matches!(what, DataFile::Skip(_) | DataFile::Unknown) && !self.seen.insert(normalized) {
             return Err(ImportError::Duplicate {
                 entry: path.to_string(),
             });
         }
         match what {
-            DataFile::Rel { rnode, fork, segno } => self.rel_segment(path, rnode, fork, segno, size, data)?,
+            DataFile::Rel { rnode, fork, segno } => {
+                self.rel_segment(path, rnode, fork, segno, size, data)?
+            }
             DataFile::RelMap { spc, db } => {
                 if size != RELMAP_FILE_SIZE {
-                    return Err(invalid(path, format!("{size} bytes, expected {RELMAP_FILE_SIZE}")));
+                    return Err(invalid(
+                        path,
+                        format!("{size} bytes, expected {RELMAP_FILE_SIZE}"),
+                    ));
                 }
                 let map = read_whole(path, size, RELMAP_FILE_SIZE, data)?;
                 (self.sink)(Key::relmap_file(spc, db), map.into())?;
@@ -174,7 +177,12 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
         let first = segno
             .checked_mul(RELSEG_SIZE)
             .filter(|f| f.checked_add(nblocks).is_some_and(|end| end < u32::MAX))
-            .ok_or_else(|| bad_name(path, format!("segment {segno} is beyond the largest relation")))?;
+            .ok_or_else(|| {
+                bad_name(
+                    path,
+                    format!("segment {segno} is beyond the largest relation"),
+                )
+            })?;
         let sink = &mut self.sink;
         for_each_block(path, nblocks, data, |i, page| {
             sink(Key::rel_block(rnode, fork, first + i), page)
@@ -241,7 +249,12 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
     }
 
     /// pg_control as read, and its checkpoint (`checkPointCopy`) as the 88-byte `CheckPoint`, padding zeroed.
-    fn control_file(&mut self, path: &str, size: u64, data: &mut dyn Read) -> Result<(), ImportError> {
+    fn control_file(
+        &mut self,
+        path: &str,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), ImportError> {
         let bytes = read_whole(path, size, PG_CONTROL_FILE_SIZE as u64, data)?;
         let control = parse_control_file(&bytes).map_err(|e| match e {
             ControlFileError::Checksum { expected, got } => ImportError::Checksum {
@@ -264,7 +277,8 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
     pub(super) fn finish(mut self) -> Result<ImportStats, ImportError> {
         let control = self.control.take().ok_or(ImportError::MissingControlFile)?;
         for ((rnode, fork), segments) in &self.segments {
-            let nblocks = fork_size(segments).map_err(|msg| invalid(&fork_path(*rnode, *fork), msg))?;
+            let nblocks =
+                fork_size(segments).map_err(|msg| invalid(&fork_path(*rnode, *fork), msg))?;
             (self.sink)(Key::rel_size(*rnode, *fork), encode_nblocks(nblocks))?;
         }
         for (spc, db) in self.dbs.keys() {
@@ -309,7 +323,10 @@ pub(super) fn fork_size(segments: &BTreeMap<u32, u32>) -> Result<u32, String> {
             None => break segno.saturating_mul(RELSEG_SIZE),
         }
     };
-    match segments.iter().find(|(s, n)| **s > size / RELSEG_SIZE && **n > 0) {
+    match segments
+        .iter()
+        .find(|(s, n)| **s > size / RELSEG_SIZE && **n > 0)
+    {
         Some((s, n)) => Err(format!(
             "segment {s} holds {n} blocks beyond the end of the relation at block {size} \
              (a segment before it is missing or not full)"
@@ -347,7 +364,7 @@ fn invalid(path: &str, msg: String) -> ImportError {
 
 /// Blocks of a file of `size` bytes, at most `max`.
 fn block_count(path: &str, size: u64, max: u32) -> Result<u32, ImportError> {
-    if size % BLCKSZ as u64 != 0 {
+    if !size.is_multiple_of(BLCKSZ as u64) {
         return Err(ImportError::NotBlockAligned {
             entry: path.to_string(),
             size,
@@ -355,7 +372,10 @@ fn block_count(path: &str, size: u64, max: u32) -> Result<u32, ImportError> {
     }
     let n = size / BLCKSZ as u64;
     if n > max as u64 {
-        return Err(invalid(path, format!("{n} blocks, more than the {max} a segment holds")));
+        return Err(invalid(
+            path,
+            format!("{n} blocks, more than the {max} a segment holds"),
+        ));
     }
     Ok(n as u32)
 }
@@ -383,9 +403,17 @@ fn for_each_block(
 }
 
 /// A small file, whole; `size` over `max` is refused before anything is allocated.
-fn read_whole(path: &str, size: u64, max: u64, data: &mut dyn Read) -> Result<Vec<u8>, ImportError> {
+fn read_whole(
+    path: &str,
+    size: u64,
+    max: u64,
+    data: &mut dyn Read,
+) -> Result<Vec<u8>, ImportError> {
     if size > max {
-        return Err(invalid(path, format!("{size} bytes, more than the {max} expected")));
+        return Err(invalid(
+            path,
+            format!("{size} bytes, more than the {max} expected"),
+        ));
     }
     let mut buf = vec![0u8; size as usize];
     let got = read_full(path, data, &mut buf)?;
@@ -436,10 +464,36 @@ mod tests {
         );
         // Truncated: the later segment is empty, as mdtruncate leaves it.
         assert_eq!(fork_size(&segs(&[(0, 5), (1, 0)])), Ok(5));
-        assert!(fork_size(&segs(&[(0, 5), (1, 2)])).is_err(), "a short segment before another");
+        assert!(
+            fork_size(&segs(&[(0, 5), (1, 2)])).is_err(),
+            "a short segment before another"
+        );
         assert!(fork_size(&segs(&[(1, 2)])).is_err(), "segment 0 missing");
-        assert!(fork_size(&segs(&[(0, RELSEG_SIZE), (2, 1)])).is_err(), "segment 1 missing");
-        assert_eq!(fork_path(RelFileNode { spc: 1663, db: 5, rel: 7 }, 2), "base/5/7_vm");
-        assert_eq!(fork_path(RelFileNode { spc: 1664, db: 0, rel: 7 }, 0), "global/7");
+        assert!(
+            fork_size(&segs(&[(0, RELSEG_SIZE), (2, 1)])).is_err(),
+            "segment 1 missing"
+        );
+        assert_eq!(
+            fork_path(
+                RelFileNode {
+                    spc: 1663,
+                    db: 5,
+                    rel: 7
+                },
+                2
+            ),
+            "base/5/7_vm"
+        );
+        assert_eq!(
+            fork_path(
+                RelFileNode {
+                    spc: 1664,
+                    db: 0,
+                    rel: 7
+                },
+                0
+            ),
+            "global/7"
+        );
     }
 }

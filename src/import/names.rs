@@ -59,9 +59,15 @@ const SKIPPED_DIRS: &[(&str, &str)] = &[
     ("pg_logical", "logical decoding state is not kept yet"),
     ("pg_notify", "notifications do not survive a restart"),
     ("pg_serial", "rebuilt at startup"),
-    ("pg_snapshots", "exported snapshots do not survive a restart"),
+    (
+        "pg_snapshots",
+        "exported snapshots do not survive a restart",
+    ),
     ("pg_subtrans", "rebuilt at startup"),
-    ("pg_dynshmem", "dynamic shared memory does not survive a restart"),
+    (
+        "pg_dynshmem",
+        "dynamic shared memory does not survive a restart",
+    ),
     ("pg_commit_ts", "commit timestamps are not kept"),
 ];
 
@@ -76,7 +82,10 @@ pub fn components(path: &str) -> Result<Vec<&str>, NameError> {
         return Ok(vec![]);
     }
     let parts: Vec<&str> = trimmed.split('/').collect();
-    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+    if parts
+        .iter()
+        .any(|p| p.is_empty() || *p == "." || *p == "..")
+    {
         return Err(NameError("an empty, `.` or `..` path component".into()));
     }
     Ok(parts)
@@ -108,9 +117,7 @@ pub fn classify(path: &str, is_dir: bool) -> Result<DataFile, NameError> {
         "PG_VERSION" => Ok(DataFile::Skip("the version is the timeline's")),
         "backup_label" => Ok(DataFile::BackupLabel),
         "tablespace_map" => Ok(DataFile::TablespaceMap),
-        name if name.starts_with("postmaster.") => {
-            Ok(DataFile::Skip("state of a running server"))
-        }
+        name if name.starts_with("postmaster.") => Ok(DataFile::Skip("state of a running server")),
         name if name.ends_with(".conf") => Ok(DataFile::Skip(
             "configuration belongs to the compute, not to the data",
         )),
@@ -253,7 +260,9 @@ pub fn parse_rel_file_name(name: &str) -> Option<(u32, u8, u32)> {
 fn is_temp_relation(name: &str) -> bool {
     name.strip_prefix('t')
         .and_then(|rest| rest.split_once('_'))
-        .is_some_and(|(backend, rel)| parse_oid(backend).is_some() && parse_rel_file_name(rel).is_some())
+        .is_some_and(|(backend, rel)| {
+            parse_oid(backend).is_some() && parse_rel_file_name(rel).is_some()
+        })
 }
 
 /// A non-zero u32 in canonical decimal.
@@ -289,10 +298,22 @@ mod tests {
 
     #[test]
     fn relation_files() {
-        assert_eq!(classify("base/5/16384", false), Ok(rel(1663, 5, 16384, 0, 0)));
-        assert_eq!(classify("./base/5/16384_fsm", false), Ok(rel(1663, 5, 16384, 1, 0)));
-        assert_eq!(classify("base/5/16384_vm.3", false), Ok(rel(1663, 5, 16384, 2, 3)));
-        assert_eq!(classify("base/5/16384_init", false), Ok(rel(1663, 5, 16384, 3, 0)));
+        assert_eq!(
+            classify("base/5/16384", false),
+            Ok(rel(1663, 5, 16384, 0, 0))
+        );
+        assert_eq!(
+            classify("./base/5/16384_fsm", false),
+            Ok(rel(1663, 5, 16384, 1, 0))
+        );
+        assert_eq!(
+            classify("base/5/16384_vm.3", false),
+            Ok(rel(1663, 5, 16384, 2, 3))
+        );
+        assert_eq!(
+            classify("base/5/16384_init", false),
+            Ok(rel(1663, 5, 16384, 3, 0))
+        );
         assert_eq!(classify("global/1262", false), Ok(rel(1664, 0, 1262, 0, 0)));
         for bad in [
             "base/5/16384_xyz",
@@ -328,7 +349,10 @@ mod tests {
             Ok(DataFile::RelMap { spc: 1663, db: 1 })
         );
         assert_eq!(classify("global/pg_control", false), Ok(DataFile::Control));
-        assert!(matches!(classify("base/1/pg_control", false), Ok(DataFile::Unknown)));
+        assert!(matches!(
+            classify("base/1/pg_control", false),
+            Ok(DataFile::Unknown)
+        ));
         assert_eq!(
             classify("pg_xact/0000", false),
             Ok(DataFile::Slru {
@@ -353,7 +377,10 @@ mod tests {
         assert_eq!(classify("pg_tblspc/16400", false), Ok(DataFile::Tablespace));
         assert_eq!(classify("pg_tblspc", true), Ok(DataFile::Dir));
         assert_eq!(classify("backup_label", false), Ok(DataFile::BackupLabel));
-        assert_eq!(classify("tablespace_map", false), Ok(DataFile::TablespaceMap));
+        assert_eq!(
+            classify("tablespace_map", false),
+            Ok(DataFile::TablespaceMap)
+        );
         for skipped in [
             "pg_wal/000000010000000000000001",
             "PG_VERSION",

@@ -38,7 +38,10 @@ fn sample_files() -> Vec<(&'static str, Vec<u8>)> {
     };
     vec![
         ("global/", vec![]),
-        ("global/pg_control", sample_control_file(Lsn(0x14E_0028), &cp)),
+        (
+            "global/pg_control",
+            sample_control_file(Lsn(0x14E_0028), &cp),
+        ),
         ("global/pg_filenode.map", vec![7; 512]),
         ("global/1262", [page(1), page(2)].concat()),
         ("base/", vec![]),
@@ -129,23 +132,39 @@ fn tar_and_directory_give_the_same_keys() {
     assert_eq!(v(Key::rel_size(rel(5, 16384), 0)), &encode_nblocks(3));
     assert_eq!(v(Key::rel_size(rel(5, 16384), 1)), &encode_nblocks(1));
     assert_eq!(v(Key::rel_size(rel(5, 16385), 0)), &encode_nblocks(0));
-    assert!(!values.contains_key(&Key::rel_block(rel(5, 16400), 0, 0)), "temp relation");
+    assert!(
+        !values.contains_key(&Key::rel_block(rel(5, 16400), 0, 0)),
+        "temp relation"
+    );
     let rels = decode_rel_dir(v(Key::reldir(1663, 5))).unwrap();
-    assert_eq!(rels, [(16384, 0), (16384, 1), (16385, 0)].into_iter().collect());
+    assert_eq!(
+        rels,
+        [(16384, 0), (16384, 1), (16385, 0)].into_iter().collect()
+    );
     assert_eq!(
         decode_rel_dir(v(Key::reldir(1664, 0))).unwrap(),
         [(1262, 0)].into_iter().collect()
     );
     let dbs = decode_db_dir(v(Key::dbdir())).unwrap();
-    assert_eq!(dbs, [((1663, 5), true), ((1664, 0), true)].into_iter().collect());
+    assert_eq!(
+        dbs,
+        [((1663, 5), true), ((1664, 0), true)].into_iter().collect()
+    );
     assert_eq!(v(Key::relmap_file(1663, 5)), &vec![9u8; 512][..]);
     assert_eq!(v(Key::slru_block(SlruKind::Clog, 0, 0)), &page(0x55)[..]);
-    assert_eq!(v(Key::slru_segment_size(SlruKind::Clog, 0)), &encode_nblocks(1));
+    assert_eq!(
+        v(Key::slru_segment_size(SlruKind::Clog, 0)),
+        &encode_nblocks(1)
+    );
     assert_eq!(
         decode_u32_set(v(Key::slru_dir(SlruKind::MultiXactOffsets))).unwrap(),
         [0].into_iter().collect()
     );
-    assert!(decode_u32_set(v(Key::slru_dir(SlruKind::MultiXactMembers))).unwrap().is_empty());
+    assert!(
+        decode_u32_set(v(Key::slru_dir(SlruKind::MultiXactMembers)))
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(v(Key::twophase_file(735)), &b"prepared state"[..]);
     assert_eq!(
         decode_u64_set(v(Key::twophase_dir())).unwrap(),
@@ -154,8 +173,18 @@ fn tar_and_directory_give_the_same_keys() {
     assert_eq!(v(Key::control_file()).len(), 8192);
     assert_eq!(v(Key::checkpoint()).len(), CheckPoint::SIZE);
     assert_eq!(stats.blocks, 6);
-    assert_eq!((stats.relations, stats.rel_forks, stats.databases), (3, 4, 2));
-    assert_eq!((stats.slru_segments, stats.twophase_files, stats.relmap_files), (2, 1, 2));
+    assert_eq!(
+        (stats.relations, stats.rel_forks, stats.databases),
+        (3, 4, 2)
+    );
+    assert_eq!(
+        (
+            stats.slru_segments,
+            stats.twophase_files,
+            stats.relmap_files
+        ),
+        (2, 1, 2)
+    );
     assert_eq!(stats.backup_label_start_lsn, Some(Lsn(0x200_0028)));
     assert_eq!(stats.backup_label_checkpoint_lsn, Some(Lsn(0x200_0060)));
     assert_eq!(stats.control_checkpoint_lsn, Lsn(0x14E_0028));
@@ -175,7 +204,10 @@ fn tar_and_directory_give_the_same_keys() {
             skipped: 0,
             ..dir_stats
         },
-        ImportStats { skipped: 0, ..stats }
+        ImportStats {
+            skipped: 0,
+            ..stats
+        }
     );
 }
 
@@ -199,26 +231,45 @@ fn bad_input_is_an_error_naming_the_entry() {
     let e = error_with(|f| set(f, "base/5/16386", vec![0; 100]));
     assert!(e.contains("base/5/16386") && e.contains("100"), "{e}");
     let e = error_with(|f| set(f, "base/5/16386_bad", vec![]));
-    assert!(e.contains("base/5/16386_bad") && e.contains("bad name"), "{e}");
+    assert!(
+        e.contains("base/5/16386_bad") && e.contains("bad name"),
+        "{e}"
+    );
     let e = error_with(|f| set(f, "pg_twophase/000002E0", b"state\x01\x02\x03\x04".to_vec()));
-    assert!(e.contains("pg_twophase/000002E0") && e.contains("checksum"), "{e}");
+    assert!(
+        e.contains("pg_twophase/000002E0") && e.contains("checksum"),
+        "{e}"
+    );
     let e = error_with(|f| set(f, "pg_twophase/000002E0", vec![1, 2]));
     assert!(e.contains("pg_twophase/000002E0"), "{e}");
     let e = error_with(|f| set(f, "global/pg_filenode.map", vec![0; 100]));
     assert!(e.contains("global/pg_filenode.map"), "{e}");
     let e = error_with(|f| {
-        let control = &mut f.iter_mut().find(|(p, _)| *p == "global/pg_control").unwrap().1;
+        let control = &mut f
+            .iter_mut()
+            .find(|(p, _)| *p == "global/pg_control")
+            .unwrap()
+            .1;
         control[60] ^= 0xFF;
     });
-    assert!(e.contains("global/pg_control") && e.contains("checksum"), "{e}");
+    assert!(
+        e.contains("global/pg_control") && e.contains("checksum"),
+        "{e}"
+    );
     let e = error_with(|f| f.retain(|(p, _)| *p != "global/pg_control"));
     assert!(e.contains("pg_control"), "{e}");
     let e = error_with(|f| set(f, "pg_tblspc/16500/PG_15_202209061/5/16384", page(0)));
-    assert!(e.contains("pg_tblspc/16500") && e.contains("tablespaces"), "{e}");
+    assert!(
+        e.contains("pg_tblspc/16500") && e.contains("tablespaces"),
+        "{e}"
+    );
     let e = error_with(|f| set(f, "tablespace_map", b"16500 /srv/ts\n".to_vec()));
     assert!(e.contains("tablespace_map"), "{e}");
     let e = error_with(|f| set(f, "backup_label", b"LABEL: x\n".to_vec()));
-    assert!(e.contains("backup_label") && e.contains("START WAL LOCATION"), "{e}");
+    assert!(
+        e.contains("backup_label") && e.contains("START WAL LOCATION"),
+        "{e}"
+    );
     let e = error_with(|f| set(f, "pg_xact/0001", vec![0; 33 * 8192]));
     assert!(e.contains("pg_xact/0001"), "{e}");
     let e = error_with(|f| f.push(("./base/5/16384", page(0))));
@@ -236,7 +287,10 @@ fn symlinks_truncation_and_garbage() {
     h.set_size(0);
     b.append_link(&mut h, "pg_tblspc/16500", "/srv/ts").unwrap();
     let e = scan_tar_bytes(&b.into_inner().unwrap()).unwrap_err();
-    assert!(matches!(e, ImportError::Tablespace { ref entry } if entry == "pg_tblspc/16500"), "{e}");
+    assert!(
+        matches!(e, ImportError::Tablespace { ref entry } if entry == "pg_tblspc/16500"),
+        "{e}"
+    );
 
     // A link where data belongs.
     let mut b = tar::Builder::new(Vec::new());
@@ -245,7 +299,10 @@ fn symlinks_truncation_and_garbage() {
     h.set_size(0);
     b.append_link(&mut h, "base/5/16384", "/elsewhere").unwrap();
     let e = scan_tar_bytes(&b.into_inner().unwrap()).unwrap_err();
-    assert!(matches!(e, ImportError::UnsupportedEntry { ref entry, .. } if entry == "base/5/16384"), "{e}");
+    assert!(
+        matches!(e, ImportError::UnsupportedEntry { ref entry, .. } if entry == "base/5/16384"),
+        "{e}"
+    );
 
     // Cut in the middle of a relation file's data.
     let files = sample_files();
@@ -260,7 +317,10 @@ fn symlinks_truncation_and_garbage() {
         .unwrap();
     let cut = &tar[..(start + size / 2) as usize];
     let e = scan_tar_bytes(cut).unwrap_err();
-    assert!(matches!(e, ImportError::Truncated { ref entry, .. } if entry == "base/5/16384"), "{e}");
+    assert!(
+        matches!(e, ImportError::Truncated { ref entry, .. } if entry == "base/5/16384"),
+        "{e}"
+    );
 
     // Cut inside a header.
     let e = scan_tar_bytes(&tar[..(start - 100) as usize]).unwrap_err();
@@ -275,7 +335,10 @@ fn symlinks_truncation_and_garbage() {
     let mut b = tar::Builder::new(Vec::new());
     b.append(&h, &[][..]).unwrap();
     let e = scan_tar_bytes(&b.into_inner().unwrap()).unwrap_err();
-    assert!(matches!(e, ImportError::BadName { ref entry, .. } if entry == "../etc/passwd"), "{e}");
+    assert!(
+        matches!(e, ImportError::BadName { ref entry, .. } if entry == "../etc/passwd"),
+        "{e}"
+    );
 
     // Not a tar at all.
     let e = scan_tar_bytes(&[0x42u8; 4096]).unwrap_err();
