@@ -7,6 +7,7 @@
 pub mod config;
 pub mod http;
 pub mod id;
+pub mod import;
 pub mod logging;
 pub mod metrics;
 pub mod pg;

@@ -1,0 +1,185 @@
+//! The two small files of a data directory whose contents the import reads: `global/pg_control`
+//! (PostgreSQL 15's `ControlFileData`, catalog/pg_control.h) and `backup_label`.
+//!
+//! `ControlFileData` on the 64-bit little-endian platforms PostgreSQL 15 runs on here, offsets in bytes:
+//!
+//! | offset | field | | offset | field |
+//! |---|---|---|---|---|
+//! | 0 | `uint64 system_identifier` | | 176 | `bool wal_log_hints` |
+//! | 8 | `uint32 pg_control_version` (1300) | | 180..200 | 5 × `int` (MaxConnections, ...) |
+//! | 12 | `uint32 catalog_version_no` (202209061) | | 200 | `bool track_commit_timestamp` |
+//! | 16 | `DBState state` | | 204 | `uint32 maxAlign` |
+//! | 24 | `pg_time_t time` | | 208 | `double floatFormat` |
+//! | 32 | `XLogRecPtr checkPoint` | | 216..248 | 8 × `uint32` (blcksz, ...) |
+//! | 40 | `CheckPoint checkPointCopy` (88 bytes) | | 248 | `bool float8ByVal` |
+//! | 128 | `XLogRecPtr unloggedLSN` | | 252 | `uint32 data_checksum_version` |
+//! | 136 | `XLogRecPtr minRecoveryPoint` | | 256 | `char mock_authentication_nonce[32]` |
+//! | 144 | `TimeLineID minRecoveryPointTLI` | | 288 | `pg_crc32c crc` |
+//! | 152, 160 | `backupStartPoint`, `backupEndPoint` | | 296 | sizeof |
+//! | 168, 172 | `bool backupEndRequired`, `int wal_level` | | | |
+//!
+//! The crc is CRC-32C over bytes 0..288, stored little-endian at 288. The file on disk is 8192 bytes
+//! (PG_CONTROL_FILE_SIZE), zero after the struct.
+
+use crate::pg::Lsn;
+use crate::pg::reader::Reader;
+use crate::pg::records::CheckPoint;
+
+/// PG_CONTROL_VERSION of PostgreSQL 15 (16 has the same; its catalog version tells them apart).
+pub const PG_CONTROL_VERSION_15: u32 = 1300;
+/// CATALOG_VERSION_NO of PostgreSQL 15 (catalog/catversion.h).
+pub const CATALOG_VERSION_NO_15: u32 = 202209061;
+pub const OFFSET_CHECKPOINT_LSN: usize = 32;
+pub const OFFSET_CHECKPOINT_COPY: usize = 40;
+/// `offsetof(ControlFileData, crc)`.
+pub const OFFSET_CRC: usize = 288;
+pub const SIZEOF_CONTROL_FILE_DATA: usize = 296;
+/// The control file is written as this many bytes (PG_CONTROL_FILE_SIZE).
+pub const PG_CONTROL_FILE_SIZE: usize = 8192;
+
+/// What the import needs of pg_control.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlFile {
+    pub system_identifier: u64,
+    /// Where the last checkpoint record starts (`checkPoint`).
+    pub checkpoint_lsn: Lsn,
+    /// `checkPointCopy`: the last checkpoint record's body.
+    pub checkpoint: CheckPoint,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlFileError {
+    #[error("{len} bytes, expected at least {SIZEOF_CONTROL_FILE_DATA}")]
+    TooShort { len: usize },
+    #[error("pg_control_version {got}, expected {PG_CONTROL_VERSION_15} (PostgreSQL 15)")]
+    Version { got: u32 },
+    #[error("catalog version {got}, expected {CATALOG_VERSION_NO_15} (PostgreSQL 15)")]
+    CatalogVersion { got: u32 },
+    #[error("checksum mismatch: expected {expected:08x}, got {got:08x}")]
+    Checksum { expected: u32, got: u32 },
+}
+
+/// Reads pg_control: its version first (the layout depends on it), then its CRC, then the fields.
+pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError> {
+    if bytes.len() < SIZEOF_CONTROL_FILE_DATA {
+        return Err(ControlFileError::TooShort { len: bytes.len() });
+    }
+    let u32_at =
+        |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
+    let version = u32_at(8);
+    if version != PG_CONTROL_VERSION_15 {
+        return Err(ControlFileError::Version { got: version });
+    }
+    let catalog = u32_at(12);
+    if catalog != CATALOG_VERSION_NO_15 {
+        return Err(ControlFileError::CatalogVersion { got: catalog });
+    }
+    let expected = u32_at(OFFSET_CRC);
+    let got = crc32c::crc32c(&bytes[..OFFSET_CRC]);
+    if expected != got {
+        return Err(ControlFileError::Checksum { expected, got });
+    }
+    let mut r = Reader::new(&bytes[..OFFSET_CHECKPOINT_COPY + CheckPoint::SIZE]);
+    // The length was checked above, so these reads cannot run short.
+    let short = |_| ControlFileError::TooShort { len: bytes.len() };
+    let system_identifier = r.u64().map_err(short)?;
+    r.skip(OFFSET_CHECKPOINT_LSN - 8).map_err(short)?;
+    let checkpoint_lsn = Lsn(r.u64().map_err(short)?);
+    let checkpoint = CheckPoint::parse(&mut r).map_err(short)?;
+    Ok(ControlFile {
+        system_identifier,
+        checkpoint_lsn,
+        checkpoint,
+    })
+}
+
+/// The LSNs of a `backup_label` (`START WAL LOCATION: 0/2000028 (file ...)`, `CHECKPOINT LOCATION: 0/2000060`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupLabel {
+    pub start_lsn: Lsn,
+    pub checkpoint_lsn: Lsn,
+}
+
+pub fn parse_backup_label(text: &str) -> Result<BackupLabel, String> {
+    let field = |name: &str| -> Result<Lsn, String> {
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .ok_or_else(|| format!("no {name:?} line"))?;
+        let lsn = line.split_whitespace().next().unwrap_or_default();
+        lsn.parse()
+            .map_err(|_| format!("{name}: {lsn:?} is not an LSN"))
+    };
+    Ok(BackupLabel {
+        start_lsn: field("START WAL LOCATION")?,
+        checkpoint_lsn: field("CHECKPOINT LOCATION")?,
+    })
+}
+
+/// A control file as PostgreSQL writes one: fields, CRC, zero padding to 8192 (for tests).
+#[cfg(test)]
+pub(crate) fn sample_control_file(checkpoint_lsn: Lsn, checkpoint: &CheckPoint) -> Vec<u8> {
+    let mut b = vec![0u8; PG_CONTROL_FILE_SIZE];
+    b[0..8].copy_from_slice(&0x1234_5678_9ABC_DEF0u64.to_le_bytes());
+    b[8..12].copy_from_slice(&PG_CONTROL_VERSION_15.to_le_bytes());
+    b[12..16].copy_from_slice(&CATALOG_VERSION_NO_15.to_le_bytes());
+    b[32..40].copy_from_slice(&checkpoint_lsn.0.to_le_bytes());
+    b[40..128].copy_from_slice(&checkpoint.encode());
+    let crc = crc32c::crc32c(&b[..OFFSET_CRC]);
+    b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_file_fields_version_and_crc() {
+        let cp = CheckPoint {
+            redo: Lsn(0x14E_0028),
+            this_timeline_id: 1,
+            next_xid: 735,
+            ..Default::default()
+        };
+        let mut b = sample_control_file(Lsn(0x14E_0028), &cp);
+        let c = parse_control_file(&b).unwrap();
+        assert_eq!(c.checkpoint_lsn, Lsn(0x14E_0028));
+        assert_eq!(c.checkpoint, cp);
+        assert_eq!(c.system_identifier, 0x1234_5678_9ABC_DEF0);
+        assert!(matches!(
+            parse_control_file(&b[..100]),
+            Err(ControlFileError::TooShort { len: 100 })
+        ));
+        b[50] ^= 1;
+        assert!(matches!(
+            parse_control_file(&b),
+            Err(ControlFileError::Checksum { .. })
+        ));
+        b[12..16].copy_from_slice(&202307071u32.to_le_bytes()); // PostgreSQL 16
+        assert!(matches!(
+            parse_control_file(&b),
+            Err(ControlFileError::CatalogVersion { got: 202307071 })
+        ));
+        b[8..12].copy_from_slice(&1700u32.to_le_bytes()); // PostgreSQL 17
+        assert!(matches!(
+            parse_control_file(&b),
+            Err(ControlFileError::Version { got: 1700 })
+        ));
+    }
+
+    #[test]
+    fn backup_label() {
+        let text = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n\
+                    CHECKPOINT LOCATION: 0/2000060\nBACKUP METHOD: streamed\n";
+        assert_eq!(
+            parse_backup_label(text),
+            Ok(BackupLabel {
+                start_lsn: Lsn(0x200_0028),
+                checkpoint_lsn: Lsn(0x200_0060)
+            })
+        );
+        assert!(parse_backup_label("CHECKPOINT LOCATION: 0/2000060\n").is_err());
+        assert!(parse_backup_label("START WAL LOCATION: x\nCHECKPOINT LOCATION: 0/1\n").is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! Bootstrap of a new timeline: run the walredo bundle's `initdb` into a scratch directory, find the LSN
+//! the new cluster ends at, and import the directory there.
+//!
+//! The LSN: initdb ends with a clean shutdown, so the last WAL record is the shutdown checkpoint and
+//! pg_control points at it. The import is at that record's end (8-aligned, where the next record would
+//! start), with the record's start as prev_record_lsn, so a compute can start writing WAL right there.
+//! (Neon imports at the checkpoint record's start instead; the end is the position a reader of this WAL
+//! would call "everything up to here".)
+//!
+//! The timeline is created at LSN 0 (nothing exists before initdb), filled at the initdb LSN, checkpointed,
+//! and only then is `initdb_lsn` committed to its metadata: a timeline whose metadata says `initdb_lsn` 0
+//! never finished its bootstrap (a crash in between leaves one; it can be deleted). On any error the
+//! timeline is deleted.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::control::{ControlFileError, parse_control_file};
+use super::datadir::{ImportError, ImportStats, import_dir};
+use crate::id::TimelineId;
+use crate::pg::Lsn;
+use crate::pg::constants::{RM_XLOG_ID, XLOG_CHECKPOINT_SHUTDOWN};
+use crate::repository::metadata::MetadataError;
+use crate::repository::tasks::flush::FlushError;
+use crate::repository::tenant::{Tenant, TenantError};
+use crate::repository::timeline::Timeline;
+use crate::waldump::{WaldumpError, collect_segments, for_each_record};
+
+/// The PostgreSQL version the bundle's initdb makes.
+pub const PG_VERSION: u32 = 15;
+/// initdb takes about a second; this only guards against a hung child.
+const INITDB_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("cannot run initdb: {0}")]
+    Setup(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("initdb failed ({status}): {stderr}")]
+    Initdb { status: String, stderr: String },
+    #[error("initdb did not finish within {0:?}")]
+    InitdbTimeout(Duration),
+    #[error("cannot read the WAL initdb wrote: {0}")]
+    Wal(#[from] WaldumpError),
+    #[error("{path}: {source}")]
+    ControlFile {
+        path: PathBuf,
+        source: ControlFileError,
+    },
+    #[error("unexpected WAL from initdb: {0}")]
+    UnexpectedWal(String),
+    #[error(transparent)]
+    Tenant(#[from] TenantError),
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("bootstrap task panicked: {0}")]
+    Panicked(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
+    move |source| BootstrapError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Runs initdb, creates timeline `timeline_id` of `tenant` from its output, and removes the scratch
+/// directory. Returns the timeline and the LSN it starts at (its `initdb_lsn` and `last_record_lsn`).
+pub async fn bootstrap_timeline(
+    tenant: &Tenant,
+    timeline_id: TimelineId,
+    bundle_dir: &Path,
+    superuser: &str,
+    locale: &str,
+    run_as_user: &str,
+) -> Result<(Arc<Timeline>, Lsn), BootstrapError> {
+    let initdb = run_initdb(bundle_dir, superuser, locale, run_as_user).await?;
+    let result = import_initdb_dir(tenant, timeline_id, initdb.pgdata()).await;
+    initdb.remove().await;
+    let done = result?;
+    info!(timeline = %timeline_id, lsn = %done.lsn, relations = done.stats.relations,
+          blocks = done.stats.blocks, "bootstrapped timeline from initdb");
+    Ok((done.timeline, done.lsn))
+}
+
+/// A new cluster made by initdb, in a scratch directory that is removed on drop.
+#[derive(Debug)]
+pub struct InitdbDir {
+    scratch: PathBuf,
+    pgdata: PathBuf,
+}
+
+impl InitdbDir {
+    pub fn pgdata(&self) -> &Path {
+        &self.pgdata
+    }
+
+    /// Removes the scratch directory off the async workers.
+    pub async fn remove(mut self) {
+        let scratch = std::mem::take(&mut self.scratch);
+        let _ = tokio::task::spawn_blocking(move || remove_scratch(&scratch)).await;
+    }
+}
+
+impl Drop for InitdbDir {
+    fn drop(&mut self) {
+        // Empty once `remove` took it.
+        if !self.scratch.as_os_str().is_empty() {
+            remove_scratch(&self.scratch);
+        }
+    }
+}
+
+fn remove_scratch(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        warn!(dir = %dir.display(), error = %e, "cannot remove the initdb scratch directory");
+    }
+}
+
+/// Runs `<bundle>/v15/bin/initdb` into a new scratch directory under the system temp dir: environment
+/// cleared but for the bundle's library path and the locale; as `run_as_user` when we are root (PostgreSQL
+/// refuses root), on a directory that user owns.
+pub async fn run_initdb(
+    bundle_dir: &Path,
+    superuser: &str,
+    locale: &str,
+    run_as_user: &str,
+) -> Result<InitdbDir, BootstrapError> {
+    let v15 = bundle_dir.join("v15");
+    let initdb = v15.join("bin").join("initdb");
+    if !initdb.exists() {
+        return Err(BootstrapError::Setup(format!(
+            "{} does not exist (build the bundle with walredo-bundle/build.sh)",
+            initdb.display()
+        )));
+    }
+    let run_as = unprivileged_user(run_as_user)?;
+    let dir = make_scratch_dir(run_as)?;
+    let mut cmd = tokio::process::Command::new(&initdb);
+    cmd.arg("-D")
+        .arg(dir.pgdata())
+        .arg("-U")
+        .arg(superuser)
+        .arg("--encoding=UTF8")
+        .arg(format!("--locale={locale}"))
+        .args(["--no-sync", "--no-instructions"])
+        .env_clear()
+        .env("LD_LIBRARY_PATH", v15.join("lib"))
+        .env("LC_ALL", locale)
+        // The unprivileged user may not be allowed into our working directory.
+        .current_dir(&dir.scratch)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some((uid, gid)) = run_as {
+        cmd.uid(uid).gid(gid);
+    }
+    let output = tokio::time::timeout(INITDB_TIMEOUT, cmd.output())
+        .await
+        .map_err(|_| BootstrapError::InitdbTimeout(INITDB_TIMEOUT))?
+        .map_err(io_err(&initdb))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(20).collect();
+        return Err(BootstrapError::Initdb {
+            status: output.status.to_string(),
+            stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+        });
+    }
+    Ok(dir)
+}
+
+/// (uid, gid) of `name` when we are root; None otherwise.
+fn unprivileged_user(name: &str) -> Result<Option<(u32, u32)>, BootstrapError> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Ok(None);
+    }
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| BootstrapError::Setup(format!("cannot look up user {name:?}: {e}")))?
+        .ok_or_else(|| {
+            BootstrapError::Setup(format!(
+                "running as root, initdb needs an unprivileged user, and {name:?} does not exist"
+            ))
+        })?;
+    if user.uid.is_root() {
+        return Err(BootstrapError::Setup(format!("user {name:?} is root")));
+    }
+    Ok(Some((user.uid.as_raw(), user.gid.as_raw())))
+}
+
+/// `<tmp>/pageserver-initdb-<pid>-<n>`, mode 0700, owned by `owner`.
+fn make_scratch_dir(owner: Option<(u32, u32)>) -> Result<InitdbDir, BootstrapError> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let scratch = std::env::temp_dir().join(format!(
+        "pageserver-initdb-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    // A leftover of an earlier process with the same pid.
+    remove_scratch(&scratch);
+    std::fs::create_dir(&scratch).map_err(io_err(&scratch))?;
+    let dir = InitdbDir {
+        pgdata: scratch.join("pgdata"),
+        scratch,
+    };
+    std::fs::set_permissions(&dir.scratch, std::fs::Permissions::from_mode(0o700))
+        .map_err(io_err(&dir.scratch))?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(
+            &dir.scratch,
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .map_err(|e| io_err(&dir.scratch)(e.into()))?;
+    }
+    Ok(dir)
+}
+
+/// Where the WAL of a fresh initdb cluster ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InitdbLsn {
+    /// Start of the last record, the shutdown checkpoint (pg_control's `checkPoint`).
+    pub checkpoint_start: Lsn,
+    /// Its end: the LSN to import at.
+    pub end: Lsn,
+}
+
+/// Decodes the cluster's pg_wal to its last record, which must be a shutdown checkpoint that pg_control
+/// names, with its redo point at itself.
+pub fn find_initdb_lsn(pgdata: &Path) -> Result<InitdbLsn, BootstrapError> {
+    let segments = collect_segments(&[pgdata.join("pg_wal")])?;
+    let mut last = None;
+    for_each_record(&segments, |rec| {
+        last = Some((rec.lsn, rec.end_lsn, rec.rmid(), rec.rmgr_info()));
+        Ok(())
+    })?;
+    let (start, end, rmid, info) =
+        last.ok_or_else(|| BootstrapError::UnexpectedWal("no WAL records".into()))?;
+    if rmid != RM_XLOG_ID || info != XLOG_CHECKPOINT_SHUTDOWN {
+        return Err(BootstrapError::UnexpectedWal(format!(
+            "the last record, at {start}, is not a shutdown checkpoint (rmgr {rmid}, info {info:#04x})"
+        )));
+    }
+    let path = pgdata.join("global/pg_control");
+    let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+    let control = parse_control_file(&bytes)
+        .map_err(|source| BootstrapError::ControlFile { path, source })?;
+    if control.checkpoint_lsn != start || control.checkpoint.redo != start {
+        return Err(BootstrapError::UnexpectedWal(format!(
+            "pg_control names the checkpoint at {} with redo at {}, but the last record starts at {start}",
+            control.checkpoint_lsn, control.checkpoint.redo
+        )));
+    }
+    Ok(InitdbLsn {
+        checkpoint_start: start,
+        end,
+    })
+}
+
+/// A timeline made from an initdb directory.
+#[derive(Debug)]
+pub struct Bootstrapped {
+    pub timeline: Arc<Timeline>,
+    pub lsn: Lsn,
+    pub stats: ImportStats,
+}
+
+/// Creates timeline `timeline_id` from the initdb cluster at `pgdata` (left in place): see the module doc.
+pub async fn import_initdb_dir(
+    tenant: &Tenant,
+    timeline_id: TimelineId,
+    pgdata: &Path,
+) -> Result<Bootstrapped, BootstrapError> {
+    let dir = pgdata.to_path_buf();
+    let lsn = tokio::task::spawn_blocking(move || find_initdb_lsn(&dir))
+        .await
+        .map_err(|e| BootstrapError::Panicked(e.to_string()))??;
+    let timeline = tenant
+        .create_timeline(timeline_id, Lsn(0), PG_VERSION)
+        .await?;
+    match fill(&timeline, pgdata, lsn).await {
+        Ok(stats) => Ok(Bootstrapped {
+            timeline,
+            lsn: lsn.end,
+            stats,
+        }),
+        Err(e) => {
+            drop(timeline);
+            if let Err(de) = tenant.delete_timeline(timeline_id).await {
+                warn!(timeline = %timeline_id, error = %de, "cannot delete the timeline of a failed bootstrap");
+            }
+            Err(e)
+        }
+    }
+}
+
+async fn fill(
+    timeline: &Arc<Timeline>,
+    pgdata: &Path,
+    lsn: InitdbLsn,
+) -> Result<ImportStats, BootstrapError> {
+    let stats = import_dir(timeline, pgdata, lsn.end, Some(lsn.checkpoint_start)).await?;
+    if stats.control_checkpoint_lsn != lsn.checkpoint_start {
+        return Err(BootstrapError::UnexpectedWal(format!(
+            "pg_control changed during the import: checkpoint at {}, expected {}",
+            stats.control_checkpoint_lsn, lsn.checkpoint_start
+        )));
+    }
+    timeline.checkpoint().await?;
+    timeline.commit_metadata(|m| m.initdb_lsn = lsn.end).await?;
+    Ok(stats)
+}
