@@ -109,3 +109,39 @@ impl From<GetError> for ApiError {
         }
     }
 }
+
+use crate::import::datadir::ImportError;
+use crate::import::initdb::BootstrapError;
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> ApiError {
+        match e {
+            // What the archive holds: the client's input.
+            ImportError::Tar { .. }
+            | ImportError::BadName { .. }
+            | ImportError::NotBlockAligned { .. }
+            | ImportError::Truncated { .. }
+            | ImportError::Checksum { .. }
+            | ImportError::Invalid { .. }
+            | ImportError::Duplicate { .. }
+            | ImportError::Tablespace { .. }
+            | ImportError::UnsupportedEntry { .. }
+            | ImportError::MissingControlFile
+            | ImportError::LsnNotAboveLast { .. } => {
+                ApiError::BadRequest(format!("cannot import the archive: {e}"))
+            }
+            ImportError::Cancelled => ApiError::ShuttingDown(e.to_string()),
+            _ => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<BootstrapError> for ApiError {
+    fn from(e: BootstrapError) -> ApiError {
+        match e {
+            BootstrapError::Tenant(t) => t.into(),
+            BootstrapError::Setup(_) => ApiError::ShuttingDown(format!("cannot bootstrap: {e}")),
+            _ => ApiError::Internal(format!("bootstrap failed: {e}")),
+        }
+    }
+}

@@ -112,6 +112,11 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         PUT,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/import_basebackup",
+        timelines::import_basebackup
+    ),
+    route!(
+        PUT,
         "/v1/tenant/:tenant_id/timeline/:timeline_id/do_gc",
         timelines::do_gc
     ),

@@ -67,9 +67,104 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
             req.new_timeline_id
         )));
     }
-    Err(ApiError::BadRequest(
-        "bootstrapping a timeline with initdb is not supported yet".into(),
-    ))
+    let node = ctx.state.mgr.node();
+    let (tl, _) = crate::import::initdb::bootstrap_timeline(
+        &a.tenant,
+        req.new_timeline_id,
+        &node.pg_distrib_dir,
+        &node.superuser,
+        &node.locale,
+        &node.walredo_user,
+    )
+    .await?;
+    Ok(json_response(StatusCode::CREATED, &TimelineInfo::of(&tl)))
+}
+
+/// PUT .../timeline/:timeline_id/import_basebackup?base_lsn=&end_lsn=&pg_version=15, body: a base backup
+/// tar (`pg_basebackup -Ft -X none`). Creates the timeline with the archive's files at base_lsn. The data is
+/// consistent once the WAL from base_lsn to end_lsn has been ingested on top.
+pub async fn import_basebackup(mut ctx: RequestContext) -> HandlerResult {
+    let a = tenant(&ctx).await?;
+    let id = ctx.timeline_id()?;
+    let base_lsn = ctx
+        .query_lsn("base_lsn")?
+        .ok_or_else(|| ApiError::BadRequest("missing base_lsn parameter".into()))?;
+    let end_lsn = ctx
+        .query_lsn("end_lsn")?
+        .ok_or_else(|| ApiError::BadRequest("missing end_lsn parameter".into()))?;
+    match ctx.query("pg_version").as_deref() {
+        Some("15") => {}
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "pg_version {other:?} is not supported; only 15"
+            )));
+        }
+    }
+    if end_lsn < base_lsn || !base_lsn.is_valid() {
+        return Err(ApiError::BadRequest(format!(
+            "end_lsn {end_lsn} must not be below base_lsn {base_lsn}, which must not be 0"
+        )));
+    }
+    if a.tenant.timeline(id).is_ok() {
+        return Err(ApiError::Conflict(format!("timeline {id} already exists")));
+    }
+    // The archive goes to a temp file first: the importer reads it synchronously on a blocking thread.
+    let spool = a.tenant.dir().join(format!("import-{id}.tar.tmp"));
+    let body = ctx
+        .body
+        .take()
+        .ok_or_else(|| ApiError::Internal("no request body".into()))?;
+    spool_body(body, &spool).await?;
+    let result = import_spooled(&a, id, &spool, base_lsn).await;
+    let _ = tokio::fs::remove_file(&spool).await;
+    let tl = result?;
+    Ok(json_response(StatusCode::CREATED, &TimelineInfo::of(&tl)))
+}
+
+async fn spool_body(
+    mut body: hyper::body::Incoming,
+    path: &std::path::Path,
+) -> Result<(), ApiError> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    let io = |e: std::io::Error| ApiError::Internal(format!("{}: {e}", path.display()));
+    let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            file.write_all(data).await.map_err(io)?;
+        }
+    }
+    file.flush().await.map_err(io)
+}
+
+async fn import_spooled(
+    a: &Attached,
+    id: crate::id::TimelineId,
+    spool: &std::path::Path,
+    lsn: crate::pg::Lsn,
+) -> Result<Arc<Timeline>, ApiError> {
+    let file = std::fs::File::open(spool)
+        .map_err(|e| ApiError::Internal(format!("{}: {e}", spool.display())))?;
+    let tl = a.tenant.create_timeline(id, crate::pg::Lsn(0), 15).await?;
+    let imported = async {
+        crate::import::datadir::import_tar(&tl, std::io::BufReader::new(file), lsn, None).await?;
+        tl.checkpoint()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        tl.commit_metadata(|m| m.initdb_lsn = lsn)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = imported {
+        // A failed import leaves values above the timeline's last LSN; the timeline goes.
+        let _ = a.tenant.delete_timeline(id).await;
+        return Err(e);
+    }
+    Ok(tl)
 }
 
 pub async fn list(ctx: RequestContext) -> HandlerResult {

@@ -171,6 +171,17 @@ impl Pageserver {
         (status, value)
     }
 
+    /// GET with a binary answer.
+    pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let mut response = Self::agent()
+            .get(&self.url(path))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log_text()));
+        let status = response.status().as_u16();
+        let bytes = response.body_mut().read_to_vec().unwrap_or_default();
+        (status, bytes)
+    }
+
     pub fn get(&self, path: &str) -> (u16, String) {
         self.try_get(path)
             .unwrap_or_else(|e| panic!("GET {path}: {e}\n{}", self.log_text()))
