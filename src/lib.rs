@@ -5,6 +5,7 @@
 //! [`service::run`].
 
 pub mod config;
+pub mod failpoint;
 pub mod http;
 pub mod id;
 pub mod import;

@@ -97,6 +97,7 @@ impl TimelineMetadata {
             .and_then(|_| f.sync_all())
             .map_err(werr)?;
         drop(f);
+        crate::failpoint::hit("metadata-before-rename");
         fs::rename(&tmp, &path).map_err(werr)?;
         fsync_dir(dir).map_err(werr)
     }

@@ -2,8 +2,11 @@
 //! maintains itself (CLOG, multixact offsets and members) and visibility-map bit clears; the rest of ingest
 //! (relation blocks, sizes, directories) builds on these.
 
+pub mod ingest;
 pub mod slru;
 pub mod vm;
+
+pub use ingest::{IngestError, WalIngest};
 
 use bytes::Bytes;
 

@@ -732,6 +732,7 @@ impl LayerFileWriter {
         file.sync_all().map_err(io_err(&self.tmp_path, "fsync"))?;
         drop(file);
         let final_path = self.dir.join(self.name.to_string());
+        crate::failpoint::hit("layer-before-rename");
         std::fs::rename(&self.tmp_path, &final_path).map_err(io_err(&self.tmp_path, "rename"))?;
         self.renamed = true;
         let dir = File::open(&self.dir).map_err(io_err(&self.dir, "open directory"))?;

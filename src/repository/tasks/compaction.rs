@@ -150,6 +150,7 @@ impl Timeline {
             let outputs = tokio::task::spawn_blocking(move || merge_l0(&dir, &to_merge, target))
                 .await
                 .map_err(|e| CompactionError::Panicked(e.to_string()))??;
+            crate::failpoint::hit("compaction-before-commit");
             result.l0_merged = layers.len();
             result.l1_written = outputs.len();
             let new: Vec<HistoricLayer> = outputs
@@ -237,6 +238,7 @@ impl Timeline {
             map.historic.extend(new);
             gone
         };
+        crate::failpoint::hit("swap-before-delete");
         for layer in removed {
             let _ = std::fs::remove_file(layer.path());
         }

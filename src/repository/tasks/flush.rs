@@ -67,6 +67,7 @@ impl Timeline {
         .await
         .map_err(|e| FlushError::Panicked(e.to_string()))??;
         let name = delta.name().to_string();
+        crate::failpoint::hit("flush-before-commit");
         self.commit_metadata(|m| {
             m.disk_consistent_lsn = frozen.last_lsn;
             m.prev_record_lsn = frozen.prev_lsn;

@@ -90,6 +90,9 @@ impl Timeline {
             map.historic = kept;
             gone
         };
+        if !removed.is_empty() {
+            crate::failpoint::hit("gc-before-delete");
+        }
         for layer in &removed {
             let _ = std::fs::remove_file(layer.path());
         }

@@ -1,0 +1,643 @@
+//! From each decoded WAL record to puts on a timeline (DESIGN.md D4).
+//!
+//! Per record, at its end LSN:
+//! - every block reference: a full-page image to apply becomes an image (its page LSN set to the record's end
+//!   LSN, as PostgreSQL's restore does), any other reference the raw record for `postgres --wal-redo`;
+//!   writing a block past a fork's end extends the fork (its size key, and its directory entry: VM and FSM
+//!   forks are created without WAL);
+//! - by record kind: relation create, truncate (heap, VM with its partial page) and drop (in commit and abort
+//!   records); CREATE DATABASE by file copy (every relation of the template, copied at this LSN) and by WAL
+//!   log; DROP DATABASE; relmapper files; CLOG, multixact and two-phase state (`slru.rs`); visibility-map bit
+//!   clears (`vm.rs`); the checkpoint value a basebackup needs.
+//!
+//! Skipped on purpose (they change nothing the pageserver stores): XLOG NOOP, BACKUP_END, RESTORE_POINT,
+//! FPW_CHANGE, END_OF_RECOVERY, PARAMETER_CHANGE, SWITCH, OVERWRITE_CONTRECORD; XACT ASSIGNMENT and
+//! INVALIDATIONS; STANDBY LOCK and INVALIDATIONS; LOGICAL MESSAGE; REPLORIGIN; COMMIT_TS (commit timestamps are
+//! not kept yet); TABLESPACE (only the default and global tablespaces are supported); and the bodies of every
+//! other rmgr, whose effect is entirely in their block references.
+//!
+//! Sizes and directories are cached here, loaded from the timeline on first use; the cache is the state as of
+//! the last ingested record. Only one `WalIngest` may write a timeline (it holds the timeline's writer for
+//! each batch).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::PageChange;
+use crate::pg::constants::*;
+use crate::pg::page::{is_new, set_lsn};
+use crate::pg::records::{CheckPoint, RecordBody, XactParsed, parse_body};
+use crate::pg::{DecodedRecord, Lsn, RelFileNode};
+use crate::repository::datadir::{self, DatadirError, DbDirectory, RelDirectory};
+use crate::repository::timeline::{GetError, PutError, Timeline};
+use crate::repository::{Key, Value};
+use crate::walredo::native::VM_HEAPBLOCKS_PER_PAGE;
+use crate::walredo::{PageId, SlruKind, WalRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Put(#[from] PutError),
+    #[error(transparent)]
+    Datadir(#[from] DatadirError),
+    #[error(transparent)]
+    Get(#[from] GetError),
+    #[error("record at {lsn}: {msg}")]
+    Record { lsn: Lsn, msg: String },
+}
+
+pub struct WalIngest {
+    tl: Arc<Timeline>,
+    rel_sizes: HashMap<(RelFileNode, u8), u32>,
+    dbdir: Option<DbDirectory>,
+    reldirs: HashMap<(u32, u32), RelDirectory>,
+    slru_dirs: HashMap<SlruKind, BTreeSet<u32>>,
+    slru_sizes: HashMap<(SlruKind, u32), u32>,
+    twophase: Option<BTreeSet<u64>>,
+    checkpoint: Option<CheckPoint>,
+    checkpoint_dirty: bool,
+}
+
+/// What one record produced, to put at its end LSN.
+type Puts = Vec<(Key, Value)>;
+
+impl WalIngest {
+    pub fn new(tl: Arc<Timeline>) -> WalIngest {
+        WalIngest {
+            tl,
+            rel_sizes: HashMap::new(),
+            dbdir: None,
+            reldirs: HashMap::new(),
+            slru_dirs: HashMap::new(),
+            slru_sizes: HashMap::new(),
+            twophase: None,
+            checkpoint: None,
+            checkpoint_dirty: false,
+        }
+    }
+
+    pub fn timeline(&self) -> &Arc<Timeline> {
+        &self.tl
+    }
+
+    /// Ingests a batch of records (in LSN order, above last_record_lsn) and publishes them.
+    pub async fn ingest_batch(&mut self, records: &[DecodedRecord]) -> Result<(), IngestError> {
+        let mut all: Vec<(Key, Lsn, Value)> = Vec::new();
+        for rec in records {
+            let puts = self.ingest_record(rec).await?;
+            all.extend(puts.into_iter().map(|(k, v)| (k, rec.end_lsn, v)));
+        }
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        if self.checkpoint_dirty
+            && let Some(cp) = &self.checkpoint
+        {
+            all.push((
+                Key::checkpoint(),
+                last.end_lsn,
+                Value::Image(Bytes::copy_from_slice(&cp.encode())),
+            ));
+            self.checkpoint_dirty = false;
+        }
+        let writer = self.tl.writer().await;
+        writer.put_batch(&all)?;
+        writer.finish_write(last.end_lsn, Some(last.lsn));
+        Ok(())
+    }
+
+    /// The puts of one record. Reads of earlier state see the previous records of the batch through the caches,
+    /// and the timeline as of its last published LSN.
+    async fn ingest_record(&mut self, rec: &DecodedRecord) -> Result<Puts, IngestError> {
+        let mut puts = Puts::new();
+        let body = parse_body(rec).map_err(|e| IngestError::Record {
+            lsn: rec.lsn,
+            msg: e.to_string(),
+        })?;
+        self.block_refs(rec, &mut puts).await?;
+        self.track_xid(rec);
+        match &body {
+            RecordBody::Checkpoint { checkpoint, .. } => {
+                let mut cp = *checkpoint;
+                if let Some(current) = self.checkpoint().await? {
+                    // Keep the newest next-xid we have seen; the record's may lag behind concurrent transactions.
+                    cp.next_xid = cp.next_xid.max(current.next_xid);
+                }
+                self.checkpoint = Some(cp);
+                self.checkpoint_dirty = true;
+            }
+            RecordBody::NextOid(oid) => {
+                if let Some(cp) = self.checkpoint_mut().await? {
+                    cp.next_oid = *oid;
+                }
+            }
+            RecordBody::XactCommit(x)
+            | RecordBody::XactCommitPrepared(x)
+            | RecordBody::XactAbort(x)
+            | RecordBody::XactAbortPrepared(x) => {
+                self.xact_end(x, &body, &mut puts).await?;
+            }
+            RecordBody::XactPrepare(p) => {
+                puts.push((
+                    Key::twophase_file(p.xid as u64),
+                    Value::Image(p.state.clone()),
+                ));
+                let dir = self.twophase_dir().await?;
+                dir.insert(p.xid as u64);
+                let encoded = datadir::encode_u64_set(dir);
+                puts.push((Key::twophase_dir(), Value::Image(encoded)));
+            }
+            RecordBody::MultiXactCreate(c) => {
+                if let Some(cp) = self.checkpoint_mut().await? {
+                    let next = c.mid.wrapping_add(1).max(1);
+                    if multixact_precedes(cp.next_multi, next) {
+                        cp.next_multi = next;
+                    }
+                    let next_off = c.moff.wrapping_add(c.members.len() as u32);
+                    if cp.next_multi_offset < next_off {
+                        cp.next_multi_offset = next_off;
+                    }
+                }
+            }
+            RecordBody::ClogTruncate(t) => {
+                self.slru_truncate(SlruKind::Clog, t.pageno as u32, &mut puts)
+                    .await?
+            }
+            RecordBody::MultiXactTruncate(t) => {
+                self.slru_truncate(
+                    SlruKind::MultiXactOffsets,
+                    t.end_trunc_off / crate::walredo::native::MULTIXACT_OFFSETS_PER_PAGE,
+                    &mut puts,
+                )
+                .await?;
+                self.slru_truncate(
+                    SlruKind::MultiXactMembers,
+                    t.end_trunc_memb / crate::walredo::native::MULTIXACT_MEMBERS_PER_PAGE,
+                    &mut puts,
+                )
+                .await?;
+            }
+            RecordBody::SmgrCreate(c) => self.rel_create(c.rnode, c.forknum, &mut puts).await?,
+            RecordBody::SmgrTruncate(t) => {
+                self.rel_truncate(t.rnode, t.blkno, t.flags, &mut puts)
+                    .await?
+            }
+            RecordBody::DbaseCreateFileCopy(c) => {
+                self.db_copy(c.src_spc, c.src_db, c.spc, c.db, rec.lsn, &mut puts)
+                    .await?
+            }
+            RecordBody::DbaseCreateWalLog { db, spc } => {
+                self.db_create(*spc, *db, false, &mut puts).await?
+            }
+            RecordBody::DbaseDrop(d) => {
+                for spc in &d.spcs {
+                    self.db_drop(*spc, d.db, &mut puts).await?;
+                }
+            }
+            RecordBody::RelmapUpdate(r) => {
+                puts.push((Key::relmap_file(r.spc, r.db), Value::Image(r.data.clone())));
+                self.db_create(r.spc, r.db, true, &mut puts).await?;
+            }
+            RecordBody::Heap(heap) => {
+                for change in super::vm::vm_changes(rec, heap) {
+                    if let PageChange::Record(PageId::Rel(tag), record) = change
+                        && self
+                            .rel_size_cached(tag.rnode, tag.forknum)
+                            .await?
+                            .is_some_and(|n| n > tag.blkno)
+                    {
+                        puts.push((
+                            Key::rel_block(tag.rnode, tag.forknum, tag.blkno),
+                            Value::WalRecord(record),
+                        ));
+                    }
+                }
+            }
+            RecordBody::RunningXacts(r) => {
+                if let Some(cp) = self.checkpoint_mut().await? {
+                    cp.oldest_active_xid = r.oldest_running_xid;
+                }
+            }
+            _ => {}
+        }
+        for change in super::slru::slru_changes(&body) {
+            self.slru_change(change, &mut puts).await?;
+        }
+        Ok(puts)
+    }
+
+    async fn block_refs(
+        &mut self,
+        rec: &DecodedRecord,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        for b in &rec.blocks {
+            let key = Key::rel_block(b.rnode, b.forknum, b.blkno);
+            let value = match &b.image {
+                Some(image) if image.apply() => {
+                    let mut page = image
+                        .restore()
+                        .map_err(|msg| IngestError::Record { lsn: rec.lsn, msg })?;
+                    if !is_new(&page) {
+                        set_lsn(&mut page, rec.end_lsn);
+                    }
+                    Value::Image(Bytes::from(page))
+                }
+                _ => Value::WalRecord(WalRecord::Postgres {
+                    will_init: b.will_init(),
+                    rec: rec.raw.clone(),
+                }),
+            };
+            puts.push((key, value));
+            self.rel_extend(b.rnode, b.forknum, b.blkno + 1, puts)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn track_xid(&mut self, rec: &DecodedRecord) {
+        let xid = rec.header.xid;
+        if xid < 3 {
+            return;
+        }
+        if let Some(cp) = &mut self.checkpoint {
+            // next_xid is a full (epoch, xid) number; advance within the epoch, wrapping into the next.
+            let epoch = cp.next_xid >> 32;
+            let cur = cp.next_xid as u32;
+            let next = xid.wrapping_add(1);
+            if (next.wrapping_sub(cur) as i32) > 0 {
+                let epoch = if next < cur { epoch + 1 } else { epoch };
+                cp.next_xid = (epoch << 32) | next as u64;
+                self.checkpoint_dirty = true;
+            }
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<Option<CheckPoint>, IngestError> {
+        if self.checkpoint.is_none() {
+            let lsn = self.tl.last_record_lsn();
+            match self.tl.get(Key::checkpoint(), lsn).await {
+                Ok(bytes) => {
+                    let mut r = crate::pg::reader::Reader::new(&bytes);
+                    self.checkpoint = CheckPoint::parse(&mut r).ok();
+                }
+                Err(GetError::KeyNotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(self.checkpoint)
+    }
+
+    async fn checkpoint_mut(&mut self) -> Result<Option<&mut CheckPoint>, IngestError> {
+        self.checkpoint().await?;
+        self.checkpoint_dirty = self.checkpoint.is_some();
+        Ok(self.checkpoint.as_mut())
+    }
+
+    async fn xact_end(
+        &mut self,
+        x: &XactParsed,
+        body: &RecordBody,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        for rnode in &x.dropped_rels {
+            for fork in 0..=MAX_FORKNUM {
+                self.rel_drop(*rnode, fork, puts).await?;
+            }
+        }
+        if matches!(
+            body,
+            RecordBody::XactCommitPrepared(_) | RecordBody::XactAbortPrepared(_)
+        ) {
+            let dir = self.twophase_dir().await?;
+            if dir.remove(&(x.xid as u64)) {
+                let encoded = datadir::encode_u64_set(dir);
+                puts.push((Key::twophase_dir(), Value::Image(encoded)));
+            }
+        }
+        Ok(())
+    }
+
+    async fn twophase_dir(&mut self) -> Result<&mut BTreeSet<u64>, IngestError> {
+        if self.twophase.is_none() {
+            self.twophase = Some(self.tl.list_twophase(self.tl.last_record_lsn()).await?);
+        }
+        Ok(self.twophase.get_or_insert_with(BTreeSet::new))
+    }
+
+    async fn db_dir(&mut self) -> Result<&mut DbDirectory, IngestError> {
+        if self.dbdir.is_none() {
+            self.dbdir = Some(self.tl.list_dbdirs(self.tl.last_record_lsn()).await?);
+        }
+        Ok(self.dbdir.get_or_insert_with(DbDirectory::new))
+    }
+
+    async fn rel_dir(&mut self, spc: u32, db: u32) -> Result<&mut RelDirectory, IngestError> {
+        if !self.reldirs.contains_key(&(spc, db)) {
+            let dir = self
+                .tl
+                .list_rels(spc, db, self.tl.last_record_lsn())
+                .await?;
+            self.reldirs.insert((spc, db), dir);
+        }
+        Ok(self.reldirs.entry((spc, db)).or_default())
+    }
+
+    /// The fork's size if the fork exists.
+    async fn rel_size_cached(
+        &mut self,
+        rnode: RelFileNode,
+        fork: u8,
+    ) -> Result<Option<u32>, IngestError> {
+        if let Some(n) = self.rel_sizes.get(&(rnode, fork)) {
+            return Ok(Some(*n));
+        }
+        if !self
+            .rel_dir(rnode.spc, rnode.db)
+            .await?
+            .contains(&(rnode.rel, fork))
+        {
+            return Ok(None);
+        }
+        let n = match self
+            .tl
+            .rel_size(rnode, fork, self.tl.last_record_lsn())
+            .await
+        {
+            Ok(n) => n,
+            Err(DatadirError::NoRelation { .. }) => 0,
+            Err(e) => return Err(e.into()),
+        };
+        self.rel_sizes.insert((rnode, fork), n);
+        Ok(Some(n))
+    }
+
+    async fn db_create(
+        &mut self,
+        spc: u32,
+        db: u32,
+        relmap: bool,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        let dir = self.db_dir().await?;
+        let had = dir.get(&(spc, db)).copied();
+        if had == Some(true) || had == Some(relmap) {
+            return Ok(());
+        }
+        dir.insert((spc, db), relmap || had.unwrap_or(false));
+        let encoded = datadir::encode_db_dir(dir);
+        puts.push((Key::dbdir(), Value::Image(encoded)));
+        if had.is_none() {
+            self.reldirs.insert((spc, db), RelDirectory::new());
+            puts.push((
+                Key::reldir(spc, db),
+                Value::Image(datadir::encode_rel_dir(&RelDirectory::new())),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn db_drop(&mut self, spc: u32, db: u32, puts: &mut Puts) -> Result<(), IngestError> {
+        let dir = self.db_dir().await?;
+        if dir.remove(&(spc, db)).is_none() {
+            return Ok(());
+        }
+        let encoded = datadir::encode_db_dir(dir);
+        puts.push((Key::dbdir(), Value::Image(encoded)));
+        self.reldirs.remove(&(spc, db));
+        self.rel_sizes
+            .retain(|(r, _), _| !(r.spc == spc && r.db == db));
+        puts.push((
+            Key::reldir(spc, db),
+            Value::Image(datadir::encode_rel_dir(&RelDirectory::new())),
+        ));
+        Ok(())
+    }
+
+    async fn rel_create(
+        &mut self,
+        rnode: RelFileNode,
+        fork: u8,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        if !self.db_dir().await?.contains_key(&(rnode.spc, rnode.db)) {
+            self.db_create(rnode.spc, rnode.db, false, puts).await?;
+        }
+        let dir = self.rel_dir(rnode.spc, rnode.db).await?;
+        if dir.insert((rnode.rel, fork)) {
+            let encoded = datadir::encode_rel_dir(dir);
+            puts.push((Key::reldir(rnode.spc, rnode.db), Value::Image(encoded)));
+            self.rel_sizes.insert((rnode, fork), 0);
+            puts.push((
+                Key::rel_size(rnode, fork),
+                Value::Image(datadir::encode_nblocks(0)),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn rel_extend(
+        &mut self,
+        rnode: RelFileNode,
+        fork: u8,
+        nblocks: u32,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        let current = match self.rel_size_cached(rnode, fork).await? {
+            Some(n) => n,
+            None => {
+                self.rel_create(rnode, fork, puts).await?;
+                0
+            }
+        };
+        if nblocks > current {
+            self.rel_sizes.insert((rnode, fork), nblocks);
+            puts.push((
+                Key::rel_size(rnode, fork),
+                Value::Image(datadir::encode_nblocks(nblocks)),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn set_rel_size(&mut self, rnode: RelFileNode, fork: u8, nblocks: u32, puts: &mut Puts) {
+        self.rel_sizes.insert((rnode, fork), nblocks);
+        puts.push((
+            Key::rel_size(rnode, fork),
+            Value::Image(datadir::encode_nblocks(nblocks)),
+        ));
+    }
+
+    async fn rel_drop(
+        &mut self,
+        rnode: RelFileNode,
+        fork: u8,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        let dir = self.rel_dir(rnode.spc, rnode.db).await?;
+        if dir.remove(&(rnode.rel, fork)) {
+            let encoded = datadir::encode_rel_dir(dir);
+            puts.push((Key::reldir(rnode.spc, rnode.db), Value::Image(encoded)));
+        }
+        self.rel_sizes.remove(&(rnode, fork));
+        Ok(())
+    }
+
+    /// SMGR truncate: the heap to `blkno` blocks, and the VM to what covers them (its last page cut in part).
+    async fn rel_truncate(
+        &mut self,
+        rnode: RelFileNode,
+        blkno: u32,
+        flags: u32,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        if flags & SMGR_TRUNCATE_HEAP != 0
+            && self.rel_size_cached(rnode, MAIN_FORKNUM).await?.is_some()
+        {
+            self.set_rel_size(rnode, MAIN_FORKNUM, blkno, puts).await;
+        }
+        if flags & SMGR_TRUNCATE_VM != 0
+            && let Some(vm_size) = self.rel_size_cached(rnode, VISIBILITYMAP_FORKNUM).await?
+        {
+            let vm_block = blkno / VM_HEAPBLOCKS_PER_PAGE;
+            let in_page = blkno % VM_HEAPBLOCKS_PER_PAGE;
+            let mut new_size = vm_block;
+            if in_page != 0 && vm_block < vm_size {
+                puts.push((
+                    Key::rel_block(rnode, VISIBILITYMAP_FORKNUM, vm_block),
+                    Value::WalRecord(WalRecord::TruncateVisibilityMap {
+                        trunc_byte: in_page / 4,
+                        trunc_offs: ((in_page % 4) * 2) as u8,
+                    }),
+                ));
+                new_size = vm_block + 1;
+            }
+            if new_size < vm_size {
+                self.set_rel_size(rnode, VISIBILITYMAP_FORKNUM, new_size, puts)
+                    .await;
+            }
+        }
+        // The FSM is not WAL-logged and not compared; its size stays as it was.
+        Ok(())
+    }
+
+    /// CREATE DATABASE ... STRATEGY file_copy: every relation of the template, as of this record.
+    async fn db_copy(
+        &mut self,
+        src_spc: u32,
+        src_db: u32,
+        spc: u32,
+        db: u32,
+        lsn: Lsn,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        let at = self.tl.last_record_lsn().min(lsn);
+        let rels = self.tl.list_rels(src_spc, src_db, at).await?;
+        let relmap = self.tl.get(Key::relmap_file(src_spc, src_db), at).await;
+        self.db_create(spc, db, relmap.is_ok(), puts).await?;
+        if let Ok(map) = relmap {
+            puts.push((Key::relmap_file(spc, db), Value::Image(map)));
+        }
+        for (rel, fork) in rels {
+            let src = RelFileNode {
+                spc: src_spc,
+                db: src_db,
+                rel,
+            };
+            let dst = RelFileNode { spc, db, rel };
+            let n = match self.tl.rel_size(src, fork, at).await {
+                Ok(n) => n,
+                Err(DatadirError::NoRelation { .. }) => 0,
+                Err(e) => return Err(e.into()),
+            };
+            self.rel_create(dst, fork, puts).await?;
+            for blk in 0..n {
+                let page = self.tl.get(Key::rel_block(src, fork, blk), at).await?;
+                puts.push((Key::rel_block(dst, fork, blk), Value::Image(page)));
+            }
+            self.set_rel_size(dst, fork, n, puts).await;
+        }
+        Ok(())
+    }
+
+    async fn slru_change(
+        &mut self,
+        change: PageChange,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        let (id, value) = match change {
+            PageChange::Image(id, img) => (id, Value::Image(img)),
+            PageChange::Record(id, rec) => (id, Value::WalRecord(rec)),
+        };
+        let PageId::Slru { kind, pageno } = id else {
+            return Ok(());
+        };
+        let segno = pageno / super::slru::SLRU_PAGES_PER_SEGMENT;
+        let blk = pageno % super::slru::SLRU_PAGES_PER_SEGMENT;
+        let creates = value.is_image();
+        puts.push((Key::slru_block(kind, segno, blk), value));
+        if !creates {
+            return Ok(());
+        }
+        if !self.slru_dirs.contains_key(&kind) {
+            let dir = self
+                .tl
+                .list_slru_segments(kind, self.tl.last_record_lsn())
+                .await?;
+            self.slru_dirs.insert(kind, dir);
+        }
+        let dir = self.slru_dirs.entry(kind).or_default();
+        if dir.insert(segno) {
+            let encoded = datadir::encode_u32_set(dir);
+            puts.push((Key::slru_dir(kind), Value::Image(encoded)));
+        }
+        let size = match self.slru_sizes.get(&(kind, segno)) {
+            Some(n) => *n,
+            None => self
+                .tl
+                .slru_segment_size(kind, segno, self.tl.last_record_lsn())
+                .await?
+                .unwrap_or(0),
+        };
+        if blk + 1 > size {
+            self.slru_sizes.insert((kind, segno), blk + 1);
+            puts.push((
+                Key::slru_segment_size(kind, segno),
+                Value::Image(datadir::encode_nblocks(blk + 1)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Removes SLRU segments wholly before `pageno`.
+    async fn slru_truncate(
+        &mut self,
+        kind: SlruKind,
+        pageno: u32,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        let cutoff = pageno / super::slru::SLRU_PAGES_PER_SEGMENT;
+        if !self.slru_dirs.contains_key(&kind) {
+            let dir = self
+                .tl
+                .list_slru_segments(kind, self.tl.last_record_lsn())
+                .await?;
+            self.slru_dirs.insert(kind, dir);
+        }
+        let dir = self.slru_dirs.entry(kind).or_default();
+        let before = dir.len();
+        dir.retain(|s| *s >= cutoff);
+        if dir.len() != before {
+            let encoded = datadir::encode_u32_set(dir);
+            puts.push((Key::slru_dir(kind), Value::Image(encoded)));
+        }
+        Ok(())
+    }
+}
+
+/// multixact.c MultiXactIdPrecedes: modular comparison.
+fn multixact_precedes(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) < 0
+}
