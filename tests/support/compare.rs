@@ -1,0 +1,182 @@
+//! Compares what a timeline serves with a PostgreSQL 15 data directory, page by page, masked the way
+//! wal_consistency_checking masks (pg::mask), with the differences FACTS.md §8 says a streaming standby has too,
+//! each tolerated narrowly and counted by name.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pageserver::pg::constants::{INIT_FORKNUM, MAIN_FORKNUM, VISIBILITYMAP_FORKNUM};
+use pageserver::pg::mask::{PageKind, guess_page_kind, mask_for_comparison};
+use pageserver::pg::{Lsn, RelFileNode};
+use pageserver::repository::Key;
+use pageserver::repository::timeline::Timeline;
+use pageserver::walredo::SlruKind;
+
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// Blocks compared and equal, by fork name.
+    pub equal: BTreeMap<&'static str, u64>,
+    /// Tolerated differences, by rule.
+    pub tolerated: BTreeMap<&'static str, u64>,
+    pub mismatches: Vec<String>,
+    pub relations: u64,
+}
+
+fn empty_or_new(page: &[u8]) -> bool {
+    page.iter().all(|&b| b == 0)
+        || (u16::from_le_bytes([page[12], page[13]]) == 24
+            && u16::from_le_bytes([page[14], page[15]]) == 8192
+            && page[24..].iter().all(|&b| b == 0))
+}
+
+/// Every main, vm and init fork file under `pgdata` (base/<db>/ and global/), against `tl` at `lsn`.
+/// `wal_log_dbs`: databases made by CREATE DATABASE ... STRATEGY wal_log (their VM maps are not logged).
+pub async fn compare_relations(
+    tl: &Timeline,
+    lsn: Lsn,
+    pgdata: &Path,
+    wal_log_dbs: &[u32],
+    out: &mut Comparison,
+) {
+    let mut dirs: Vec<(u32, u32, std::path::PathBuf)> = vec![(1664, 0, pgdata.join("global"))];
+    for entry in std::fs::read_dir(pgdata.join("base")).unwrap() {
+        let entry = entry.unwrap();
+        if let Ok(db) = entry.file_name().to_string_lossy().parse::<u32>() {
+            dirs.push((1663, db, entry.path()));
+        }
+    }
+    for (spc, db, dir) in dirs {
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort();
+        let has_init: std::collections::BTreeSet<u32> = files
+            .iter()
+            .filter_map(|f| f.strip_suffix("_init")?.parse().ok())
+            .collect();
+        for name in &files {
+            let (base, seg) = match name.split_once('.') {
+                Some((b, s)) => (b, s.parse::<u32>().unwrap_or(0)),
+                None => (name.as_str(), 0),
+            };
+            let (rel_text, fork) = match base.rsplit_once('_') {
+                Some((r, "vm")) => (r, VISIBILITYMAP_FORKNUM),
+                Some((r, "init")) => (r, INIT_FORKNUM),
+                Some(_) => continue, // _fsm: not WAL-logged, not compared
+                None => (base, MAIN_FORKNUM),
+            };
+            let Ok(rel) = rel_text.parse::<u32>() else {
+                continue;
+            }; // pg_filenode.map, PG_VERSION, pg_internal.init
+            if fork == MAIN_FORKNUM && has_init.contains(&rel) {
+                out.tolerated
+                    .entry("unlogged main fork (only its init fork is in WAL)")
+                    .and_modify(|n| *n += 1)
+                    .or_insert(1);
+                continue;
+            }
+            let rnode = RelFileNode { spc, db, rel };
+            let data = std::fs::read(dir.join(name)).unwrap();
+            if seg == 0 {
+                out.relations += 1;
+            }
+            let ours_size = tl.rel_size(rnode, fork, lsn).await.ok();
+            for (i, theirs) in data.chunks(8192).enumerate() {
+                let blk = seg * 131072 + i as u32;
+                let fork_name = ["main", "fsm", "vm", "init"][fork as usize];
+                if ours_size.is_none_or(|n| blk >= n) {
+                    if empty_or_new(theirs) {
+                        *out.tolerated
+                            .entry("empty page the WAL never extended to")
+                            .or_default() += 1;
+                    } else {
+                        out.mismatches.push(format!(
+                            "{rnode:?} {fork_name} blk {blk}: missing (our size {ours_size:?})"
+                        ));
+                    }
+                    continue;
+                }
+                let ours = match tl.get(Key::rel_block(rnode, fork, blk), lsn).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        out.mismatches
+                            .push(format!("{rnode:?} {fork_name} blk {blk}: {e}"));
+                        continue;
+                    }
+                };
+                let kind = guess_page_kind(fork, blk, theirs);
+                let (mut a, mut b) = (ours.to_vec(), theirs.to_vec());
+                let _ = mask_for_comparison(fork, blk, kind, &mut a);
+                let _ = mask_for_comparison(fork, blk, kind, &mut b);
+                if kind == PageKind::SpGist && blk == 0 {
+                    // SpGistUpdateMetaPage caches last-used pages without WAL.
+                    a[28..92].fill(0);
+                    b[28..92].fill(0);
+                }
+                if a == b {
+                    *out.equal.entry(fork_name).or_default() += 1;
+                } else if kind == PageKind::Sequence {
+                    *out.tolerated
+                        .entry("sequence page (state logged SEQ_LOG_VALS ahead)")
+                        .or_default() += 1;
+                } else if fork == VISIBILITYMAP_FORKNUM
+                    && wal_log_dbs.contains(&db)
+                    && ours[24..].iter().all(|&x| x == 0)
+                {
+                    *out.tolerated.entry("VM of a database copied with STRATEGY wal_log (map is the image's hole)").or_default() += 1;
+                } else if empty_or_new(theirs) && empty_or_new(&ours) {
+                    *out.tolerated
+                        .entry("empty vs freshly initialised page")
+                        .or_default() += 1;
+                } else {
+                    let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(0);
+                    out.mismatches.push(format!(
+                        "{rnode:?} {fork_name} blk {blk} ({kind:?}): first difference at byte {at}"
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Every pg_xact and pg_multixact page, byte for byte.
+pub async fn compare_slru(tl: &Timeline, lsn: Lsn, pgdata: &Path, out: &mut Comparison) {
+    for (kind, sub, name) in [
+        (SlruKind::Clog, "pg_xact", "pg_xact"),
+        (
+            SlruKind::MultiXactOffsets,
+            "pg_multixact/offsets",
+            "pg_multixact/offsets",
+        ),
+        (
+            SlruKind::MultiXactMembers,
+            "pg_multixact/members",
+            "pg_multixact/members",
+        ),
+    ] {
+        for entry in std::fs::read_dir(pgdata.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            let Ok(segno) = u32::from_str_radix(&entry.file_name().to_string_lossy(), 16) else {
+                continue;
+            };
+            let data = std::fs::read(entry.path()).unwrap();
+            for (blk, theirs) in data.chunks(8192).enumerate() {
+                match tl.get(Key::slru_block(kind, segno, blk as u32), lsn).await {
+                    Ok(ours) if ours[..] == theirs[..] => *out.equal.entry(name).or_default() += 1,
+                    Ok(_) => out
+                        .mismatches
+                        .push(format!("{name} segment {segno} page {blk} differs")),
+                    Err(_) if theirs.iter().all(|&b| b == 0) => {
+                        *out.tolerated
+                            .entry("SLRU page zeroed outside the WAL")
+                            .or_default() += 1
+                    }
+                    Err(e) => out
+                        .mismatches
+                        .push(format!("{name} segment {segno} page {blk}: {e}")),
+                }
+            }
+        }
+    }
+}
