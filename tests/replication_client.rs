@@ -260,15 +260,19 @@ async fn streams_wal_that_decodes_and_reports_flush() {
             "SELECT r.flush_lsn, s.restart_lsn FROM pg_stat_replication r, pg_replication_slots s \
              WHERE r.application_name = 'stream_test' AND s.slot_name = 'stream_slot'",
         );
-        if let Some((flush, slot)) = row.split_once('|') {
-            if lsn(flush) >= target && lsn(slot) >= target {
-                println!(
-                    "server saw flush {flush}, slot restart_lsn {slot} (was {restart}); {} keepalives answered",
-                    seen.keepalives
-                );
-                assert!(lsn(slot) > restart);
-                break;
-            }
+        let seen_by_server = row
+            .split_once('|')
+            .and_then(|(f, s)| Some((f.parse::<Lsn>().ok()?, s.parse::<Lsn>().ok()?)));
+        if let Some((flush, slot)) = seen_by_server
+            && flush >= target
+            && slot >= target
+        {
+            println!(
+                "server saw flush {flush}, slot restart_lsn {slot} (was {restart}); {} keepalives answered",
+                seen.keepalives
+            );
+            assert!(slot > restart);
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -334,8 +338,7 @@ async fn errors_name_what_went_wrong() {
         TIMEOUT,
     )
     .await
-    .err()
-    .expect("nothing listens");
+    .expect_err("nothing listens");
     println!("wrong port after {:?}: {e}", started.elapsed());
     assert!(matches!(e, ReplicationError::Connect { .. }), "{e}");
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -344,8 +347,7 @@ async fn errors_name_what_went_wrong() {
     let connstr = format!("host=127.0.0.1 port={} user=no_such_role", pg.port());
     let e = ReplicationConnection::connect(&connstr, "x", TIMEOUT)
         .await
-        .err()
-        .unwrap();
+        .unwrap_err();
     println!("unknown role: {e}");
     assert_eq!(e.sqlstate(), Some("28000"), "{e}");
 
@@ -365,8 +367,7 @@ async fn errors_name_what_went_wrong() {
     let e = second
         .start_replication(Some("busy_slot"), restart, 1)
         .await
-        .err()
-        .unwrap();
+        .unwrap_err();
     println!("slot in use: {e}");
     assert!(
         matches!(&e, ReplicationError::Server { code, .. } if code == "55006"),
@@ -376,8 +377,7 @@ async fn errors_name_what_went_wrong() {
     // A bad connection string names the problem.
     let e = ReplicationConnection::connect("host=127.0.0.1 user=x nonsense=1", "x", TIMEOUT)
         .await
-        .err()
-        .unwrap();
+        .unwrap_err();
     assert!(
         matches!(&e, ReplicationError::ConnStr { msg } if msg.contains("nonsense")),
         "{e}"
@@ -436,8 +436,7 @@ async fn password_md5_and_scram_authentication() {
     ] {
         let e = ReplicationConnection::connect(&url(user, ":wrong"), method, TIMEOUT)
             .await
-            .err()
-            .unwrap();
+            .unwrap_err();
         println!("{method} with a wrong password: {e}");
         assert_eq!(e.sqlstate(), Some("28P01"), "{method}: {e}");
     }
@@ -484,32 +483,28 @@ async fn fake_servers_with_bad_bytes_give_protocol_errors() {
     let connstr = fake_server(b"R\x7f\xff\xff\xff".to_vec(), vec![]).await;
     let e = ReplicationConnection::connect(&connstr, "x", TIMEOUT)
         .await
-        .err()
-        .unwrap();
+        .unwrap_err();
     assert!(matches!(e, ReplicationError::Protocol(_)), "{e}");
 
     // An unknown message tag.
     let connstr = fake_server(msg(b'?', b"hello"), vec![]).await;
     let e = ReplicationConnection::connect(&connstr, "x", TIMEOUT)
         .await
-        .err()
-        .unwrap();
+        .unwrap_err();
     assert!(matches!(e, ReplicationError::Protocol(_)), "{e}");
 
     // An authentication method we do not speak.
     let connstr = fake_server(msg(b'R', &7u32.to_be_bytes()), vec![]).await;
     let e = ReplicationConnection::connect(&connstr, "x", TIMEOUT)
         .await
-        .err()
-        .unwrap();
+        .unwrap_err();
     assert!(matches!(e, ReplicationError::UnsupportedAuth(_)), "{e}");
 
     // A server that goes silent: the handshake times out.
     let connstr = fake_server(vec![], vec![]).await;
     let e = ReplicationConnection::connect(&connstr, "x", Duration::from_millis(300))
         .await
-        .err()
-        .unwrap();
+        .unwrap_err();
     assert!(matches!(e, ReplicationError::Timeout { .. }), "{e}");
 
     // Streaming starts, then an XLogData shorter than its header, then EOF.

@@ -59,6 +59,15 @@ pub struct ReplicationConnection {
     backend_pid: Option<i32>,
 }
 
+impl std::fmt::Debug for ReplicationConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicationConnection")
+            .field("backend_pid", &self.backend_pid)
+            .field("idle", &self.idle)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ReplicationConnection {
     /// Connects and authenticates. `application_name` (shown in `pg_stat_replication`) is used unless empty,
     /// then the connection string's. The handshake is bounded by `timeout`, or by the string's

@@ -35,6 +35,15 @@ pub struct StatusSender {
     writer: SharedWriter<OwnedWriteHalf>,
 }
 
+impl std::fmt::Debug for WalStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WalStream")
+            .field("received_lsn", &self.next_lsn)
+            .field("ended", &self.ended)
+            .finish_non_exhaustive()
+    }
+}
+
 impl WalStream {
     pub(super) fn new(
         reader: MessageReader<OwnedReadHalf>,
