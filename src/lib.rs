@@ -16,5 +16,6 @@ pub mod repository;
 pub mod service;
 pub mod waldump;
 pub mod walingest;
+pub mod walreceiver;
 pub mod walredo;
 pub mod workdir;

@@ -1,0 +1,354 @@
+//! libpq connection strings: `key=value` pairs (`host=h port=5432 user=u password='it''s'`) and URLs
+//! (`postgres://user:pass@host:port/db?application_name=x`). Only what a TCP replication connection needs is
+//! accepted; an unknown key is an error naming it, as libpq does.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::error::ReplicationError;
+
+/// Where and as whom to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Sent in the startup message; a physical replication connection does not use it.
+    pub dbname: String,
+    pub password: Option<String>,
+    pub application_name: Option<String>,
+    pub connect_timeout: Option<Duration>,
+    /// The `options` startup parameter (command-line options for the backend).
+    pub options: Option<String>,
+}
+
+impl fmt::Debug for ConnConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("dbname", &self.dbname)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("application_name", &self.application_name)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+fn err(msg: impl Into<String>) -> ReplicationError {
+    ReplicationError::ConnStr { msg: msg.into() }
+}
+
+impl ConnConfig {
+    /// Parses either form; `user` is required (we do not guess the OS user), `host` defaults to
+    /// `localhost`, `port` to 5432, `dbname` to the user name.
+    pub fn parse(s: &str) -> Result<ConnConfig, ReplicationError> {
+        let trimmed = s.trim();
+        let pairs = if let Some(rest) = trimmed
+            .strip_prefix("postgresql://")
+            .or_else(|| trimmed.strip_prefix("postgres://"))
+        {
+            parse_url(rest)?
+        } else {
+            parse_key_values(trimmed)?
+        };
+        let mut b = Builder::default();
+        for (k, v) in pairs {
+            b.set(&k, v)?;
+        }
+        b.build()
+    }
+
+    /// `host:port` for messages.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Builder {
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    dbname: Option<String>,
+    password: Option<String>,
+    application_name: Option<String>,
+    connect_timeout: Option<Duration>,
+    options: Option<String>,
+}
+
+impl Builder {
+    fn set(&mut self, key: &str, value: String) -> Result<(), ReplicationError> {
+        match key {
+            "host" | "hostaddr" => {
+                if value.starts_with('/') || value.starts_with('@') {
+                    return Err(err(format!(
+                        "{key}={value:?}: Unix-domain sockets are not supported, use a TCP address"
+                    )));
+                }
+                if value.contains(',') {
+                    return Err(err(format!("{key}={value:?}: only one host is supported")));
+                }
+                if !value.is_empty() {
+                    self.host = Some(value);
+                }
+            }
+            "port" => {
+                let port = value
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| err(format!("invalid port {value:?}")))?;
+                self.port = Some(port);
+            }
+            "user" => self.user = Some(value).filter(|v| !v.is_empty()),
+            "dbname" => self.dbname = Some(value).filter(|v| !v.is_empty()),
+            "password" => self.password = Some(value),
+            "application_name" => self.application_name = Some(value),
+            "options" => self.options = Some(value).filter(|v| !v.is_empty()),
+            "connect_timeout" => {
+                let secs = value
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| err(format!("invalid connect_timeout {value:?}")))?;
+                // As libpq: zero or negative means no timeout; below 2 s is raised to 2 s.
+                self.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64));
+            }
+            "sslmode" => match value.as_str() {
+                "disable" | "allow" | "prefer" => {}
+                _ => {
+                    return Err(err(format!(
+                        "sslmode={value}: TLS is not supported, use disable, allow or prefer"
+                    )));
+                }
+            },
+            _ => return Err(err(format!("unknown connection option {key:?}"))),
+        }
+        Ok(())
+    }
+
+    fn build(self) -> Result<ConnConfig, ReplicationError> {
+        let user = self.user.ok_or_else(|| err("user is required"))?;
+        Ok(ConnConfig {
+            host: self.host.unwrap_or_else(|| "localhost".to_string()),
+            port: self.port.unwrap_or(5432),
+            dbname: self.dbname.unwrap_or_else(|| user.clone()),
+            user,
+            password: self.password,
+            application_name: self.application_name,
+            connect_timeout: self.connect_timeout,
+            options: self.options,
+        })
+    }
+}
+
+/// `key = value` pairs separated by whitespace; values may be single-quoted; `\` escapes the next character.
+fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, ReplicationError> {
+    let mut out = Vec::new();
+    let mut chars = s.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+            key.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(err(format!("missing \"=\" after {key:?}")));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            loop {
+                match chars.next() {
+                    None => return Err(err(format!("unterminated quoted value of {key:?}"))),
+                    Some('\'') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => value.push(c),
+                        None => return Err(err(format!("unterminated quoted value of {key:?}"))),
+                    },
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    if let Some(escaped) = chars.next() {
+                        value.push(escaped);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// The part of a URL after `postgres://`: `[user[:password]@][host][:port][/dbname][?k=v&...]`.
+fn parse_url(rest: &str) -> Result<Vec<(String, String)>, ReplicationError> {
+    let mut out = Vec::new();
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
+    };
+    let (authority, path) = match main.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (main, None),
+    };
+    let hostport = match authority.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let (user, password) = match userinfo.split_once(':') {
+                Some((u, p)) => (u, Some(p)),
+                None => (userinfo, None),
+            };
+            out.push(("user".to_string(), percent_decode(user)?));
+            if let Some(p) = password {
+                out.push(("password".to_string(), percent_decode(p)?));
+            }
+            hostport
+        }
+        None => authority,
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| err("unterminated [ in the URL's host"))?;
+        let port = match after {
+            "" => None,
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| err(format!("unexpected {p:?} after the URL's host")))?,
+            ),
+        };
+        (host.to_string(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (percent_decode(h)?, Some(p)),
+            None => (percent_decode(hostport)?, None),
+        }
+    };
+    if !host.is_empty() {
+        out.push(("host".to_string(), host));
+    }
+    if let Some(p) = port.filter(|p| !p.is_empty()) {
+        out.push(("port".to_string(), p.to_string()));
+    }
+    if let Some(db) = path.filter(|p| !p.is_empty()) {
+        out.push(("dbname".to_string(), percent_decode(db)?));
+    }
+    for pair in query.into_iter().flat_map(|q| q.split('&')) {
+        if pair.is_empty() {
+            continue;
+        }
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| err(format!("missing \"=\" in URL parameter {pair:?}")))?;
+        out.push((percent_decode(k)?, percent_decode(v)?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Result<String, ReplicationError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| err(format!("invalid percent-encoding in {s:?}")))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| err(format!("{s:?} is not UTF-8 once decoded")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values() {
+        let c = ConnConfig::parse(
+            "host=127.0.0.1 port = 5433 user=postgres dbname=db password='it\\'s a secret' \
+             application_name=pageserver connect_timeout=1",
+        )
+        .unwrap();
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 5433);
+        assert_eq!(c.user, "postgres");
+        assert_eq!(c.dbname, "db");
+        assert_eq!(c.password.as_deref(), Some("it's a secret"));
+        assert_eq!(c.application_name.as_deref(), Some("pageserver"));
+        assert_eq!(c.connect_timeout, Some(Duration::from_secs(2)));
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ConnConfig::parse("user=u").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.dbname.as_str()),
+            ("localhost", 5432, "u")
+        );
+        assert!(c.password.is_none() && c.connect_timeout.is_none());
+    }
+
+    #[test]
+    fn urls() {
+        let c = ConnConfig::parse(
+            "postgres://rep%40l:p%3Ass@db.example:6000/mydb?application_name=x&sslmode=disable",
+        )
+        .unwrap();
+        assert_eq!(c.user, "rep@l");
+        assert_eq!(c.password.as_deref(), Some("p:ss"));
+        assert_eq!(c.host, "db.example");
+        assert_eq!(c.port, 6000);
+        assert_eq!(c.dbname, "mydb");
+        assert_eq!(c.application_name.as_deref(), Some("x"));
+        let c = ConnConfig::parse("postgresql://u@[::1]:5433").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 5433));
+        assert_eq!(c.addr(), "[::1]:5433");
+        let c = ConnConfig::parse("postgresql://u@localhost").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.dbname.as_str()),
+            ("localhost", 5432, "u")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        for (s, needle) in [
+            ("host=h", "user is required"),
+            ("user=u bogus=1", "\"bogus\""),
+            ("user=u port=x", "invalid port"),
+            ("user=u port=0", "invalid port"),
+            ("user=u password='open", "unterminated"),
+            ("user=u host", "missing \"=\""),
+            ("user=u host=/var/run/postgresql", "Unix-domain"),
+            ("user=u sslmode=require", "TLS"),
+            ("postgres://u@h/db?x", "missing \"=\""),
+            ("postgres://u@h/%zz", "percent"),
+            ("postgres://u@[::1/db", "unterminated ["),
+        ] {
+            let e = ConnConfig::parse(s).unwrap_err().to_string();
+            assert!(e.contains(needle), "{s:?}: {e}");
+        }
+    }
+}
