@@ -130,8 +130,8 @@ async fn ingested_wal_reproduces_the_primary() {
     println!("ingested {records} records from {start} to {last}");
 
     let mut cmp = Comparison::default();
-    compare_relations(&tl, last, pg.data_dir(), &[wal_log_db], &mut cmp).await;
-    compare_slru(&tl, last, pg.data_dir(), &mut cmp).await;
+    compare_relations(tl.as_ref(), last, pg.data_dir(), &[wal_log_db], &mut cmp).await;
+    compare_slru(tl.as_ref(), last, pg.data_dir(), &mut cmp).await;
     println!(
         "relations: {}; equal blocks: {:?}; tolerated: {:?}; mismatches: {}",
         cmp.relations,

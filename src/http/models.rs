@@ -54,6 +54,10 @@ pub struct TimelineInfo {
     pub wal_source_connstr: Option<String>,
     pub current_physical_size: u64,
     pub is_archived: bool,
+    pub walreceiver_status: Option<String>,
+    pub last_received_msg_lsn: Option<Lsn>,
+    pub last_received_msg_ts: Option<u64>,
+    pub walreceiver_last_error: Option<String>,
 }
 
 impl TimelineInfo {
@@ -79,8 +83,41 @@ impl TimelineInfo {
             wal_source_connstr: None,
             current_physical_size: tl.physical_size(),
             is_archived: false,
+            walreceiver_status: None,
+            last_received_msg_lsn: None,
+            last_received_msg_ts: None,
+            walreceiver_last_error: None,
         }
     }
+
+    /// With the WAL source and receiver state of the timeline, if it has one.
+    pub fn with_receiver(
+        mut self,
+        receiver: Option<(
+            crate::walreceiver::receiver::WalSource,
+            crate::walreceiver::receiver::ReceiverState,
+        )>,
+    ) -> TimelineInfo {
+        if let Some((source, state)) = receiver {
+            self.wal_source_connstr = Some(source.connstr);
+            self.walreceiver_status = Some(state.status);
+            self.last_received_msg_lsn = state.last_received_msg_lsn;
+            self.last_received_msg_ts = state.last_received_msg_ts;
+            self.walreceiver_last_error = state.last_error;
+        }
+        self
+    }
+}
+
+/// POST /v1/timeline: follow a primary (slot, base backup, streaming).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FollowRequest {
+    pub new_timeline_id: TimelineId,
+    pub wal_source: crate::walreceiver::receiver::WalSource,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub pg_version: Option<u32>,
 }
 
 /// POST /v1/timeline: a branch of an existing timeline.

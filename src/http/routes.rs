@@ -112,6 +112,11 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         PUT,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/wal_source",
+        timelines::set_wal_source
+    ),
+    route!(
+        PUT,
         "/v1/tenant/:tenant_id/timeline/:timeline_id/import_basebackup",
         timelines::import_basebackup
     ),

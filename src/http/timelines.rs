@@ -31,10 +31,34 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
     let value: serde_json::Value = parse_json(&body)?;
     let has = |k: &str| value.get(k).is_some();
     if has("wal_source") {
-        return Err(ApiError::BadRequest(
-            "following a primary (wal_source) is not supported yet".into(),
-        ));
+        let req: FollowRequest = parse_json(&body)?;
+        if a.tenant.timeline(req.new_timeline_id).is_ok() {
+            return Err(ApiError::Conflict(format!(
+                "timeline {} already exists",
+                req.new_timeline_id
+            )));
+        }
+        let timeout = a.tenant.conf().walreceiver_connect_timeout.get();
+        let tl = crate::walreceiver::follow::bootstrap_from_primary(
+            &a.tenant,
+            req.new_timeline_id,
+            &req.wal_source,
+            timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::walreceiver::follow::FollowError::Source { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+            e => ApiError::Internal(e.to_string()),
+        })?;
+        a.wal_sources
+            .set(&tl, Some(req.wal_source), true)
+            .map_err(ApiError::Internal)?;
+        let info = TimelineInfo::of(&tl).with_receiver(a.wal_sources.get(tl.timeline_id));
+        return Ok(json_response(StatusCode::CREATED, &info));
     }
+
     if has("ancestor_timeline_id") {
         let req: BranchRequest = parse_json(&body)?;
         if a.tenant.timeline(req.new_timeline_id).is_ok() {
@@ -179,13 +203,18 @@ pub async fn list(ctx: RequestContext) -> HandlerResult {
 }
 
 pub async fn detail(ctx: RequestContext) -> HandlerResult {
-    let (_, tl) = timeline(&ctx).await?;
-    Ok(json_response(StatusCode::OK, &TimelineInfo::of(&tl)))
+    let (a, tl) = timeline(&ctx).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &TimelineInfo::of(&tl).with_receiver(a.wal_sources.get(tl.timeline_id)),
+    ))
 }
 
 pub async fn delete(ctx: RequestContext) -> HandlerResult {
     let a = tenant(&ctx).await?;
-    a.tenant.delete_timeline(ctx.timeline_id()?).await?;
+    let id = ctx.timeline_id()?;
+    a.tenant.delete_timeline(id).await?;
+    a.wal_sources.forget(id).map_err(ApiError::Internal)?;
     Ok(json_response(StatusCode::ACCEPTED, &serde_json::json!({})))
 }
 
@@ -296,4 +325,18 @@ fn layer_map_info(tl: &Timeline) -> LayerMapInfo {
         in_memory_layers: in_memory,
         historic_layers: historic,
     }
+}
+
+/// PUT .../timeline/:timeline_id/wal_source: `{"connstr", "slot_name"}` to follow that primary from the
+/// timeline's last record, or `null` to stop.
+pub async fn set_wal_source(mut ctx: RequestContext) -> HandlerResult {
+    let (a, tl) = timeline(&ctx).await?;
+    let source: Option<crate::walreceiver::receiver::WalSource> = ctx.json().await?;
+    a.wal_sources
+        .set(&tl, source, true)
+        .map_err(ApiError::Internal)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &TimelineInfo::of(&tl).with_receiver(a.wal_sources.get(tl.timeline_id)),
+    ))
 }

@@ -51,12 +51,13 @@ pub struct TenantFile {
     pub config: TenantConfigOverrides,
 }
 
-/// An attached tenant and the redo manager it owns.
+/// An attached tenant, the redo manager it owns and its WAL receivers.
 #[derive(Clone)]
 pub struct Attached {
     pub tenant: Arc<Tenant>,
     pub redo: Arc<PostgresRedoManager>,
     pub overrides: TenantConfigOverrides,
+    pub wal_sources: Arc<crate::walreceiver::sources::WalSources>,
 }
 
 pub struct TenantManager {
@@ -132,19 +133,28 @@ impl TenantManager {
         let conf = overrides.apply(&self.node.tenant_config)?;
         let span = info_span!("tenant", tenant_id = %id);
         let redo = Arc::new(PostgresRedoManager::new(&self.redo_config(&conf), span)?);
-        let tenant = Tenant::load(
-            id,
-            &self.tenant_dir(id),
-            conf,
-            redo.clone(),
-            self.page_cache.clone(),
-            true,
-        )
-        .await?;
+        let dir = self.tenant_dir(id);
+        let tenant =
+            Tenant::load(id, &dir, conf, redo.clone(), self.page_cache.clone(), true).await?;
+        let file_err = |msg| MgrError::File {
+            path: dir.clone(),
+            msg,
+        };
+        let (sources, saved) =
+            crate::walreceiver::sources::WalSources::load(&dir).map_err(file_err)?;
+        for (tl_id, source) in saved {
+            match tenant.timeline(tl_id) {
+                Ok(tl) => sources.set(&tl, Some(source), false).map_err(file_err)?,
+                Err(_) => {
+                    warn!(tenant_id = %id, timeline_id = %tl_id, "WAL source of a missing timeline ignored")
+                }
+            }
+        }
         Ok(Attached {
             tenant,
             redo,
             overrides,
+            wal_sources: Arc::new(sources),
         })
     }
 

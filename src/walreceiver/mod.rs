@@ -29,7 +29,10 @@ mod basebackup;
 pub mod client;
 mod connstr;
 mod error;
+pub mod follow;
 mod message;
+pub mod receiver;
+pub mod sources;
 mod stream;
 mod wire;
 

@@ -29,10 +29,62 @@ fn empty_or_new(page: &[u8]) -> bool {
             && page[24..].iter().all(|&b| b == 0))
 }
 
+/// Where the pages to compare come from: a timeline in this process, or a pageserver over HTTP.
+pub trait PageSource {
+    fn page(
+        &self,
+        key: Key,
+        lsn: Lsn,
+    ) -> impl std::future::Future<Output = Result<Vec<u8>, String>>;
+    fn rel_size(
+        &self,
+        rnode: RelFileNode,
+        fork: u8,
+        lsn: Lsn,
+    ) -> impl std::future::Future<Output = Option<u32>>;
+}
+
+impl PageSource for Timeline {
+    async fn page(&self, key: Key, lsn: Lsn) -> Result<Vec<u8>, String> {
+        self.get(key, lsn)
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| e.to_string())
+    }
+    async fn rel_size(&self, rnode: RelFileNode, fork: u8, lsn: Lsn) -> Option<u32> {
+        Timeline::rel_size(self, rnode, fork, lsn).await.ok()
+    }
+}
+
+/// A timeline of a pageserver, read with the debug route `getpage`.
+pub struct HttpTimeline<'a> {
+    pub server: &'a super::pageserver::Pageserver,
+    pub tenant: String,
+    pub timeline: String,
+}
+
+impl PageSource for HttpTimeline<'_> {
+    async fn page(&self, key: Key, lsn: Lsn) -> Result<Vec<u8>, String> {
+        let (s, bytes) = self.server.get_bytes(&format!(
+            "/v1/tenant/{}/timeline/{}/getpage?key={key}&lsn={lsn}",
+            self.tenant, self.timeline
+        ));
+        if s == 200 {
+            Ok(bytes)
+        } else {
+            Err(format!("HTTP {s}: {}", String::from_utf8_lossy(&bytes)))
+        }
+    }
+    async fn rel_size(&self, rnode: RelFileNode, fork: u8, lsn: Lsn) -> Option<u32> {
+        let bytes = self.page(Key::rel_size(rnode, fork), lsn).await.ok()?;
+        Some(u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?))
+    }
+}
+
 /// Every main, vm and init fork file under `pgdata` (base/<db>/ and global/), against `tl` at `lsn`.
 /// `wal_log_dbs`: databases made by CREATE DATABASE ... STRATEGY wal_log (their VM maps are not logged).
 pub async fn compare_relations(
-    tl: &Timeline,
+    tl: &impl PageSource,
     lsn: Lsn,
     pgdata: &Path,
     wal_log_dbs: &[u32],
@@ -81,7 +133,7 @@ pub async fn compare_relations(
             if seg == 0 {
                 out.relations += 1;
             }
-            let ours_size = tl.rel_size(rnode, fork, lsn).await.ok();
+            let ours_size = tl.rel_size(rnode, fork, lsn).await;
             for (i, theirs) in data.chunks(8192).enumerate() {
                 let blk = seg * 131072 + i as u32;
                 let fork_name = ["main", "fsm", "vm", "init"][fork as usize];
@@ -97,7 +149,7 @@ pub async fn compare_relations(
                     }
                     continue;
                 }
-                let ours = match tl.get(Key::rel_block(rnode, fork, blk), lsn).await {
+                let ours = match tl.page(Key::rel_block(rnode, fork, blk), lsn).await {
                     Ok(p) => p,
                     Err(e) => {
                         out.mismatches
@@ -141,7 +193,7 @@ pub async fn compare_relations(
 }
 
 /// Every pg_xact and pg_multixact page, byte for byte.
-pub async fn compare_slru(tl: &Timeline, lsn: Lsn, pgdata: &Path, out: &mut Comparison) {
+pub async fn compare_slru(tl: &impl PageSource, lsn: Lsn, pgdata: &Path, out: &mut Comparison) {
     for (kind, sub, name) in [
         (SlruKind::Clog, "pg_xact", "pg_xact"),
         (
@@ -162,7 +214,7 @@ pub async fn compare_slru(tl: &Timeline, lsn: Lsn, pgdata: &Path, out: &mut Comp
             };
             let data = std::fs::read(entry.path()).unwrap();
             for (blk, theirs) in data.chunks(8192).enumerate() {
-                match tl.get(Key::slru_block(kind, segno, blk as u32), lsn).await {
+                match tl.page(Key::slru_block(kind, segno, blk as u32), lsn).await {
                     Ok(ours) if ours[..] == theirs[..] => *out.equal.entry(name).or_default() += 1,
                     Ok(_) => out
                         .mismatches

@@ -1,0 +1,92 @@
+//! Following a primary in one call: create the replication slot (so the primary keeps the WAL from here on),
+//! take a base backup over the replication protocol, import it at its start LSN, then stream from there.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::info;
+
+use super::receiver::WalSource;
+use super::{ReplicationConnection, ReplicationError};
+use crate::id::TimelineId;
+use crate::pg::Lsn;
+use crate::repository::tenant::Tenant;
+use crate::repository::timeline::Timeline;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("WAL source {connstr:?}: {source}")]
+    Source {
+        connstr: String,
+        source: ReplicationError,
+    },
+    #[error("base backup: {0}")]
+    Import(#[from] crate::import::datadir::ImportError),
+    #[error(transparent)]
+    Tenant(#[from] crate::repository::tenant::TenantError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Creates timeline `id` of `tenant` from a base backup of `source`; returns it at the backup's start LSN.
+/// The caller starts its receiver, which streams from there (the data is consistent once WAL up to the
+/// backup's end LSN is ingested).
+pub async fn bootstrap_from_primary(
+    tenant: &Tenant,
+    id: TimelineId,
+    source: &WalSource,
+    connect_timeout: Duration,
+) -> Result<Arc<Timeline>, FollowError> {
+    let src = |e| FollowError::Source {
+        connstr: source.connstr.clone(),
+        source: e,
+    };
+    let mut conn = ReplicationConnection::connect(&source.connstr, "pageserver", connect_timeout)
+        .await
+        .map_err(src)?;
+    conn.identify_system().await.map_err(src)?;
+    match conn.create_physical_slot(&source.slot_name, true).await {
+        Ok(_) | Err(ReplicationError::SlotExists { .. }) => {}
+        Err(e) => return Err(src(e)),
+    }
+    let spool = tenant.dir().join(format!("basebackup-{id}.tar.tmp"));
+    let result = backup_and_import(tenant, id, &mut conn, &spool).await;
+    let _ = tokio::fs::remove_file(&spool).await;
+    if result.is_err() && tenant.timeline(id).is_ok() {
+        let _ = tenant.delete_timeline(id).await;
+    }
+    result
+}
+
+async fn backup_and_import(
+    tenant: &Tenant,
+    id: TimelineId,
+    conn: &mut ReplicationConnection,
+    spool: &Path,
+) -> Result<Arc<Timeline>, FollowError> {
+    let io = |e: std::io::Error| FollowError::Io(format!("{}: {e}", spool.display()));
+    let mut file = tokio::fs::File::create(spool).await.map_err(io)?;
+    let backup = conn
+        .base_backup(&format!("pageserver {id}"), &mut file)
+        .await
+        .map_err(|e| FollowError::Source {
+            connstr: String::new(),
+            source: e,
+        })?;
+    tokio::io::AsyncWriteExt::flush(&mut file)
+        .await
+        .map_err(io)?;
+    drop(file);
+    info!(timeline_id = %id, start = %backup.start_lsn, end = %backup.end_lsn, bytes = backup.tar_bytes, "base backup taken");
+    let tl = tenant.create_timeline(id, Lsn(0), 15).await?;
+    let reader = std::io::BufReader::new(std::fs::File::open(spool).map_err(io)?);
+    crate::import::datadir::import_tar(&tl, reader, backup.start_lsn, None).await?;
+    tl.checkpoint()
+        .await
+        .map_err(|e| FollowError::Io(e.to_string()))?;
+    tl.commit_metadata(|m| m.initdb_lsn = backup.start_lsn)
+        .await
+        .map_err(|e| FollowError::Io(e.to_string()))?;
+    Ok(tl)
+}

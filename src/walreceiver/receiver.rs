@@ -1,0 +1,208 @@
+//! The WAL receiver of one timeline: connects to its WAL source, makes sure the slot exists, streams from the
+//! timeline's last record, decodes and ingests, and reports write = last_record_lsn, flush = apply =
+//! disk_consistent_lsn (never more than is durable here, so the slot keeps everything else). When it has caught
+//! up with the source and holds WAL that is not durable yet, it flushes at once (a primary's clean shutdown waits
+//! for its standbys' flush position). Errors are logged,
+//! shown in its state and retried with exponential backoff (1 s doubling to 30 s); after a restart it resumes
+//! from disk_consistent_lsn, which is where the timeline's last record is then.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{ReplicationConnection, ReplicationError, ReplicationMessage, WalStream};
+use crate::pg::constants::DEFAULT_WAL_SEGMENT_SIZE;
+use crate::pg::{Lsn, WalStreamDecoder, decode_record};
+use crate::repository::timeline::Timeline;
+use crate::walingest::WalIngest;
+
+/// Where a timeline's WAL comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalSource {
+    pub connstr: String,
+    pub slot_name: String,
+}
+
+/// What the receiver of a timeline is doing, for timeline detail.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReceiverState {
+    /// "connecting", "streaming", "retrying", "stopped".
+    pub status: String,
+    pub last_received_msg_lsn: Option<Lsn>,
+    /// Microseconds since the Unix epoch.
+    pub last_received_msg_ts: Option<u64>,
+    pub last_error: Option<String>,
+    pub connect_attempts: u64,
+}
+
+pub type SharedState = Arc<Mutex<ReceiverState>>;
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn set(state: &SharedState, f: impl FnOnce(&mut ReceiverState)) {
+    f(&mut state.lock().unwrap_or_else(|p| p.into_inner()));
+}
+
+/// Runs until `cancel` (a child of the timeline's token) fires.
+pub async fn run(
+    tl: Arc<Timeline>,
+    source: WalSource,
+    state: SharedState,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let span = info_span!("walreceiver", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id);
+    async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            set(&state, |s| {
+                s.status = "connecting".into();
+                s.connect_attempts += 1;
+            });
+            let result = tokio::select! {
+                r = stream_once(&tl, &source, &state) => r,
+                _ = cancel.cancelled() => break,
+            };
+            match result {
+                Ok(()) => {
+                    info!("WAL source ended the stream; reconnecting");
+                    backoff = Duration::from_secs(1);
+                }
+                Err(e) => {
+                    warn!(error = %e, retry_in = ?backoff, "WAL receiver failed");
+                    set(&state, |s| {
+                        s.status = "retrying".into();
+                        s.last_error = Some(e);
+                    });
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => break,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        set(&state, |s| s.status = "stopped".into());
+    }
+    .instrument(span)
+    .await
+}
+
+/// One connection: stream until the source ends it or an error.
+async fn stream_once(
+    tl: &Arc<Timeline>,
+    source: &WalSource,
+    state: &SharedState,
+) -> Result<(), String> {
+    let conf = tl.conf();
+    let mut conn = ReplicationConnection::connect(
+        &source.connstr,
+        "pageserver",
+        conf.walreceiver_connect_timeout.get(),
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
+    let system = conn
+        .identify_system()
+        .await
+        .map_err(|e| format!("IDENTIFY_SYSTEM: {e}"))?;
+    match conn.create_physical_slot(&source.slot_name, true).await {
+        Ok(_) => info!(slot = %source.slot_name, "created replication slot"),
+        Err(ReplicationError::SlotExists { .. }) => {}
+        Err(e) => return Err(format!("create slot {}: {e}", source.slot_name)),
+    }
+    let start = tl.last_record_lsn();
+    let mut stream = conn
+        .start_replication(Some(&source.slot_name), start, system.timeline)
+        .await
+        .map_err(|e| format!("START_REPLICATION at {start}: {e}"))?;
+    info!(%start, "streaming WAL");
+    set(state, |s| {
+        s.status = "streaming".into();
+        s.last_error = None;
+    });
+    let mut decoder =
+        WalStreamDecoder::new(start, DEFAULT_WAL_SEGMENT_SIZE).map_err(|e| e.to_string())?;
+    if let Some(prev) = tl.prev_record_lsn() {
+        decoder.set_prev_record(prev);
+    }
+    let mut ingest = WalIngest::new(tl.clone());
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let silence = conf.lagging_wal_timeout.get().max(Duration::from_secs(1)) * 3;
+    loop {
+        let msg = tokio::select! {
+            m = tokio::time::timeout(silence, stream.next()) => match m {
+                Ok(m) => m.map_err(|e| format!("stream: {e}"))?,
+                Err(_) => return Err(format!("no message from the WAL source for {silence:?}")),
+            },
+            _ = status_tick.tick() => {
+                send_status(tl, &stream, false).await?;
+                continue;
+            }
+        };
+        let Some(msg) = msg else { return Ok(()) };
+        match msg {
+            ReplicationMessage::XLogData { wal_end, data, .. } => {
+                decoder.feed(data);
+                let mut batch = Vec::new();
+                loop {
+                    match decoder.poll_decode() {
+                        Ok(Some(raw)) => {
+                            batch.push(decode_record(&raw).map_err(|e| e.to_string())?)
+                        }
+                        Ok(None) => break,
+                        Err(e) => return Err(format!("decoding WAL: {e}")),
+                    }
+                }
+                if !batch.is_empty() {
+                    ingest
+                        .ingest_batch(&batch)
+                        .await
+                        .map_err(|e| format!("ingest: {e}"))?;
+                }
+                set(state, |s| {
+                    s.last_received_msg_lsn = Some(wal_end);
+                    s.last_received_msg_ts = Some(now_micros());
+                });
+            }
+            ReplicationMessage::Keepalive {
+                wal_end,
+                reply_requested,
+                ..
+            } => {
+                set(state, |s| {
+                    s.last_received_msg_lsn =
+                        Some(s.last_received_msg_lsn.map_or(wal_end, |l| l.max(wal_end)));
+                    s.last_received_msg_ts = Some(now_micros());
+                });
+                // Caught up with what the source has, with some of it not yet durable: flush now rather than at
+                // checkpoint_distance. An idle or stopping primary then sees its WAL confirmed (a primary's
+                // clean shutdown waits for the flush position of its standbys).
+                let last = tl.last_record_lsn();
+                if decoder.buffered() == 0
+                    && wal_end <= last.align()
+                    && tl.disk_consistent_lsn() < last
+                {
+                    tl.checkpoint().await.map_err(|e| format!("flush: {e}"))?;
+                }
+                if reply_requested {
+                    send_status(tl, &stream, false).await?;
+                }
+            }
+        }
+    }
+}
+
+async fn send_status(tl: &Timeline, stream: &WalStream, reply: bool) -> Result<(), String> {
+    let durable = tl.disk_consistent_lsn();
+    stream
+        .send_status(tl.last_record_lsn(), durable, durable, reply)
+        .await
+        .map_err(|e| format!("status update: {e}"))
+}

@@ -1,0 +1,135 @@
+//! The WAL sources of a tenant's timelines, persisted in `<tenant dir>/wal_sources.json` (rewritten
+//! atomically), and their running receivers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+use super::receiver::{self, ReceiverState, SharedState, WalSource};
+use crate::id::TimelineId;
+use crate::repository::metadata::fsync_dir;
+use crate::repository::timeline::Timeline;
+
+pub const WAL_SOURCES_FILE: &str = "wal_sources.json";
+
+struct Running {
+    source: WalSource,
+    state: SharedState,
+    cancel: CancellationToken,
+}
+
+pub struct WalSources {
+    dir: PathBuf,
+    running: Mutex<HashMap<TimelineId, Running>>,
+}
+
+impl WalSources {
+    /// The sources recorded in `dir`.
+    pub fn load(dir: &Path) -> Result<(WalSources, HashMap<TimelineId, WalSource>), String> {
+        let path = dir.join(WAL_SOURCES_FILE);
+        let saved: HashMap<TimelineId, WalSource> = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        Ok((
+            WalSources {
+                dir: dir.to_path_buf(),
+                running: Mutex::new(HashMap::new()),
+            },
+            saved,
+        ))
+    }
+
+    fn save(&self, running: &HashMap<TimelineId, Running>) -> Result<(), String> {
+        let map: HashMap<TimelineId, &WalSource> =
+            running.iter().map(|(k, r)| (*k, &r.source)).collect();
+        let path = self.dir.join(WAL_SOURCES_FILE);
+        let tmp = self.dir.join(format!("{WAL_SOURCES_FILE}.tmp"));
+        let body = serde_json::to_vec_pretty(&map).map_err(|e| e.to_string())?;
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            fsync_dir(&self.dir)
+        };
+        write().map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Sets (or with None removes) the source of `tl`, persists it, and (re)starts its receiver.
+    pub fn set(
+        &self,
+        tl: &Arc<Timeline>,
+        source: Option<WalSource>,
+        persist: bool,
+    ) -> Result<(), String> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = running.remove(&tl.timeline_id) {
+            old.cancel.cancel();
+        }
+        if let Some(source) = source {
+            let state: SharedState = Arc::new(Mutex::new(ReceiverState {
+                status: "starting".into(),
+                ..Default::default()
+            }));
+            let cancel = tl.cancel.child_token();
+            tokio::spawn(receiver::run(
+                tl.clone(),
+                source.clone(),
+                state.clone(),
+                cancel.clone(),
+            ));
+            running.insert(
+                tl.timeline_id,
+                Running {
+                    source,
+                    state,
+                    cancel,
+                },
+            );
+        }
+        if persist {
+            self.save(&running)?;
+        }
+        Ok(())
+    }
+
+    /// The source and receiver state of a timeline.
+    pub fn get(&self, tl: TimelineId) -> Option<(WalSource, ReceiverState)> {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.get(&tl).map(|r| {
+            (
+                r.source.clone(),
+                r.state.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            )
+        })
+    }
+
+    /// Stops every receiver (the sources stay recorded).
+    pub fn stop_all(&self) {
+        for r in self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            r.cancel.cancel();
+        }
+    }
+
+    /// Forgets a deleted timeline's source.
+    pub fn forget(&self, tl: TimelineId) -> Result<(), String> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = running.remove(&tl) {
+            old.cancel.cancel();
+            self.save(&running)?;
+        }
+        Ok(())
+    }
+}

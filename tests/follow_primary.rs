@@ -1,0 +1,109 @@
+//! Follow a running PostgreSQL 15 primary in one call through the real binary: the pageserver creates the
+//! slot, takes a base backup over the replication protocol, imports it and streams; a workload runs meanwhile;
+//! after a CHECKPOINT and a clean stop of the primary, every block of every main, vm and init fork of every
+//! database and every SLRU page equal the primary's files after masking.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pageserver::pg::Lsn;
+use serde_json::json;
+use support::compare::{Comparison, HttpTimeline, compare_relations, compare_slru};
+use support::pageserver::Pageserver;
+use support::pg::{PgCluster, PgOptions};
+use support::workload::{WORKLOAD_CONF, aborts, ddl_mix, multixact_workload};
+
+const T: &str = "0123456789abcdef0123456789abcdef";
+const TL: &str = "abababababababababababababababab";
+
+#[test]
+fn follow_a_primary_and_match_its_files() {
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    });
+    let ps = Pageserver::start(&[]);
+    ps.json(
+        "POST",
+        "/v1/tenant",
+        Some(&json!({"new_tenant_id": T}).to_string()),
+    );
+    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "pageserver"}});
+    let (s, info) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&follow.to_string()),
+    );
+    assert_eq!(s, 201, "{info}");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pageserver'"),
+        "1"
+    );
+
+    pg.pgbench_init("postgres", 1);
+    pg.pgbench("postgres", &["-n", "-c", "2", "-t", "300"]);
+    ddl_mix(&pg, "fol");
+    aborts(&pg);
+    multixact_workload(&pg, 3, 200);
+    let wal_log_db: u32 = pg
+        .sql("SELECT oid FROM pg_database WHERE datname = 'ddl_fol_db_wal'")
+        .parse()
+        .unwrap();
+    pg.sql("CHECKPOINT");
+    pg.stop();
+    let shutdown_checkpoint: Lsn = pg
+        .controldata("Latest checkpoint location")
+        .parse()
+        .unwrap();
+
+    // The shutdown checkpoint record reaches the pageserver before the walsender exits.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last = loop {
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        let last: Lsn = info["last_record_lsn"].as_str().unwrap().parse().unwrap();
+        if last > shutdown_checkpoint {
+            assert_eq!(info["wal_source_connstr"], pg.connstr("postgres"));
+            break last;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ingest stuck at {last}, primary ended at {shutdown_checkpoint}: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = HttpTimeline {
+        server: &ps,
+        tenant: T.into(),
+        timeline: TL.into(),
+    };
+    let mut cmp = Comparison::default();
+    rt.block_on(compare_relations(
+        &source,
+        last,
+        pg.data_dir(),
+        &[wal_log_db],
+        &mut cmp,
+    ));
+    rt.block_on(compare_slru(&source, last, pg.data_dir(), &mut cmp));
+    println!(
+        "followed to {last}; relations: {}; equal blocks: {:?}; tolerated: {:?}; mismatches: {}",
+        cmp.relations,
+        cmp.equal,
+        cmp.tolerated,
+        cmp.mismatches.len()
+    );
+    for m in cmp.mismatches.iter().take(15) {
+        println!("  {m}");
+    }
+    assert!(
+        cmp.mismatches.is_empty(),
+        "{} mismatches",
+        cmp.mismatches.len()
+    );
+    assert!(cmp.equal.get("main").copied().unwrap_or(0) > 1000);
+}
