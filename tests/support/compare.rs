@@ -134,6 +134,20 @@ pub async fn compare_relations(
                 out.relations += 1;
             }
             let ours_size = tl.rel_size(rnode, fork, lsn).await;
+            // The fork's size in blocks on the primary: this segment is the last one when no next one exists.
+            let next_segment = dir.join(format!("{}.{}", base, seg + 1));
+            if !next_segment.exists() {
+                let file_blocks = seg * 131072 + (data.len() / 8192) as u32;
+                match ours_size {
+                    Some(n) if n > file_blocks => out.mismatches.push(format!(
+                        "{rnode:?} fork {fork}: {n} blocks here, {file_blocks} in the file"
+                    )),
+                    Some(n) if n == file_blocks => {
+                        *out.equal.entry("relation sizes").or_default() += 1
+                    }
+                    _ => {}
+                }
+            }
             for (i, theirs) in data.chunks(8192).enumerate() {
                 let blk = seg * 131072 + i as u32;
                 let fork_name = ["main", "fsm", "vm", "init"][fork as usize];
