@@ -12,7 +12,7 @@ use serde_json::json;
 use support::compare::{Comparison, HttpTimeline, compare_relations, compare_slru};
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
-use support::workload::{WORKLOAD_CONF, aborts, ddl_mix, multixact_workload};
+use support::workload::{WORKLOAD_CONF, ingest_workload};
 
 const T: &str = "0123456789abcdef0123456789abcdef";
 const TL: &str = "abababababababababababababababab";
@@ -40,16 +40,7 @@ fn follow_a_primary_and_match_its_files() {
         "1"
     );
 
-    pg.pgbench_init("postgres", 1);
-    pg.pgbench("postgres", &["-n", "-c", "2", "-t", "300"]);
-    ddl_mix(&pg, "fol");
-    aborts(&pg);
-    multixact_workload(&pg, 3, 200);
-    let wal_log_db: u32 = pg
-        .sql("SELECT oid FROM pg_database WHERE datname = 'ddl_fol_db_wal'")
-        .parse()
-        .unwrap();
-    pg.sql("CHECKPOINT");
+    let wal_log_db = ingest_workload(&pg, "fol");
     pg.stop();
     let shutdown_checkpoint: Lsn = pg
         .controldata("Latest checkpoint location")

@@ -18,7 +18,7 @@ use pageserver::walingest::WalIngest;
 use pageserver::walredo::{PostgresRedoManager, RedoConfig};
 use support::compare::{Comparison, compare_relations, compare_slru};
 use support::pg::{PgCluster, PgOptions};
-use support::workload::{WORKLOAD_CONF, aborts, ddl_mix, multixact_workload};
+use support::workload::{WORKLOAD_CONF, ingest_workload};
 
 const SEG: u32 = 16 * 1024 * 1024;
 
@@ -41,16 +41,7 @@ async fn ingested_wal_reproduces_the_primary() {
             .unwrap()
             .parse()
             .unwrap();
-        pg.pgbench_init("postgres", 1);
-        pg.pgbench("postgres", &["-n", "-c", "2", "-t", "300"]);
-        ddl_mix(&pg, "ing");
-        aborts(&pg);
-        multixact_workload(&pg, 3, 300);
-        let wal_log_db: u32 = pg
-            .sql("SELECT oid FROM pg_database WHERE datname = 'ddl_ing_db_wal'")
-            .parse()
-            .unwrap();
-        pg.sql("CHECKPOINT");
+        let wal_log_db = ingest_workload(&pg, "ing");
         pg.stop();
         (pg, tar, start, wal_log_db)
     })

@@ -97,3 +97,18 @@ pub fn aborts(pg: &PgCluster) {
     );
     pg.sql("BEGIN; INSERT INTO aborted VALUES (4); SAVEPOINT s; INSERT INTO aborted VALUES (5); RELEASE s; COMMIT");
 }
+
+/// The workload of the ingest tests: pgbench, the DDL mix, aborts, multixacts, then a CHECKPOINT. Returns
+/// the oid of the database the mix copied with STRATEGY wal_log (its VM maps are not in the WAL).
+pub fn ingest_workload(pg: &PgCluster, tag: &str) -> u32 {
+    pg.pgbench_init("postgres", 1);
+    pg.pgbench("postgres", &["-n", "-c", "2", "-t", "300"]);
+    ddl_mix(pg, tag);
+    aborts(pg);
+    multixact_workload(pg, 3, 300);
+    let oid = pg.sql(&format!(
+        "SELECT oid FROM pg_database WHERE datname = 'ddl_{tag}_db_wal'"
+    ));
+    pg.sql("CHECKPOINT");
+    oid.parse().expect("the DDL mix creates a wal_log database")
+}
