@@ -1,6 +1,8 @@
 //! Follow a running PostgreSQL 15 primary in one call through the real binary: the pageserver creates the
-//! slot, takes a base backup over the replication protocol, imports it and streams; a workload runs meanwhile;
-//! after a CHECKPOINT and a clean stop of the primary, every block of every main, vm and init fork of every
+//! slot, takes a base backup over the replication protocol, imports it and streams; meanwhile pgbench -i -s 10
+//! and then pgbench -T 60 -c 4 concurrently with the DDL mix (every index AM, TRUNCATE, CREATE/DROP DATABASE,
+//! VACUUM, sequences, two-phase commit), aborts and multixact sessions; after a CHECKPOINT and a clean stop of
+//! the primary, every block of every main, vm and init fork of every
 //! database and every SLRU page equal the primary's files after masking.
 
 mod support;
@@ -12,7 +14,7 @@ use serde_json::json;
 use support::compare::{Comparison, HttpTimeline, compare_relations, compare_slru};
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
-use support::workload::{WORKLOAD_CONF, ingest_workload};
+use support::workload::{WORKLOAD_CONF, aborts, ddl_mix, multixact_workload};
 
 const T: &str = "0123456789abcdef0123456789abcdef";
 const TL: &str = "abababababababababababababababab";
@@ -40,7 +42,26 @@ fn follow_a_primary_and_match_its_files() {
         "1"
     );
 
-    let wal_log_db = ingest_workload(&pg, "fol");
+    // The workload: pgbench -i -s 10, then pgbench -T 60 -c 4 while the DDL mix, aborts and
+    // multixact sessions run.
+    pg.pgbench_init("postgres", 10);
+    let wal_log_db = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| pg.pgbench("postgres", &["-n", "-c", "4", "-T", "60"]));
+        ddl_mix(&pg, "fol");
+        aborts(&pg);
+        multixact_workload(&pg, 3, 300);
+        let out = bench.join().expect("pgbench thread");
+        assert!(
+            out.contains("number of transactions actually processed"),
+            "{out}"
+        );
+        let oid: u32 = pg
+            .sql("SELECT oid FROM pg_database WHERE datname = 'ddl_fol_db_wal'")
+            .parse()
+            .unwrap();
+        pg.sql("CHECKPOINT");
+        oid
+    });
     pg.stop();
     let shutdown_checkpoint: Lsn = pg
         .controldata("Latest checkpoint location")
