@@ -119,3 +119,131 @@ fn follow_a_primary_and_match_its_files() {
     );
     assert!(cmp.equal.get("main").copied().unwrap_or(0) > 1000);
 }
+
+/// kill -9 of the pageserver in the middle of pgbench, then a restart: the receiver resumes from
+/// disk_consistent_lsn (the primary's slot never moved past what was durable here), and at the end every page
+/// still equals the primary's.
+#[test]
+fn kill_9_mid_pgbench_resumes_from_disk_consistent_lsn() {
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    });
+    let mut ps = Pageserver::start(&["checkpoint_distance=4194304"]);
+    ps.json(
+        "POST",
+        "/v1/tenant",
+        Some(&json!({"new_tenant_id": T}).to_string()),
+    );
+    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "pageserver"}});
+    let (s, info) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&follow.to_string()),
+    );
+    assert_eq!(s, 201, "{info}");
+    pg.pgbench_init("postgres", 2);
+
+    let (disk_before, slot_before) = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| pg.pgbench("postgres", &["-n", "-c", "4", "-T", "20"]));
+        std::thread::sleep(Duration::from_secs(8));
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        let disk: Lsn = info["disk_consistent_lsn"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        ps.kill9();
+        // What survived the kill: the metadata's disk_consistent_lsn (line 1 is its checksum, then JSON).
+        let meta = std::fs::read_to_string(
+            ps.workdir()
+                .join(format!("tenants/{T}/timelines/{TL}/metadata")),
+        )
+        .unwrap();
+        let meta: serde_json::Value =
+            serde_json::from_str(meta.split_once('\n').unwrap().1).unwrap();
+        let durable: Lsn = meta["disk_consistent_lsn"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            durable >= disk,
+            "metadata {durable} below what the API said ({disk})"
+        );
+        // What the primary kept for us: never past what was durable here when we died.
+        let slot: Lsn = pg
+            .sql("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'pageserver'")
+            .parse()
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        ps.spawn(&["checkpoint_distance=4194304"]);
+        let out = bench.join().unwrap();
+        assert!(
+            out.contains("number of transactions actually processed"),
+            "{out}"
+        );
+        (disk, slot)
+    });
+    assert!(
+        slot_before <= disk_before.align(),
+        "the slot moved to {slot_before}, past disk_consistent_lsn {disk_before}"
+    );
+    let log = ps.log_text();
+    let resumed = log
+        .lines()
+        .rfind(|l| l.contains("streaming WAL"))
+        .and_then(|l| l.split("start=").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .map(|s| s.parse::<Lsn>().unwrap())
+        .expect("the receiver streams again after the restart");
+    assert!(
+        resumed >= disk_before && resumed <= disk_before.align().max(resumed),
+        "resumed at {resumed}, durable was {disk_before}"
+    );
+
+    pg.sql("CHECKPOINT");
+    pg.stop();
+    let shutdown_checkpoint: Lsn = pg
+        .controldata("Latest checkpoint location")
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last = loop {
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        let last: Lsn = info["last_record_lsn"].as_str().unwrap().parse().unwrap();
+        if last > shutdown_checkpoint {
+            break last;
+        }
+        assert!(Instant::now() < deadline, "ingest stuck at {last}: {info}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = HttpTimeline {
+        server: &ps,
+        tenant: T.into(),
+        timeline: TL.into(),
+    };
+    let mut cmp = Comparison::default();
+    rt.block_on(compare_relations(
+        &source,
+        last,
+        pg.data_dir(),
+        &[],
+        &mut cmp,
+    ));
+    rt.block_on(compare_slru(&source, last, pg.data_dir(), &mut cmp));
+    println!(
+        "killed at disk_consistent_lsn {disk_before} (slot at {slot_before}), resumed streaming at {resumed}; followed to {last}; \
+         equal: {:?}; tolerated: {:?}; mismatches: {}",
+        cmp.equal,
+        cmp.tolerated,
+        cmp.mismatches.len()
+    );
+    for m in cmp.mismatches.iter().take(10) {
+        println!("  {m}");
+    }
+    assert!(cmp.mismatches.is_empty());
+}
