@@ -399,3 +399,40 @@ proptest! {
         rt.block_on(run(ops))?;
     }
 }
+
+/// A detach or shutdown racing with a create: the tenant refuses new timelines once its shutdown began, and a
+/// timeline it already handed out refuses writes (the HTTP API answers 503 and 409, never 500).
+#[tokio::test]
+async fn shut_down_tenant_refuses_new_timelines_and_writes() {
+    use pageserver::repository::tenant::TenantError;
+    use pageserver::repository::timeline::PutError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = open(dir.path(), TenantId([8; 16])).await;
+    let early = tenant
+        .create_timeline(TimelineId([1; 16]), Lsn(0x100), 15)
+        .await
+        .unwrap();
+    early
+        .writer()
+        .await
+        .put(key(0), Lsn(0x108), &value(0, b"before"))
+        .unwrap();
+    tenant.shutdown(false).await;
+
+    let late = tenant
+        .create_timeline(TimelineId([2; 16]), Lsn(0x100), 15)
+        .await;
+    assert!(
+        matches!(late, Err(TenantError::ShuttingDown)),
+        "create after shutdown: {late:?}"
+    );
+    let put = early
+        .writer()
+        .await
+        .put(key(0), Lsn(0x110), &value(0, b"after"));
+    assert!(
+        matches!(put, Err(PutError::ShuttingDown)),
+        "put after shutdown: {put:?}"
+    );
+}

@@ -93,6 +93,7 @@ impl From<TenantError> for ApiError {
             TenantError::BranchAboveLast { .. } | TenantError::BranchBelowGcCutoff { .. } => {
                 ApiError::NotAcceptable(e.to_string())
             }
+            TenantError::ShuttingDown => ApiError::ShuttingDown(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }
@@ -112,6 +113,15 @@ impl From<GetError> for ApiError {
 
 use crate::import::datadir::ImportError;
 use crate::import::initdb::BootstrapError;
+use crate::repository::timeline::PutError;
+
+/// A concurrent DELETE (of the timeline or its tenant) won the race against a create or import: the
+/// request conflicts with it, nothing of it is kept.
+fn deleted_while_written() -> ApiError {
+    ApiError::Conflict(
+        "the timeline was deleted or shut down while data was being written into it".to_string(),
+    )
+}
 
 impl From<ImportError> for ApiError {
     fn from(e: ImportError) -> ApiError {
@@ -131,6 +141,7 @@ impl From<ImportError> for ApiError {
                 ApiError::BadRequest(format!("cannot import the archive: {e}"))
             }
             ImportError::Cancelled => ApiError::ShuttingDown(e.to_string()),
+            ImportError::Put(PutError::ShuttingDown) => deleted_while_written(),
             _ => ApiError::Internal(e.to_string()),
         }
     }
@@ -141,6 +152,9 @@ impl From<BootstrapError> for ApiError {
         match e {
             BootstrapError::Tenant(t) => t.into(),
             BootstrapError::Setup(_) => ApiError::ShuttingDown(format!("cannot bootstrap: {e}")),
+            BootstrapError::Import(ImportError::Put(PutError::ShuttingDown)) => {
+                deleted_while_written()
+            }
             _ => ApiError::Internal(format!("bootstrap failed: {e}")),
         }
     }

@@ -27,6 +27,8 @@ use crate::walredo::RedoManager;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TenantError {
+    #[error("the tenant is being detached or shut down")]
+    ShuttingDown,
     #[error("timeline {0} already exists")]
     TimelineExists(TimelineId),
     #[error("timeline {0} not found")]
@@ -268,6 +270,11 @@ impl Tenant {
         id: TimelineId,
         meta: TimelineMetadata,
     ) -> Result<Arc<Timeline>, TenantError> {
+        // A detach or shutdown has begun: a timeline made now would outlive its tenant. One made just
+        // after this check gets a cancelled token and refuses writes (PutError::ShuttingDown).
+        if self.cancel.is_cancelled() {
+            return Err(TenantError::ShuttingDown);
+        }
         if self
             .timelines
             .lock()
