@@ -29,8 +29,13 @@ curl -sf -X POST "http://127.0.0.1:$port/v1/tenant" -d '{"new_tenant_id":"012345
 schemathesis run "http://127.0.0.1:$port/swagger.yml" \
   --checks not_a_server_error,response_schema_conformance \
   --phases examples,fuzzing,stateful --max-time "${SCHEMATHESIS_SECONDS:-60}" --workers 2 --seed 42 \
-  --warnings off | tail -25
-status=${PIPESTATUS[0]}
+  --warnings off >"$workdir/schemathesis.out" 2>&1 && status=0 || status=$?
+# The failures (each with a curl line that reproduces it), then the summary.
+sed -n '/FAILURES/,/SUMMARY/p' "$workdir/schemathesis.out"
+tail -25 "$workdir/schemathesis.out"
+if [ "$status" -ne 0 ]; then
+  echo "pageserver errors:"; grep -a "ERROR" "$workdir/pageserver.log" | tail -20 || true
+fi
 if grep -q "panicked" "$workdir/pageserver.log"; then
   echo "schemathesis: the pageserver panicked:"; grep -A5 panicked "$workdir/pageserver.log"; exit 1
 fi

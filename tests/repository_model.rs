@@ -401,7 +401,7 @@ proptest! {
 }
 
 /// A detach or shutdown racing with a create: the tenant refuses new timelines once its shutdown began, and a
-/// timeline it already handed out refuses writes (the HTTP API answers 503 and 409, never 500).
+/// timeline it already handed out refuses writes (the HTTP API answers 409 to both, never a 5xx).
 #[tokio::test]
 async fn shut_down_tenant_refuses_new_timelines_and_writes() {
     use pageserver::repository::tenant::TenantError;

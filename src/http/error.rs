@@ -93,7 +93,8 @@ impl From<TenantError> for ApiError {
             TenantError::BranchAboveLast { .. } | TenantError::BranchBelowGcCutoff { .. } => {
                 ApiError::NotAcceptable(e.to_string())
             }
-            TenantError::ShuttingDown => ApiError::ShuttingDown(e.to_string()),
+            // Like a request to a detached tenant: 409, the client retries after attaching.
+            TenantError::ShuttingDown => ApiError::Conflict(e.to_string()),
             _ => ApiError::Internal(e.to_string()),
         }
     }
