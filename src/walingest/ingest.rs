@@ -63,6 +63,9 @@ pub struct WalIngest {
 /// What one record produced, to put at its end LSN.
 type Puts = Vec<(Key, Value)>;
 
+/// The page PostgreSQL's smgrextend writes.
+static ZERO_PAGE: [u8; 8192] = [0; 8192];
+
 impl WalIngest {
     pub fn new(tl: Arc<Timeline>) -> WalIngest {
         WalIngest {
@@ -453,6 +456,14 @@ impl WalIngest {
             }
         };
         if nblocks > current {
+            // Blocks between the old end and the written one were extended without WAL (bulk extension
+            // under contention, hash bucket allocation): PostgreSQL's file holds zeros there, so do we.
+            for blk in current..nblocks - 1 {
+                puts.push((
+                    Key::rel_block(rnode, fork, blk),
+                    Value::Image(Bytes::from_static(&ZERO_PAGE)),
+                ));
+            }
             self.rel_sizes.insert((rnode, fork), nblocks);
             puts.push((
                 Key::rel_size(rnode, fork),
