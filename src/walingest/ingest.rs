@@ -4,7 +4,7 @@
 //! - every block reference: a full-page image to apply becomes an image (its page LSN set to the record's end
 //!   LSN, as PostgreSQL's restore does), any other reference the raw record for `postgres --wal-redo`;
 //!   writing a block past a fork's end extends the fork (its size key, and its directory entry: VM and FSM
-//!   forks are created without WAL);
+//!   forks are created without WAL) and makes the blocks it skips zero pages (extended without WAL);
 //! - by record kind: relation create, truncate (heap, VM with its partial page) and drop (in commit and abort
 //!   records); CREATE DATABASE by file copy (every relation of the template, copied at this LSN) and by WAL
 //!   log; DROP DATABASE; relmapper files; CLOG, multixact and two-phase state (`slru.rs`); visibility-map bit
