@@ -1,5 +1,5 @@
 //! Process-wide metrics in the Prometheus text format: histograms observed where the work happens (flush,
-//! compaction, GC, WAL redo) and, at scrape time, gauges of every tenant and timeline (http/metrics.rs).
+//! compaction, GC, WAL redo, GetPage) and, at scrape time, gauges of every tenant and timeline (http/metrics.rs).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,11 +82,20 @@ pub static REDO_SECONDS: Histogram = Histogram::new(
     "Time to rebuild one page with WAL redo",
 );
 
-pub static HISTOGRAMS: [&Histogram; 4] = [
+pub static GETPAGE_SECONDS: Histogram = Histogram::new(
+    "pageserver_getpage_seconds",
+    "Time to answer one GetPage request (a value at an LSN), errors included",
+);
+
+/// GetPage requests answered with an error (their time is in pageserver_getpage_seconds too).
+pub static GETPAGE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+pub static HISTOGRAMS: [&Histogram; 5] = [
     &FLUSH_SECONDS,
     &COMPACTION_SECONDS,
     &GC_SECONDS,
     &REDO_SECONDS,
+    &GETPAGE_SECONDS,
 ];
 
 #[cfg(test)]

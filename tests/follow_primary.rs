@@ -7,11 +7,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pageserver::pg::Lsn;
 use serde_json::json;
-use support::compare::{Comparison, HttpTimeline, compare_relations, compare_slru};
+use support::compare::{compare_over_http, wait_past};
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
 use support::workload::{WORKLOAD_CONF, aborts, ddl_mix, multixact_workload};
@@ -68,9 +68,9 @@ fn follow_a_primary_and_match_its_files() {
         .parse()
         .unwrap();
 
-    let (last, info) = wait_past(&ps, shutdown_checkpoint);
+    let (last, info) = wait_past(&ps, T, TL, shutdown_checkpoint);
     assert_eq!(info["wal_source_connstr"], pg.connstr("postgres"));
-    let cmp = compare_over_http(&ps, last, &pg, &[wal_log_db]);
+    let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
     println!(
         "followed to {last}; relations: {}; equal blocks: {:?}; tolerated: {:?}; mismatches: {}",
         cmp.relations,
@@ -176,8 +176,8 @@ fn kill_9_mid_pgbench_resumes_from_disk_consistent_lsn() {
         .controldata("Latest checkpoint location")
         .parse()
         .unwrap();
-    let (last, _) = wait_past(&ps, shutdown_checkpoint);
-    let cmp = compare_over_http(&ps, last, &pg, &[]);
+    let (last, _) = wait_past(&ps, T, TL, shutdown_checkpoint);
+    let cmp = compare_over_http(&ps, T, TL, last, &pg, &[]);
     println!(
         "killed at disk_consistent_lsn {disk_before} (slot at {slot_before}), resumed streaming at {resumed}; followed to {last}; \
          equal: {:?}; tolerated: {:?}; mismatches: {}",
@@ -189,51 +189,4 @@ fn kill_9_mid_pgbench_resumes_from_disk_consistent_lsn() {
         println!("  {m}");
     }
     assert!(cmp.mismatches.is_empty());
-}
-
-/// Waits until the timeline's last record is past the primary's shutdown checkpoint (that record reaches the
-/// pageserver before the walsender exits); returns it and the timeline's info.
-fn wait_past(ps: &Pageserver, shutdown_checkpoint: Lsn) -> (Lsn, serde_json::Value) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
-        let last: Lsn = info["last_record_lsn"].as_str().unwrap().parse().unwrap();
-        if last > shutdown_checkpoint {
-            return (last, info);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ingest stuck at {last}, primary ended at {shutdown_checkpoint}: {info}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Every relation (`wal_log_dbs`: databases copied with STRATEGY wal_log) and SLRU page the pageserver serves over
-/// HTTP at `last`, against the stopped primary's files.
-fn compare_over_http(
-    ps: &Pageserver,
-    last: Lsn,
-    pg: &PgCluster,
-    wal_log_dbs: &[u32],
-) -> Comparison {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let source = HttpTimeline {
-        server: ps,
-        tenant: T.into(),
-        timeline: TL.into(),
-    };
-    let mut cmp = Comparison::default();
-    rt.block_on(compare_relations(
-        &source,
-        last,
-        pg.data_dir(),
-        wal_log_dbs,
-        &mut cmp,
-    ));
-    rt.block_on(compare_slru(&source, last, pg.data_dir(), &mut cmp));
-    cmp
 }

@@ -216,7 +216,28 @@ fn swagger_and_metrics() {
         "pageserver_flush_seconds_count",
         "pageserver_wal_redo_seconds_bucket",
         &format!("pageserver_wal_redo_processes{{tenant_id=\"{T1}\"}} 1"),
+        "pageserver_getpage_seconds_count",
+        "pageserver_getpage_errors_total 0",
     ] {
         assert!(text.contains(needle), "metrics lack {needle:?}:\n{text}");
+    }
+    // The text format: one TYPE line per family, before its samples, and each family's samples in one group.
+    let mut seen: Vec<String> = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let family = rest.split(' ').next().unwrap().to_string();
+            assert!(!seen.contains(&family), "second TYPE of {family}");
+            seen.push(family);
+        } else if !line.starts_with('#') {
+            let name = line.split(['{', ' ']).next().unwrap();
+            let current = seen.last().expect("a sample before any TYPE line");
+            assert!(
+                name == current
+                    || name
+                        .strip_prefix(current.as_str())
+                        .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s)),
+                "sample {line:?} outside its family's group (current family {current})"
+            );
+        }
     }
 }

@@ -112,8 +112,18 @@ impl From<GetError> for ApiError {
     }
 }
 
+impl From<DatadirError> for ApiError {
+    fn from(e: DatadirError) -> ApiError {
+        match e {
+            DatadirError::Get(g) => g.into(),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 use crate::import::datadir::ImportError;
 use crate::import::initdb::BootstrapError;
+use crate::repository::datadir::DatadirError;
 use crate::repository::timeline::PutError;
 
 /// A concurrent DELETE (of the timeline or its tenant) won the race against a create or import: the

@@ -58,6 +58,9 @@ pub struct TimelineInfo {
     pub last_received_msg_lsn: Option<Lsn>,
     pub last_received_msg_ts: Option<u64>,
     pub walreceiver_last_error: Option<String>,
+    pub walreceiver_connect_attempts: Option<u64>,
+    /// While the receiver waits to retry: when it tries next, microseconds since the Unix epoch.
+    pub walreceiver_next_attempt_ts: Option<u64>,
 }
 
 impl TimelineInfo {
@@ -87,6 +90,8 @@ impl TimelineInfo {
             last_received_msg_lsn: None,
             last_received_msg_ts: None,
             walreceiver_last_error: None,
+            walreceiver_connect_attempts: None,
+            walreceiver_next_attempt_ts: None,
         }
     }
 
@@ -104,6 +109,8 @@ impl TimelineInfo {
             self.last_received_msg_lsn = state.last_received_msg_lsn;
             self.last_received_msg_ts = state.last_received_msg_ts;
             self.walreceiver_last_error = state.last_error;
+            self.walreceiver_connect_attempts = Some(state.connect_attempts);
+            self.walreceiver_next_attempt_ts = state.next_attempt_ts;
         }
         self
     }

@@ -142,6 +142,11 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         GET,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/get_lsn_by_timestamp",
+        timelines::get_lsn_by_timestamp
+    ),
+    route!(
+        GET,
         "/v1/tenant/:tenant_id/timeline/:timeline_id/layer",
         timelines::layers
     ),

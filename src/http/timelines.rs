@@ -10,6 +10,7 @@ use super::models::*;
 use super::request::parse_json;
 use super::routes::{HandlerResult, RequestContext};
 use crate::repository::Key;
+use crate::repository::datadir::LsnForTimestamp;
 use crate::repository::mgr::Attached;
 use crate::repository::tasks::plan::is_l0;
 use crate::repository::timeline::Timeline;
@@ -271,13 +272,53 @@ pub async fn getpage(ctx: RequestContext) -> HandlerResult {
     let lsn = ctx
         .query_lsn("lsn")?
         .unwrap_or_else(|| tl.last_record_lsn());
-    let value = tl.get(key, lsn).await?;
-    let mut response = Response::new(Full::new(value));
+    let started = std::time::Instant::now();
+    let value = tl.get(key, lsn).await;
+    crate::metrics::GETPAGE_SECONDS.observe(started.elapsed());
+    if value.is_err() {
+        crate::metrics::GETPAGE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let mut response = Response::new(Full::new(value?));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/octet-stream"),
     );
     Ok(response)
+}
+
+/// GET .../get_lsn_by_timestamp?timestamp=<RFC3339>: where a point in time falls in the timeline's
+/// history, from the commit records' times.
+pub async fn get_lsn_by_timestamp(ctx: RequestContext) -> HandlerResult {
+    let (_, tl) = timeline(&ctx).await?;
+    let text = ctx
+        .query("timestamp")
+        .ok_or_else(|| ApiError::BadRequest("missing timestamp parameter".into()))?;
+    let timestamp = pg_timestamp(&text).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "invalid timestamp {text:?}: expected RFC 3339 in UTC, such as 2026-11-21T10:00:00.5Z"
+        ))
+    })?;
+    let (kind, lsn) = match tl.find_lsn_for_timestamp(timestamp).await? {
+        LsnForTimestamp::Present(lsn) => ("present", lsn),
+        LsnForTimestamp::Future(lsn) => ("future", lsn),
+        LsnForTimestamp::Past(lsn) => ("past", lsn),
+        LsnForTimestamp::NoData(lsn) => ("nodata", lsn),
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "lsn": lsn, "kind": kind }),
+    ))
+}
+
+/// An RFC 3339 time as PostgreSQL's TimestampTz (µs since 2000-01-01 UTC); None if malformed or out of range.
+fn pg_timestamp(text: &str) -> Option<i64> {
+    const PG_EPOCH_UNIX_SECS: i128 = 946_684_800;
+    let t = humantime::parse_rfc3339(text).ok()?;
+    let unix_micros = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i128,
+        Err(e) => -(e.duration().as_micros() as i128),
+    };
+    i64::try_from(unix_micros - PG_EPOCH_UNIX_SECS * 1_000_000).ok()
 }
 
 /// GET .../layer: the in-memory and historic layers.
@@ -339,4 +380,22 @@ pub async fn set_wal_source(mut ctx: RequestContext) -> HandlerResult {
         StatusCode::OK,
         &TimelineInfo::of(&tl).with_receiver(a.wal_sources.get(tl.timeline_id)),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_to_pg_timestamp() {
+        use super::pg_timestamp;
+        assert_eq!(pg_timestamp("2000-01-01T00:00:00Z"), Some(0));
+        assert_eq!(pg_timestamp("2000-01-01T00:00:01.5Z"), Some(1_500_000));
+        assert_eq!(pg_timestamp("1999-12-31T23:59:59Z"), Some(-1_000_000));
+        assert_eq!(
+            pg_timestamp("2026-11-21T10:00:00Z"),
+            Some(((2026 - 2000) * 365 + 7 + 324) * 86_400_000_000 + 10 * 3_600_000_000)
+        );
+        for bad in ["", "yesterday", "2026-11-21", "2026-13-01T00:00:00Z"] {
+            assert_eq!(pg_timestamp(bad), None, "{bad}");
+        }
+    }
 }

@@ -7,7 +7,8 @@
 //! - relation directory of a database: `u32 n`, then n × (`u32 relnode`, `u8 forknum`);
 //! - SLRU segment directory: `u32 n`, then n × `u32 segno`;
 //! - two-phase directory: `u32 n`, then n × `u64 xid`;
-//! - relation size, SLRU segment size: `u32` blocks.
+//! - relation size, SLRU segment size: `u32` blocks;
+//! - commit timestamp: `i64 newest` (TimestampTz, the largest commit time so far), `u64 lsn` (the commit).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,6 +37,28 @@ pub enum DatadirError {
         fork: u8,
         lsn: Lsn,
     },
+}
+
+/// What the commit-timestamp key holds at an LSN: the largest commit time of the commits ingested so far
+/// (PostgreSQL TimestampTz) and the end LSN of the newest of those commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitTs {
+    pub newest: i64,
+    pub lsn: Lsn,
+}
+
+/// Where a timestamp falls in a timeline's history (Neon's get_lsn_by_timestamp kinds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LsnForTimestamp {
+    /// `lsn` is the end of the last commit at or before the timestamp: a branch there holds every commit of
+    /// up to that time and none later.
+    Present(Lsn),
+    /// Every commit the timeline holds is at or before the timestamp; `lsn` is last_record_lsn.
+    Future(Lsn),
+    /// The oldest readable state already has a later commit; `lsn` is that oldest readable LSN.
+    Past(Lsn),
+    /// No commit has been ingested; `lsn` is last_record_lsn.
+    NoData(Lsn),
 }
 
 /// Databases: (spcnode, dbnode) -> has a pg_filenode.map and PG_VERSION.
@@ -122,6 +145,22 @@ pub fn decode_u64_set(bytes: &[u8]) -> Option<BTreeSet<u64>> {
 
 pub fn encode_nblocks(n: u32) -> Bytes {
     Bytes::copy_from_slice(&n.to_le_bytes())
+}
+
+/// The commit-timestamp value (see the module doc).
+pub fn encode_commit_ts(c: CommitTs) -> Bytes {
+    let mut b = BytesMut::with_capacity(16);
+    b.put_i64_le(c.newest);
+    b.put_u64_le(c.lsn.0);
+    b.freeze()
+}
+
+pub fn decode_commit_ts(bytes: &[u8]) -> Option<CommitTs> {
+    let b: &[u8; 16] = bytes.try_into().ok()?;
+    Some(CommitTs {
+        newest: i64::from_le_bytes(b[..8].try_into().ok()?),
+        lsn: Lsn(u64::from_le_bytes(b[8..].try_into().ok()?)),
+    })
 }
 
 fn decode_nblocks(bytes: &[u8]) -> Option<u32> {
@@ -256,6 +295,65 @@ impl Timeline {
         }
     }
 
+    /// The commit-timestamp value at `lsn`; None before the first commit ingested.
+    pub async fn commit_ts(&self, lsn: Lsn) -> Result<Option<CommitTs>, DatadirError> {
+        let key = Key::commit_timestamp();
+        match get_opt(self, key, lsn).await? {
+            None => Ok(None),
+            Some(b) => decode_commit_ts(&b)
+                .map(Some)
+                .ok_or(DatadirError::Malformed {
+                    what: "commit timestamp",
+                    key,
+                    lsn,
+                }),
+        }
+    }
+
+    /// The LSN whose state holds every commit up to `timestamp` (TimestampTz) and none after it, by binary
+    /// search over LSNs between the oldest readable one and last_record_lsn: the newest commit time is
+    /// non-decreasing in LSN (it is a running maximum), so "no commit later than the timestamp" holds up to
+    /// one LSN and never after.
+    pub async fn find_lsn_for_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> Result<LsnForTimestamp, DatadirError> {
+        let hi = self.last_record_lsn();
+        let meta = self.metadata();
+        let mut lo = self.gc_cutoff().max(meta.initdb_lsn);
+        if let Some((_, branch)) = self.ancestor() {
+            lo = lo.max(branch);
+        }
+        let lo = lo.min(hi);
+        let Some(newest) = self.commit_ts(hi).await? else {
+            return Ok(LsnForTimestamp::NoData(hi));
+        };
+        if newest.newest <= timestamp {
+            return Ok(LsnForTimestamp::Future(hi));
+        }
+        let at_or_before = |c: Option<CommitTs>| c.is_none_or(|c| c.newest <= timestamp);
+        let oldest = self.commit_ts(lo).await?;
+        if !at_or_before(oldest) {
+            return Ok(LsnForTimestamp::Past(lo));
+        }
+        // Invariant: the state at `good` has no commit later than the timestamp, the one at `bad` has.
+        let (mut good, mut bad, mut at_good) = (lo.0, hi.0, oldest);
+        while bad - good > 1 {
+            let mid = good + (bad - good) / 2;
+            let c = self.commit_ts(Lsn(mid)).await?;
+            if at_or_before(c) {
+                (good, at_good) = (mid, c);
+            } else {
+                bad = mid;
+            }
+        }
+        // The commit that wrote the value seen at `good` ends a record: a place to branch. Before the first
+        // commit (or below the branch point) the oldest readable LSN is as good as any.
+        Ok(LsnForTimestamp::Present(
+            at_good.map_or(lo, |c| c.lsn.max(lo)),
+        ))
+    }
+
     /// Prepared transactions at `lsn`.
     pub async fn list_twophase(&self, lsn: Lsn) -> Result<BTreeSet<u64>, DatadirError> {
         let key = Key::twophase_dir();
@@ -287,6 +385,12 @@ mod tests {
         let xids: BTreeSet<u64> = [735, 1 << 40].into_iter().collect();
         assert_eq!(decode_u64_set(&encode_u64_set(&xids)).unwrap(), xids);
         assert_eq!(decode_nblocks(&encode_nblocks(42)), Some(42));
+        let c = CommitTs {
+            newest: -5,
+            lsn: Lsn(0x1_0000_0028),
+        };
+        assert_eq!(decode_commit_ts(&encode_commit_ts(c)), Some(c));
+        assert_eq!(decode_commit_ts(&encode_commit_ts(c)[..15]), None);
         for garbage in [&b""[..], &[5, 0, 0, 0, 1][..], &[0, 0, 0, 0, 9][..]] {
             assert!(decode_db_dir(garbage).is_none() && decode_rel_dir(garbage).is_none());
             assert!(decode_u32_set(garbage).is_none());

@@ -204,6 +204,18 @@ impl Key {
         }
     }
 
+    /// The newest commit timestamp and the LSN of that commit (datadir.rs), for get_lsn_by_timestamp.
+    pub fn commit_timestamp() -> Key {
+        Key {
+            field1: 3,
+            field2: 0,
+            field3: 0,
+            field4: 0,
+            field5: 0,
+            field6: 2,
+        }
+    }
+
     /// A block of a relation fork (not a size key).
     pub fn is_rel_block(&self) -> bool {
         self.field1 == 0 && self.field4 != 0 && self.field6 != REL_SIZE_BLKNUM
@@ -338,6 +350,10 @@ mod tests {
         assert_eq!(Key::twophase_file(0x0000_0102_0304_0506).field5, 0x02);
         assert!(
             Key::dbdir() < Key::slru_dir(SlruKind::Clog) && Key::checkpoint() > Key::control_file()
+        );
+        assert!(
+            Key::commit_timestamp() > Key::checkpoint()
+                && Key::commit_timestamp().page_id().is_none()
         );
         assert!("00".parse::<Key>().is_err());
     }

@@ -8,12 +8,13 @@
 //! - by record kind: relation create, truncate (heap, VM with its partial page) and drop (in commit and abort
 //!   records); CREATE DATABASE by file copy (every relation of the template, copied at this LSN) and by WAL
 //!   log; DROP DATABASE; relmapper files; CLOG, multixact and two-phase state (`slru.rs`); visibility-map bit
-//!   clears (`vm.rs`); the checkpoint value a basebackup needs.
+//!   clears (`vm.rs`); the checkpoint value a basebackup needs; the newest commit time and its LSN, at every
+//!   commit (for get_lsn_by_timestamp).
 //!
 //! Skipped on purpose (they change nothing the pageserver stores): XLOG NOOP, BACKUP_END, RESTORE_POINT,
 //! FPW_CHANGE, END_OF_RECOVERY, PARAMETER_CHANGE, SWITCH, OVERWRITE_CONTRECORD; XACT ASSIGNMENT and
-//! INVALIDATIONS; STANDBY LOCK and INVALIDATIONS; LOGICAL MESSAGE; REPLORIGIN; COMMIT_TS (commit timestamps are
-//! not kept yet); TABLESPACE (only the default and global tablespaces are supported); and the bodies of every
+//! INVALIDATIONS; STANDBY LOCK and INVALIDATIONS; LOGICAL MESSAGE; REPLORIGIN; COMMIT_TS (pg_commit_ts is not
+//! kept: get_lsn_by_timestamp uses the commit records' times instead); TABLESPACE (only the default and global tablespaces are supported); and the bodies of every
 //! other rmgr, whose effect is entirely in their block references.
 //!
 //! Sizes and directories are cached here, loaded from the timeline on first use; the cache is the state as of
@@ -22,6 +23,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
@@ -30,7 +32,7 @@ use crate::pg::constants::*;
 use crate::pg::page::{is_new, set_lsn};
 use crate::pg::records::{CheckPoint, RecordBody, XactParsed, parse_body};
 use crate::pg::{DecodedRecord, Lsn, RelFileNode};
-use crate::repository::datadir::{self, DatadirError, DbDirectory, RelDirectory};
+use crate::repository::datadir::{self, CommitTs, DatadirError, DbDirectory, RelDirectory};
 use crate::repository::timeline::{GetError, PutError, Timeline};
 use crate::repository::{Key, Value};
 use crate::walredo::native::VM_HEAPBLOCKS_PER_PAGE;
@@ -58,6 +60,8 @@ pub struct WalIngest {
     twophase: Option<BTreeSet<u64>>,
     checkpoint: Option<CheckPoint>,
     checkpoint_dirty: bool,
+    /// The commit-timestamp value as of the last record (outer None: not loaded yet).
+    commit_ts: Option<Option<CommitTs>>,
 }
 
 /// What one record produced, to put at its end LSN.
@@ -78,6 +82,7 @@ impl WalIngest {
             twophase: None,
             checkpoint: None,
             checkpoint_dirty: false,
+            commit_ts: None,
         }
     }
 
@@ -106,8 +111,14 @@ impl WalIngest {
             self.checkpoint_dirty = false;
         }
         let writer = self.tl.writer().await;
+        let start = self.tl.last_record_lsn();
         writer.put_batch(&all)?;
         writer.finish_write(last.end_lsn, Some(last.lsn));
+        let stats = (&self.tl.ingested_records, &self.tl.ingested_wal_bytes);
+        stats.0.fetch_add(records.len() as u64, Ordering::Relaxed);
+        stats
+            .1
+            .fetch_add(last.end_lsn.0.saturating_sub(start.0), Ordering::Relaxed);
         Ok(())
     }
 
@@ -141,6 +152,13 @@ impl WalIngest {
             | RecordBody::XactAbort(x)
             | RecordBody::XactAbortPrepared(x) => {
                 self.xact_end(x, &body, &mut puts).await?;
+                if matches!(
+                    body,
+                    RecordBody::XactCommit(_) | RecordBody::XactCommitPrepared(_)
+                ) {
+                    self.commit_time(x.xact_time, rec.end_lsn, &mut puts)
+                        .await?;
+                }
             }
             RecordBody::XactPrepare(p) => {
                 puts.push((
@@ -297,6 +315,33 @@ impl WalIngest {
         self.checkpoint().await?;
         self.checkpoint_dirty = self.checkpoint.is_some();
         Ok(self.checkpoint.as_mut())
+    }
+
+    /// A commit at `end_lsn` with time `xact_time`: the commit-timestamp key gets a version here, with the
+    /// running maximum of commit times (concurrent commits can log their times slightly out of order).
+    async fn commit_time(
+        &mut self,
+        xact_time: i64,
+        end_lsn: Lsn,
+        puts: &mut Puts,
+    ) -> Result<(), IngestError> {
+        if self.commit_ts.is_none() {
+            self.commit_ts = Some(self.tl.commit_ts(self.tl.last_record_lsn()).await?);
+        }
+        let newest = self
+            .commit_ts
+            .flatten()
+            .map_or(xact_time, |c| c.newest.max(xact_time));
+        let c = CommitTs {
+            newest,
+            lsn: end_lsn,
+        };
+        self.commit_ts = Some(Some(c));
+        puts.push((
+            Key::commit_timestamp(),
+            Value::Image(datadir::encode_commit_ts(c)),
+        ));
+        Ok(())
     }
 
     async fn xact_end(

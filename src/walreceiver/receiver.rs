@@ -2,9 +2,12 @@
 //! timeline's last record, decodes and ingests, and reports write = last_record_lsn, flush = apply =
 //! disk_consistent_lsn (never more than is durable here, so the slot keeps everything else). When it has caught
 //! up with the source and holds WAL that is not durable yet, it flushes at once (a primary's clean shutdown waits
-//! for its standbys' flush position). Errors are logged,
-//! shown in its state and retried with exponential backoff (1 s doubling to 30 s); after a restart it resumes
-//! from disk_consistent_lsn, which is where the timeline's last record is then.
+//! for its standbys' flush position). Errors (a source that refuses or drops the connection, a slot another
+//! client holds, WAL that does not decode) are logged, shown in its state with the time of the next attempt
+//! and retried with exponential backoff (1 s doubling to 30 s, from 1 s again after a connection that
+//! streamed); each attempt streams from the timeline's last record, so nothing ingested is lost or applied
+//! twice. After a restart it resumes from disk_consistent_lsn, which is where the timeline's last record is
+//! then.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +39,8 @@ pub struct ReceiverState {
     pub last_received_msg_ts: Option<u64>,
     pub last_error: Option<String>,
     pub connect_attempts: u64,
+    /// While retrying: when the next attempt starts, microseconds since the Unix epoch.
+    pub next_attempt_ts: Option<u64>,
 }
 
 pub type SharedState = Arc<Mutex<ReceiverState>>;
@@ -64,6 +69,7 @@ pub async fn run(
             set(&state, |s| {
                 s.status = "connecting".into();
                 s.connect_attempts += 1;
+                s.next_attempt_ts = None;
             });
             let result = tokio::select! {
                 r = stream_once(&tl, &source, &state) => r,
@@ -75,10 +81,17 @@ pub async fn run(
                     backoff = Duration::from_secs(1);
                 }
                 Err(e) => {
+                    // A connection that streamed starts the backoff over: the source was healthy until now.
+                    let streamed =
+                        state.lock().unwrap_or_else(|p| p.into_inner()).status == "streaming";
+                    if streamed {
+                        backoff = Duration::from_secs(1);
+                    }
                     warn!(error = %e, retry_in = ?backoff, "WAL receiver failed");
                     set(&state, |s| {
                         s.status = "retrying".into();
                         s.last_error = Some(e);
+                        s.next_attempt_ts = Some(now_micros() + backoff.as_micros() as u64);
                     });
                 }
             }

@@ -246,3 +246,61 @@ pub async fn compare_slru(tl: &impl PageSource, lsn: Lsn, pgdata: &Path, out: &m
         }
     }
 }
+
+/// Waits until the timeline's last record is past the primary's shutdown checkpoint (that record reaches the
+/// pageserver before the walsender exits); returns it and the timeline's info.
+pub fn wait_past(
+    ps: &super::pageserver::Pageserver,
+    tenant: &str,
+    timeline: &str,
+    shutdown_checkpoint: Lsn,
+) -> (Lsn, serde_json::Value) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (_, info) = ps.json(
+            "GET",
+            &format!("/v1/tenant/{tenant}/timeline/{timeline}"),
+            None,
+        );
+        let last: Lsn = info["last_record_lsn"].as_str().unwrap().parse().unwrap();
+        if last > shutdown_checkpoint {
+            return (last, info);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingest stuck at {last}, primary ended at {shutdown_checkpoint}: {info}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// Every relation (`wal_log_dbs`: databases copied with STRATEGY wal_log) and SLRU page the pageserver serves
+/// over HTTP at `last`, against the stopped primary's files.
+pub fn compare_over_http(
+    ps: &super::pageserver::Pageserver,
+    tenant: &str,
+    timeline: &str,
+    last: Lsn,
+    pg: &super::pg::PgCluster,
+    wal_log_dbs: &[u32],
+) -> Comparison {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let source = HttpTimeline {
+        server: ps,
+        tenant: tenant.into(),
+        timeline: timeline.into(),
+    };
+    let mut cmp = Comparison::default();
+    rt.block_on(compare_relations(
+        &source,
+        last,
+        pg.data_dir(),
+        wal_log_dbs,
+        &mut cmp,
+    ));
+    rt.block_on(compare_slru(&source, last, pg.data_dir(), &mut cmp));
+    cmp
+}

@@ -155,7 +155,7 @@ impl PgCluster {
         )
     }
 
-    fn client_command(&self, program: &str) -> Command {
+    pub fn client_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.env("PGHOST", "127.0.0.1")
             .env("PGPORT", self.port.to_string())
@@ -265,6 +265,20 @@ impl PgCluster {
             .arg(&self.data)
             .args(["-m", "fast", "-w", "-t", "60", "stop"]);
         run_ok(&mut cmd, "pg_ctl stop");
+        self.running = false;
+    }
+
+    /// Immediate shutdown: every server process exits at once, as in a crash (the next start runs crash
+    /// recovery).
+    pub fn crash(&mut self) {
+        if !self.running {
+            return;
+        }
+        let mut cmd = self.server_command("pg_ctl");
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "60", "stop"]);
+        run_ok(&mut cmd, "pg_ctl stop -m immediate");
         self.running = false;
     }
 

@@ -65,6 +65,9 @@ pub struct Timeline {
     /// Signalled after each completed flush.
     pub(crate) flushed: watch::Sender<Lsn>,
     pub cancel: CancellationToken,
+    /// WAL records and bytes ingested since this process loaded the timeline (metrics: the ingest rate).
+    pub ingested_records: AtomicU64,
+    pub ingested_wal_bytes: AtomicU64,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -119,6 +122,8 @@ impl Timeline {
             flush_wakeup: tokio::sync::Notify::new(),
             flushed: watch::Sender::new(disk),
             cancel,
+            ingested_records: AtomicU64::new(0),
+            ingested_wal_bytes: AtomicU64::new(0),
         }
     }
 
