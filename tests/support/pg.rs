@@ -71,6 +71,54 @@ impl PgCluster {
         cluster
     }
 
+    /// A streaming standby of this cluster, not started yet (start it with [`restart`](Self::restart)):
+    /// `pg_basebackup -X none -R` with a new physical slot `slot` that keeps the WAL from the backup's start,
+    /// its own port and socket directory, and `extra_conf` appended.
+    pub fn standby(&self, slot: &str, extra_conf: &[&str]) -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pgstandby-")
+            .tempdir_in("/tmp")
+            .expect("create temp dir");
+        if let Some(user) = &self.run_as {
+            chown(dir.path(), Some(user.uid), Some(user.gid)).expect("chown standby dir");
+        }
+        self.create_physical_slot(slot);
+        let standby = PgCluster {
+            data: dir.path().join("data"),
+            dir,
+            port: super::free_port(),
+            bin: self.bin.clone(),
+            run_as: self.run_as.clone(),
+            running: false,
+        };
+        let mut cmd = standby.server_command("pg_basebackup");
+        cmd.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        .args(["-X", "none", "-R", "--no-sync", "--checkpoint=fast", "-D"])
+        .arg(&standby.data);
+        run_ok(&mut cmd, "pg_basebackup for a standby");
+        let mut conf = format!(
+            "\n# standby\nport = {}\nunix_socket_directories = '{}'\nprimary_slot_name = '{slot}'\n",
+            standby.port,
+            standby.dir.path().display()
+        );
+        for line in extra_conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        let path = standby.data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&path).expect("read standby postgresql.conf");
+        text.push_str(&conf);
+        fs::write(&path, text).expect("write standby postgresql.conf");
+        standby
+    }
+
     fn server_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.current_dir(self.dir.path());

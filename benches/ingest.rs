@@ -1,0 +1,237 @@
+//! WAL ingest speed: a local PostgreSQL 15 primary writes a pgbench WAL stream (about 1 GiB) while nobody
+//! consumes it (two slots keep it); then the pageserver (a timeline that follows the primary, its receiver
+//! stopped while the WAL was written) and a PostgreSQL 15 streaming standby (a base backup taken at the same
+//! point) each catch up on that same stream, one after the other, from the same primary; then pg_receivewal
+//! receives it too, writing files only (the floor of the transport). Reported: WAL bytes, seconds and MB/s of
+//! each, and the ratio of the pageserver to the standby. Report: `<target>/bench-reports/ingest.json`.
+//!
+//! Under `cargo test` (no `--bench`) it runs once on about 32 MiB as a smoke test.
+
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use pageserver::pg::Lsn;
+use serde_json::{Value, json};
+use support::pageserver::Pageserver;
+use support::pg::{PgCluster, PgOptions};
+
+const T: &str = "0123456789abcdef0123456789abcdef";
+const TL: &str = "abababababababababababababababab";
+const POLL: Duration = Duration::from_millis(50);
+
+fn lsn_of(v: &Value) -> Lsn {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+fn detail(ps: &Pageserver) -> Value {
+    ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None)
+        .1
+}
+
+fn set_source(ps: &Pageserver, source: Value) {
+    let (s, body) = ps.json(
+        "PUT",
+        &format!("/v1/tenant/{T}/timeline/{TL}/wal_source"),
+        Some(&source.to_string()),
+    );
+    assert_eq!(s, 200, "{body}");
+}
+
+fn wait_slot_inactive(pg: &PgCluster, slot: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pg.sql(&format!(
+        "SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    )) == "t"
+    {
+        assert!(Instant::now() < deadline, "slot {slot} stays active");
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Reads every WAL segment once, so that neither consumer pays for the first read from disk.
+fn warm_wal(pg: &PgCluster) -> u64 {
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(pg.wal_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            bytes += std::fs::read(&path).map_or(0, |b| b.len() as u64);
+        }
+    }
+    bytes
+}
+
+fn mb_per_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+fn main() {
+    let bench = common::is_bench_run();
+    let (scale, target) = if bench {
+        (20, 1u64 << 30)
+    } else {
+        (1, 32u64 << 20)
+    };
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: vec!["max_wal_size = '2GB'".into()],
+    });
+
+    // The pageserver follows the primary, then stops its receiver: the slot keeps the WAL from here.
+    let ps = Pageserver::start(&[]);
+    ps.json(
+        "POST",
+        "/v1/tenant",
+        Some(&json!({"new_tenant_id": T}).to_string()),
+    );
+    let source = json!({"connstr": pg.connstr("postgres"), "slot_name": "ps"});
+    let (s, info) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&json!({"new_timeline_id": TL, "wal_source": source}).to_string()),
+    );
+    assert_eq!(s, 201, "{info}");
+    set_source(&ps, Value::Null);
+    wait_slot_inactive(&pg, "ps");
+    let ps_start = lsn_of(&detail(&ps)["last_record_lsn"]);
+
+    // The standby: a base backup now, with its own slot; started only after the WAL is written.
+    let mut standby = pg.standby("standby", &["fsync = on", "hot_standby = on"]);
+    let label = std::fs::read_to_string(standby.data_dir().join("backup_label")).unwrap();
+    let standby_start: Lsn = label
+        .split("START WAL LOCATION: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // The transport floor: pg_receivewal on a third slot only receives the stream and writes it to files.
+    pg.create_physical_slot("floor");
+    let floor_start: Lsn = pg
+        .sql("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'floor'")
+        .parse()
+        .unwrap();
+
+    // The WAL stream: pgbench -i, then pgbench runs until `target` bytes are written.
+    let generating = Instant::now();
+    pg.pgbench_init("postgres", scale);
+    let current = |pg: &PgCluster| -> Lsn {
+        pg.sql("SELECT pg_current_wal_insert_lsn()")
+            .parse()
+            .unwrap()
+    };
+    while current(&pg).0 - ps_start.0 < target {
+        pg.pgbench("postgres", &["-n", "-c", "4", "-j", "2", "-T", "5"]);
+    }
+    let end = current(&pg);
+    // Flushed WAL beyond `end`, so that pg_receivewal --endpos sees a message past it.
+    pg.sql("SELECT pg_switch_wal()");
+    let generated = generating.elapsed();
+    let warmed = warm_wal(&pg);
+    println!(
+        "{} MB of WAL written in {:.1} s; pg_wal holds {} MB",
+        (end.0 - ps_start.0) / 1_000_000,
+        generated.as_secs_f64(),
+        warmed / 1_000_000
+    );
+
+    // The pageserver catches up.
+    let before = detail(&ps);
+    assert_eq!(
+        lsn_of(&before["last_record_lsn"]),
+        ps_start,
+        "ingested while stopped: {before}"
+    );
+    let t = Instant::now();
+    set_source(&ps, source.clone());
+    let ps_info = loop {
+        let info = detail(&ps);
+        if lsn_of(&info["last_record_lsn"]) >= end {
+            break info;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3600),
+            "pageserver stuck: {info}"
+        );
+        std::thread::sleep(POLL);
+    };
+    let ps_time = t.elapsed();
+    // Both rates over the WAL both read: from the later starting point (the other consumer's base backup
+    // also ends with a WAL switch, skipped space that costs nothing to read past).
+    let common = end.0 - ps_start.0.max(standby_start.0);
+    let (_, layers) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}/layer"), None);
+    let layer_count = layers["historic_layers"].as_array().map_or(0, |a| a.len());
+    set_source(&ps, Value::Null);
+
+    // The standby catches up on the same WAL.
+    let t = Instant::now();
+    standby.restart();
+    loop {
+        let replayed = standby
+            .try_sql("postgres", "SELECT pg_last_wal_replay_lsn()")
+            .ok()
+            .and_then(|s| s.parse::<Lsn>().ok());
+        if replayed.is_some_and(|l| l >= end) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3600),
+            "standby stuck at {replayed:?}"
+        );
+        std::thread::sleep(POLL);
+    }
+    let standby_time = t.elapsed();
+    // pg_receivewal on the same WAL.
+    let receivewal_dir = tempfile::tempdir().unwrap();
+    let t = Instant::now();
+    let out = pg
+        .client_command("pg_receivewal")
+        .arg("-D")
+        .arg(receivewal_dir.path())
+        .args(["--slot=floor", "--no-sync", "--no-loop"])
+        .arg(format!("--endpos={end}"))
+        .output()
+        .expect("run pg_receivewal");
+    let floor_time = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(floor_start.0 <= ps_start.0.max(standby_start.0));
+
+    let ps_rate = mb_per_s(common, ps_time);
+    let standby_rate = mb_per_s(common, standby_time);
+    common::write_report(
+        "ingest",
+        &json!({
+            "pgbench_scale": scale,
+            "wal_end_lsn": end.to_string(),
+            "wal_bytes": common,
+            "pageserver": {
+                "start_lsn": ps_start.to_string(),
+                "seconds": ps_time.as_secs_f64(),
+                "mb_per_s": ps_rate,
+                "physical_size": ps_info["current_physical_size"],
+                "historic_layers": layer_count,
+            },
+            "standby": {
+                "start_lsn": standby_start.to_string(),
+                "seconds": standby_time.as_secs_f64(),
+                "mb_per_s": standby_rate,
+                "settings": "fsync = on, hot_standby = on, streaming from the primary through a slot",
+            },
+            "pg_receivewal": {
+                "start_lsn": floor_start.to_string(),
+                "seconds": floor_time.as_secs_f64(),
+                "mb_per_s": mb_per_s(end.0 - floor_start.0, floor_time),
+                "settings": "--no-sync: receive and write files only (the transport floor)",
+            },
+            "ratio_pageserver_to_standby": ps_rate / standby_rate,
+        }),
+    );
+    standby.stop();
+    pg.stop();
+}
