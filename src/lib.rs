@@ -11,6 +11,7 @@ pub mod id;
 pub mod import;
 pub mod logging;
 pub mod metrics;
+pub mod page_service;
 pub mod pg;
 pub mod repository;
 pub mod service;

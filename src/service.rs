@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::config::NodeConfig;
 use crate::http;
+use crate::page_service::{self, PageService};
 use crate::repository::mgr::TenantManager;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +39,11 @@ pub struct Node {
 pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceError> {
     let config = &node.config;
     let http_listener = bind("listen_http_addr", &config.listen_http_addr).await?;
+    let pg_listener = bind("listen_pg_addr", &config.listen_pg_addr).await?;
     info!(
         workdir = %node.workdir.display(),
         http = %local_addr(&http_listener),
+        pg = %local_addr(&pg_listener),
         node_id = config.id,
         "pageserver started"
     );
@@ -50,10 +53,20 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
         mgr: mgr.clone(),
     });
     let http_task = tokio::spawn(http::serve(http_listener, state, shutdown.clone()));
+    let page_service = PageService {
+        mgr: mgr.clone(),
+        wait_lsn_timeout: config.wait_lsn_timeout.get(),
+    };
+    let pg_task = tokio::spawn(page_service::serve(
+        pg_listener,
+        page_service,
+        shutdown.clone(),
+    ));
 
     shutdown.cancelled().await;
     info!("shutting down");
     http_task.await?;
+    pg_task.await?;
     // Tenants flush what they hold in memory, so a restart does not stream it again.
     mgr.shutdown(Duration::from_millis(2500)).await;
     info!("shut down");

@@ -9,13 +9,13 @@ use std::io::Read;
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
-use super::control::{
-    ControlFile, ControlFileError, PG_CONTROL_FILE_SIZE, parse_backup_label, parse_control_file,
-};
 use super::datadir::{ImportError, ImportStats};
 use super::names::{DataFile, classify, components};
 use crate::pg::RelFileNode;
 use crate::pg::constants::{BLCKSZ, FORK_NAMES, GLOBALTABLESPACE_OID, RELSEG_SIZE};
+use crate::pg::control::{
+    ControlFile, ControlFileError, PG_CONTROL_FILE_SIZE, parse_backup_label, parse_control_file,
+};
 use crate::repository::Key;
 use crate::repository::datadir::{
     DbDirectory, RelDirectory, encode_db_dir, encode_nblocks, encode_rel_dir, encode_u32_set,

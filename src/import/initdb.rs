@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::control::{ControlFileError, parse_control_file};
 use super::datadir::{ImportError, ImportStats, import_dir};
 use crate::id::TimelineId;
 use crate::pg::Lsn;
 use crate::pg::constants::{RM_XLOG_ID, XLOG_CHECKPOINT_SHUTDOWN};
+use crate::pg::control::{ControlFileError, parse_control_file};
 use crate::repository::metadata::MetadataError;
 use crate::repository::tasks::flush::FlushError;
 use crate::repository::tenant::{Tenant, TenantError};

@@ -6,7 +6,6 @@
 //! record and published only when the whole source was read; bad input is an error naming the entry,
 //! never a panic; memory stays bounded whatever the size of the data directory.
 
-pub mod control;
 pub mod datadir;
 mod importer;
 pub mod initdb;

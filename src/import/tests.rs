@@ -6,8 +6,8 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::control::sample_control_file;
 use super::datadir::{ImportError, ImportStats, scan_dir, scan_tar};
+use crate::pg::control::sample_control_file;
 use crate::pg::records::CheckPoint;
 use crate::pg::{Lsn, RelFileNode};
 use crate::repository::Key;

@@ -2,6 +2,7 @@
 //! built from. Everything here reads untrusted bytes: parsers return typed errors and never panic.
 
 pub mod constants;
+pub mod control;
 pub mod lsn;
 pub mod mask;
 pub mod page;
@@ -9,6 +10,7 @@ pub mod pglz;
 pub mod reader;
 pub mod records;
 pub mod waldecoder;
+pub mod walgen;
 pub mod xlogrecord;
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use super::constants::*;
 use super::lsn::Lsn;
+use super::walgen::page_header;
 
 /// A record to write: resource manager, info and main data.
 #[derive(Debug, Clone)]
@@ -15,29 +16,7 @@ pub struct TestRecord {
 
 /// The bytes of one record with `prev` as its prev link.
 pub fn encode_record(rec: &TestRecord, prev: Lsn) -> Vec<u8> {
-    let mut body = Vec::new();
-    if !rec.main_data.is_empty() {
-        if rec.main_data.len() < 256 {
-            body.push(XLR_BLOCK_ID_DATA_SHORT);
-            body.push(rec.main_data.len() as u8);
-        } else {
-            body.push(XLR_BLOCK_ID_DATA_LONG);
-            body.extend_from_slice(&(rec.main_data.len() as u32).to_le_bytes());
-        }
-        body.extend_from_slice(&rec.main_data);
-    }
-    let tot_len = (SIZE_OF_XLOG_RECORD + body.len()) as u32;
-    let mut out = Vec::with_capacity(tot_len as usize);
-    out.extend_from_slice(&tot_len.to_le_bytes());
-    out.extend_from_slice(&rec.xid.to_le_bytes());
-    out.extend_from_slice(&prev.0.to_le_bytes());
-    out.push(rec.info);
-    out.push(rec.rmid);
-    out.extend_from_slice(&[0, 0]);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&body), &out[..20]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&body);
-    out
+    super::walgen::encode_record(rec.rmid, rec.info, rec.xid, prev, &rec.main_data)
 }
 
 /// Per written record: its start LSN, end LSN and bytes.
@@ -86,27 +65,4 @@ pub fn build_wal(
         out.push(0);
     }
     (out, written)
-}
-
-fn page_header(out: &mut Vec<u8>, at: Lsn, seg_size: u32, sysid: u64, rem_len: u32) {
-    let long = at.segment_offset(seg_size) == 0;
-    let mut info = if rem_len > 0 {
-        XLP_FIRST_IS_CONTRECORD
-    } else {
-        0
-    };
-    if long {
-        info |= XLP_LONG_HEADER;
-    }
-    out.extend_from_slice(&XLOG_PAGE_MAGIC.to_le_bytes());
-    out.extend_from_slice(&info.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    out.extend_from_slice(&at.0.to_le_bytes());
-    out.extend_from_slice(&rem_len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    if long {
-        out.extend_from_slice(&sysid.to_le_bytes());
-        out.extend_from_slice(&seg_size.to_le_bytes());
-        out.extend_from_slice(&(XLOG_BLCKSZ as u32).to_le_bytes());
-    }
 }

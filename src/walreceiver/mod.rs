@@ -34,7 +34,7 @@ mod message;
 pub mod receiver;
 pub mod sources;
 mod stream;
-mod wire;
+pub(crate) mod wire;
 
 pub use basebackup::BaseBackup;
 pub use client::{ReplicationConnection, SystemId};

@@ -1,4 +1,4 @@
-//! The two small files of a data directory whose contents the import reads: `global/pg_control`
+//! The two small files of a data directory that the import reads and the backups write: `global/pg_control`
 //! (PostgreSQL 15's `ControlFileData`, catalog/pg_control.h) and `backup_label`.
 //!
 //! `ControlFileData` on the 64-bit little-endian platforms PostgreSQL 15 runs on here, offsets in bytes:
@@ -91,6 +91,48 @@ pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError>
         checkpoint_lsn,
         checkpoint,
     })
+}
+
+/// `DBState` DB_SHUTDOWNED.
+pub const DB_SHUTDOWNED: u32 = 1;
+const OFFSET_STATE: usize = 16;
+const OFFSET_TIME: usize = 24;
+const OFFSET_UNLOGGED_LSN: usize = 128;
+const OFFSET_MIN_RECOVERY_POINT: usize = 136;
+/// minRecoveryPoint, its TLI, backupStartPoint, backupEndPoint, backupEndRequired: all zero after a clean
+/// shutdown outside recovery.
+const RECOVERY_FIELDS: std::ops::Range<usize> = OFFSET_MIN_RECOVERY_POINT..172;
+
+/// pg_control of a cluster shut down cleanly with `checkpoint` (its redo where its record is): `stored` (a
+/// pg_control of the same cluster, checked) with state DB_SHUTDOWNED, `checkPoint` = `checkpoint_lsn`
+/// (0 for a Neon compute, which starts from checkPointCopy.redo without reading WAL), checkPointCopy =
+/// `checkpoint`, no recovery or backup in progress, `time` and the CRC anew. 8192 bytes.
+pub fn shutdown_control_file(
+    stored: &[u8],
+    checkpoint_lsn: Lsn,
+    checkpoint: &CheckPoint,
+    time: i64,
+) -> Result<Vec<u8>, ControlFileError> {
+    parse_control_file(stored)?;
+    let mut b = stored[..SIZEOF_CONTROL_FILE_DATA].to_vec();
+    b.resize(PG_CONTROL_FILE_SIZE, 0);
+    b[OFFSET_STATE..OFFSET_STATE + 4].copy_from_slice(&DB_SHUTDOWNED.to_le_bytes());
+    b[OFFSET_TIME..OFFSET_TIME + 8].copy_from_slice(&time.to_le_bytes());
+    b[OFFSET_CHECKPOINT_LSN..OFFSET_CHECKPOINT_LSN + 8]
+        .copy_from_slice(&checkpoint_lsn.0.to_le_bytes());
+    b[OFFSET_CHECKPOINT_COPY..OFFSET_CHECKPOINT_COPY + CheckPoint::SIZE]
+        .copy_from_slice(&checkpoint.encode());
+    b[OFFSET_UNLOGGED_LSN..OFFSET_UNLOGGED_LSN + 8]
+        .copy_from_slice(&checkpoint.redo.0.to_le_bytes());
+    b[RECOVERY_FIELDS].fill(0);
+    let crc = crc32c::crc32c(&b[..OFFSET_CRC]);
+    b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(b)
+}
+
+/// `system_identifier` of a pg_control.
+pub fn system_identifier(stored: &[u8]) -> Result<u64, ControlFileError> {
+    Ok(parse_control_file(stored)?.system_identifier)
 }
 
 /// The LSNs of a `backup_label` (`START WAL LOCATION: 0/2000028 (file ...)`, `CHECKPOINT LOCATION: 0/2000060`).

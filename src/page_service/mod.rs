@@ -1,0 +1,369 @@
+//! The page service: a libpq server on `listen_pg_addr` (DESIGN.md D3, FACTS.md §1–2). A task per connection;
+//! trust authentication; simple query only. Commands: `pagestream_v2|pagestream_v3 <tenant> <timeline>` (a
+//! CopyBoth session of page requests, `pagestream.rs`), `basebackup` and `fullbackup` (a tar over CopyOut,
+//! `basebackup.rs`), `set ...` (accepted and ignored); anything else is an ErrorResponse naming it.
+//!
+//! Pipelined pagestream requests are answered in order, in batches: every request already buffered when the
+//! first is read is served before the answers are flushed together. A read error (a missing relation, a GC'd
+//! LSN, a timeout waiting for WAL) is an Error response and the session goes on; a malformed request or an
+//! unexpected message ends the connection with an ErrorResponse.
+
+pub mod basebackup;
+pub mod client;
+pub mod pagestream;
+pub mod pq;
+mod request;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWrite;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::id::{TenantId, TimelineId};
+use crate::pg::Lsn;
+use crate::repository::mgr::TenantManager;
+use crate::repository::timeline::Timeline;
+use pagestream::Version;
+use pq::{FeMessage, PqError, PqReader, be};
+
+/// Requests answered before one flush, at most.
+const MAX_BATCH: usize = 64;
+
+/// What the page service needs of the node.
+#[derive(Clone)]
+pub struct PageService {
+    pub mgr: Arc<TenantManager>,
+    pub wait_lsn_timeout: Duration,
+}
+
+/// Accepts connections until `shutdown`; then ends every session (an ErrorResponse saying so) and waits for
+/// them, at most a few seconds.
+pub async fn serve(listener: TcpListener, service: PageService, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let service = service.clone();
+        let cancel = shutdown.child_token();
+        let span = info_span!("page_service", %peer);
+        tracker.spawn(
+            async move {
+                match connection(stream, peer, service, cancel).await {
+                    Ok(()) | Err(PqError::Closed) => debug!("connection closed"),
+                    Err(e) => info!(error = %e, "connection ended"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("page service connections still open after 5 s; leaving them");
+    }
+}
+
+/// SQLSTATEs of the errors we send.
+mod sqlstate {
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const INVALID_PARAMETER: &str = "22023";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const INTERNAL: &str = "XX000";
+}
+
+async fn connection(
+    stream: TcpStream,
+    _peer: SocketAddr,
+    service: PageService,
+    cancel: CancellationToken,
+) -> Result<(), PqError> {
+    let _ = stream.set_nodelay(true);
+    let (r, mut w) = stream.into_split();
+    let mut reader = PqReader::new(r);
+    let params = reader.startup(&mut w).await?;
+    let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    debug!(
+        user = param("user").unwrap_or(""),
+        application_name = param("application_name").unwrap_or(""),
+        options = param("options").unwrap_or(""),
+        "startup"
+    );
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    be::authentication_ok(&mut out);
+    for (name, value) in [
+        ("server_version", "15.18"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        be::parameter_status(&mut out, name, value);
+    }
+    be::backend_key_data(&mut out, std::process::id(), 0);
+    be::ready_for_query(&mut out);
+    pq::send(&mut w, &mut out).await?;
+
+    loop {
+        let msg = tokio::select! {
+            m = reader.read() => m?,
+            _ = cancel.cancelled() => {
+                be::error(&mut out, sqlstate::ADMIN_SHUTDOWN, "the pageserver is shutting down");
+                return pq::send(&mut w, &mut out).await;
+            }
+        };
+        match msg {
+            FeMessage::Query(q) => {
+                let keep_going =
+                    query(&q, &service, &mut reader, &mut w, &mut out, &cancel).await?;
+                if !keep_going {
+                    return Ok(());
+                }
+                be::ready_for_query(&mut out);
+                pq::send(&mut w, &mut out).await?;
+            }
+            FeMessage::Terminate => return Ok(()),
+            FeMessage::Sync => {
+                be::ready_for_query(&mut out);
+                pq::send(&mut w, &mut out).await?;
+            }
+            other => {
+                let what = match other {
+                    FeMessage::Other(tag) => format!("message {:?}", tag as char),
+                    m => format!("{m:?} outside COPY"),
+                };
+                be::error(
+                    &mut out,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    &format!("unsupported {what}: only simple query is supported"),
+                );
+                return pq::send(&mut w, &mut out).await;
+            }
+        }
+    }
+}
+
+/// Runs one simple query. Ok(false) when the connection is to end (the COPY session ended with the client's
+/// Terminate or a protocol error already reported).
+async fn query<R, W>(
+    text: &str,
+    service: &PageService,
+    reader: &mut PqReader<R>,
+    w: &mut W,
+    out: &mut BytesMut,
+    cancel: &CancellationToken,
+) -> Result<bool, PqError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let text = text.trim().trim_end_matches(';');
+    let (command, args) = text.split_once(char::is_whitespace).unwrap_or((text, ""));
+    let args: Vec<&str> = args.split_whitespace().collect();
+    match command.to_ascii_lowercase().as_str() {
+        "pagestream_v2" | "pagestream_v3" => {
+            let version = if command.eq_ignore_ascii_case("pagestream_v2") {
+                Version::V2
+            } else {
+                Version::V3
+            };
+            let [tenant, timeline] = args[..] else {
+                be::error(
+                    out,
+                    sqlstate::INVALID_PARAMETER,
+                    &format!("{command} takes <tenant_id> <timeline_id>"),
+                );
+                return Ok(true);
+            };
+            let tl = match resolve(service, tenant, timeline).await {
+                Ok(tl) => tl,
+                Err((code, msg)) => {
+                    be::error(out, code, &msg);
+                    return Ok(true);
+                }
+            };
+            let span =
+                info_span!("pagestream", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id);
+            pagestream(version, &tl, service, reader, w, out, cancel)
+                .instrument(span)
+                .await
+        }
+        "basebackup" | "fullbackup" => {
+            let full = command.eq_ignore_ascii_case("fullbackup");
+            let cmd = match basebackup::BackupCommand::parse(full, &args) {
+                Ok(cmd) => cmd,
+                Err(msg) => {
+                    be::error(out, sqlstate::INVALID_PARAMETER, &msg);
+                    return Ok(true);
+                }
+            };
+            let tl = match resolve(service, &cmd.tenant, &cmd.timeline).await {
+                Ok(tl) => tl,
+                Err((code, msg)) => {
+                    be::error(out, code, &msg);
+                    return Ok(true);
+                }
+            };
+            let span = info_span!("basebackup", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, full);
+            basebackup::send(&cmd, &tl, service.wait_lsn_timeout, w, out)
+                .instrument(span)
+                .await?;
+            Ok(true)
+        }
+        "set" => {
+            be::command_complete(out, "SELECT 1");
+            Ok(true)
+        }
+        _ => {
+            be::error(
+                out,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                &format!("unsupported command {command:?}"),
+            );
+            Ok(true)
+        }
+    }
+}
+
+/// The timeline named by the command's ids, or the SQLSTATE and message of why not.
+async fn resolve(
+    service: &PageService,
+    tenant: &str,
+    timeline: &str,
+) -> Result<Arc<Timeline>, (&'static str, String)> {
+    let bad = |what: &str, v: &str| {
+        (
+            sqlstate::INVALID_PARAMETER,
+            format!("invalid {what} {v:?}: expected 32 hex digits"),
+        )
+    };
+    let tenant_id: TenantId = tenant.parse().map_err(|_| bad("tenant id", tenant))?;
+    let timeline_id: TimelineId = timeline.parse().map_err(|_| bad("timeline id", timeline))?;
+    let attached = service
+        .mgr
+        .get(tenant_id)
+        .await
+        .map_err(|e| (sqlstate::UNDEFINED_OBJECT, e.to_string()))?;
+    attached
+        .tenant
+        .timeline(timeline_id)
+        .map_err(|e| (sqlstate::UNDEFINED_OBJECT, e.to_string()))
+}
+
+/// The CopyBoth session of `pagestream_vN`.
+async fn pagestream<R, W>(
+    version: Version,
+    tl: &Arc<Timeline>,
+    service: &PageService,
+    reader: &mut PqReader<R>,
+    w: &mut W,
+    out: &mut BytesMut,
+    cancel: &CancellationToken,
+) -> Result<bool, PqError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    be::copy_both_response(out);
+    pq::send(w, out).await?;
+    loop {
+        let first = tokio::select! {
+            m = reader.read() => m,
+            _ = cancel.cancelled() => {
+                be::error(out, sqlstate::ADMIN_SHUTDOWN, "the pageserver is shutting down");
+                pq::send(w, out).await?;
+                return Ok(false);
+            }
+            _ = tl.cancel.cancelled() => {
+                be::error(out, sqlstate::ADMIN_SHUTDOWN, "the timeline is shutting down (detached or deleted)");
+                pq::send(w, out).await?;
+                return Ok(false);
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match reader.try_read() {
+                Ok(Some(m)) => batch.push(Ok(m)),
+                Ok(None) => break,
+                Err(e) => {
+                    batch.push(Err(e));
+                    break;
+                }
+            }
+        }
+        for msg in batch {
+            let end = match msg {
+                Ok(FeMessage::CopyData(data)) => match pagestream::parse_request(version, &data) {
+                    Ok(req) => {
+                        let resp = request::handle(tl, &req, service.wait_lsn_timeout).await;
+                        be::copy_data_with(out, |b| {
+                            pagestream::encode_response(version, &req, &resp, b)
+                        });
+                        None
+                    }
+                    Err(e) => {
+                        be::error(
+                            out,
+                            sqlstate::PROTOCOL_VIOLATION,
+                            &format!("malformed request: {e}"),
+                        );
+                        Some(false)
+                    }
+                },
+                // The client ends the session: with CopyDone the connection goes on.
+                Ok(FeMessage::CopyDone) => {
+                    be::copy_done(out);
+                    be::command_complete(out, "COPY 0");
+                    Some(true)
+                }
+                Ok(FeMessage::Terminate) | Err(PqError::Closed) => Some(false),
+                Ok(other) => {
+                    be::error(
+                        out,
+                        sqlstate::PROTOCOL_VIOLATION,
+                        &format!("unexpected message {other:?} during COPY"),
+                    );
+                    Some(false)
+                }
+                Err(e) => {
+                    be::error(out, sqlstate::PROTOCOL_VIOLATION, &e.to_string());
+                    Some(false)
+                }
+            };
+            if let Some(keep_going) = end {
+                // Answers of earlier requests of the batch go out first.
+                let _ = pq::send(w, out).await;
+                return Ok(keep_going);
+            }
+        }
+        pq::send(w, out).await?;
+    }
+}
+
+/// A read at `lsn` that waited for WAL or hit the GC cutoff is explained in these words.
+pub(crate) fn lsn_text(lsn: Lsn) -> String {
+    if lsn.0 == u64::MAX {
+        "latest".into()
+    } else {
+        lsn.to_string()
+    }
+}

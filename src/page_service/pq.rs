@@ -1,0 +1,351 @@
+//! The server side of the PostgreSQL v3 wire protocol, as far as the page service needs it: the startup
+//! packet (SSL and GSS encryption requests are declined with 'N', a cancel request closes the connection),
+//! trust authentication, simple query, CopyBoth and CopyOut, and ErrorResponse. Every message is length-checked
+//! before it is buffered: a frontend cannot make the server allocate more than `MAX_MESSAGE` bytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// The largest frontend message accepted (a pagestream request is at most 42 bytes, a query a few hundred).
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+const PROTOCOL_3_0: u32 = 196_608;
+const SSL_REQUEST: u32 = 80_877_103;
+const GSSENC_REQUEST: u32 = 80_877_104;
+const CANCEL_REQUEST: u32 = 80_877_102;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PqError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed by the client")]
+    Closed,
+    #[error("malformed {what}: {detail}")]
+    Protocol { what: &'static str, detail: String },
+    #[error("cancel request (not supported)")]
+    Cancel,
+}
+
+fn protocol(what: &'static str, detail: impl Into<String>) -> PqError {
+    PqError::Protocol {
+        what,
+        detail: detail.into(),
+    }
+}
+
+/// A frontend message after startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeMessage {
+    Query(String),
+    CopyData(Bytes),
+    CopyDone,
+    CopyFail,
+    Sync,
+    Terminate,
+    /// Any other message, by its tag (extended query protocol, function calls, ...).
+    Other(u8),
+}
+
+/// Reads frontend messages from a buffered stream.
+pub struct PqReader<R> {
+    io: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin> PqReader<R> {
+    pub fn new(io: R) -> PqReader<R> {
+        PqReader {
+            io,
+            buf: BytesMut::with_capacity(8192),
+        }
+    }
+
+    /// Reads until `n` bytes are buffered; Closed at a clean end of stream before any byte of a message.
+    async fn fill(&mut self, n: usize) -> Result<(), PqError> {
+        while self.buf.len() < n {
+            let before = self.buf.len();
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(if before == 0 {
+                    PqError::Closed
+                } else {
+                    protocol("message", "connection closed in the middle of a message")
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The startup packet's parameters (user, database, options, application_name, ...), after declining any
+    /// encryption request with 'N' on `w`.
+    pub async fn startup<W: AsyncWrite + Unpin>(
+        &mut self,
+        w: &mut W,
+    ) -> Result<Vec<(String, String)>, PqError> {
+        loop {
+            self.fill(8).await?;
+            let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4")) as usize;
+            let code = u32::from_be_bytes(self.buf[4..8].try_into().expect("4"));
+            if !(8..=10_000).contains(&len) {
+                return Err(protocol("startup packet", format!("length {len}")));
+            }
+            self.fill(len).await?;
+            let mut packet = self.buf.split_to(len);
+            packet.advance(8);
+            match code {
+                SSL_REQUEST | GSSENC_REQUEST => {
+                    w.write_all(b"N").await?;
+                    w.flush().await?;
+                }
+                CANCEL_REQUEST => return Err(PqError::Cancel),
+                PROTOCOL_3_0 => return parse_startup_params(&packet),
+                other => {
+                    return Err(protocol(
+                        "startup packet",
+                        format!(
+                            "protocol version {}.{} (only 3.0 is supported)",
+                            other >> 16,
+                            other & 0xFFFF
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The next message, or Closed at end of stream between messages.
+    pub async fn read(&mut self) -> Result<FeMessage, PqError> {
+        loop {
+            if let Some(m) = self.try_read()? {
+                return Ok(m);
+            }
+            let before = self.buf.len();
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(if before == 0 {
+                    PqError::Closed
+                } else {
+                    protocol("message", "connection closed in the middle of a message")
+                });
+            }
+        }
+    }
+
+    /// A message that is already wholly buffered, without waiting (pipelined requests are answered in
+    /// batches).
+    pub fn try_read(&mut self) -> Result<Option<FeMessage>, PqError> {
+        if self.buf.len() < 5 {
+            return Ok(None);
+        }
+        let tag = self.buf[0];
+        let len = u32::from_be_bytes(self.buf[1..5].try_into().expect("4")) as usize;
+        if !(4..=MAX_MESSAGE).contains(&len) {
+            return Err(protocol(
+                "message",
+                format!("length {len} of a {:?} message", tag as char),
+            ));
+        }
+        if self.buf.len() < 1 + len {
+            self.buf.reserve(1 + len - self.buf.len());
+            return Ok(None);
+        }
+        let mut msg = self.buf.split_to(1 + len).freeze();
+        msg.advance(5);
+        Ok(Some(match tag {
+            b'Q' => FeMessage::Query(cstr(&mut &msg[..], "query")?),
+            b'd' => FeMessage::CopyData(msg),
+            b'c' => FeMessage::CopyDone,
+            b'f' => FeMessage::CopyFail,
+            b'S' => FeMessage::Sync,
+            b'X' => FeMessage::Terminate,
+            other => FeMessage::Other(other),
+        }))
+    }
+}
+
+fn parse_startup_params(mut packet: &[u8]) -> Result<Vec<(String, String)>, PqError> {
+    let mut params = Vec::new();
+    loop {
+        let key = cstr(&mut packet, "startup packet")?;
+        if key.is_empty() {
+            break;
+        }
+        let value = cstr(&mut packet, "startup packet")?;
+        params.push((key, value));
+    }
+    Ok(params)
+}
+
+/// A NUL-terminated string from the front of `b`.
+fn cstr(b: &mut &[u8], what: &'static str) -> Result<String, PqError> {
+    let end = b
+        .iter()
+        .position(|&c| c == 0)
+        .ok_or_else(|| protocol(what, "string without its NUL terminator"))?;
+    let s = String::from_utf8(b[..end].to_vec()).map_err(|_| protocol(what, "string not UTF-8"))?;
+    *b = &b[end + 1..];
+    Ok(s)
+}
+
+/// Backend messages, appended to an output buffer.
+pub mod be {
+    use super::*;
+
+    fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+        out.put_u8(tag);
+        let at = out.len();
+        out.put_u32(0);
+        body(out);
+        let len = (out.len() - at) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    fn put_cstr(out: &mut BytesMut, s: &str) {
+        out.put_slice(s.replace('\0', " ").as_bytes());
+        out.put_u8(0);
+    }
+
+    pub fn authentication_ok(out: &mut BytesMut) {
+        message(out, b'R', |b| b.put_u32(0));
+    }
+
+    pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
+        message(out, b'S', |b| {
+            put_cstr(b, name);
+            put_cstr(b, value);
+        });
+    }
+
+    pub fn backend_key_data(out: &mut BytesMut, pid: u32, key: u32) {
+        message(out, b'K', |b| {
+            b.put_u32(pid);
+            b.put_u32(key);
+        });
+    }
+
+    pub fn ready_for_query(out: &mut BytesMut) {
+        message(out, b'Z', |b| b.put_u8(b'I'));
+    }
+
+    /// ErrorResponse with severity ERROR, an SQLSTATE and the message.
+    pub fn error(out: &mut BytesMut, sqlstate: &str, msg: &str) {
+        message(out, b'E', |b| {
+            for (field, value) in [
+                (b'S', "ERROR"),
+                (b'V', "ERROR"),
+                (b'C', sqlstate),
+                (b'M', msg),
+            ] {
+                b.put_u8(field);
+                put_cstr(b, value);
+            }
+            b.put_u8(0);
+        });
+    }
+
+    pub fn command_complete(out: &mut BytesMut, tag: &str) {
+        message(out, b'C', |b| put_cstr(b, tag));
+    }
+
+    /// CopyBothResponse: text format, no columns.
+    pub fn copy_both_response(out: &mut BytesMut) {
+        message(out, b'W', |b| {
+            b.put_u8(0);
+            b.put_i16(0);
+        });
+    }
+
+    /// CopyOutResponse: text format, no columns.
+    pub fn copy_out_response(out: &mut BytesMut) {
+        message(out, b'H', |b| {
+            b.put_u8(0);
+            b.put_i16(0);
+        });
+    }
+
+    pub fn copy_data(out: &mut BytesMut, data: &[u8]) {
+        message(out, b'd', |b| b.put_slice(data));
+    }
+
+    /// CopyData whose payload `f` appends (no copy of large payloads).
+    pub fn copy_data_with(out: &mut BytesMut, f: impl FnOnce(&mut BytesMut)) {
+        message(out, b'd', f);
+    }
+
+    pub fn copy_done(out: &mut BytesMut) {
+        message(out, b'c', |_| {});
+    }
+}
+
+/// Writes what is buffered in `out` and flushes.
+pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut) -> Result<(), PqError> {
+    w.write_all(out).await?;
+    w.flush().await?;
+    out.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn startup_declines_ssl_then_reads_params() {
+        let mut input = Vec::new();
+        input.extend_from_slice(&8u32.to_be_bytes());
+        input.extend_from_slice(&SSL_REQUEST.to_be_bytes());
+        let params = b"user\0postgres\0database\0x\0\0";
+        input.extend_from_slice(&((8 + params.len()) as u32).to_be_bytes());
+        input.extend_from_slice(&PROTOCOL_3_0.to_be_bytes());
+        input.extend_from_slice(params);
+        input.extend_from_slice(b"Q\0\0\0\x0aset x\0X\0\0\0\x04");
+        let mut r = PqReader::new(&input[..]);
+        let mut w = Vec::new();
+        let p = r.startup(&mut w).await.unwrap();
+        assert_eq!(w, b"N");
+        assert_eq!(
+            p,
+            vec![
+                ("user".into(), "postgres".into()),
+                ("database".into(), "x".into())
+            ]
+        );
+        assert_eq!(r.read().await.unwrap(), FeMessage::Query("set x".into()));
+        assert_eq!(r.read().await.unwrap(), FeMessage::Terminate);
+        assert!(matches!(r.read().await, Err(PqError::Closed)));
+    }
+
+    #[tokio::test]
+    async fn bad_lengths_and_truncation_are_errors() {
+        let huge = [b'd', 0x7f, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            PqReader::new(&huge[..]).read().await,
+            Err(PqError::Protocol { .. })
+        ));
+        let short = [b'd', 0, 0, 0, 3];
+        assert!(PqReader::new(&short[..]).read().await.is_err());
+        let cut = [b'd', 0, 0, 0, 10, 1, 2];
+        assert!(matches!(
+            PqReader::new(&cut[..]).read().await,
+            Err(PqError::Protocol { .. })
+        ));
+        let unterminated = [b'Q', 0, 0, 0, 6, b'a', b'b'];
+        assert!(PqReader::new(&unterminated[..]).read().await.is_err());
+        let mut old = Vec::new();
+        old.extend_from_slice(&8u32.to_be_bytes());
+        old.extend_from_slice(&(2u32 << 16).to_be_bytes());
+        let err = PqReader::new(&old[..])
+            .startup(&mut Vec::new())
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("protocol version 2.0"), "{err}");
+    }
+
+    #[test]
+    fn backend_messages_have_their_lengths() {
+        let mut out = BytesMut::new();
+        be::error(&mut out, "XX000", "boom");
+        assert_eq!(&out[..], b"E\0\0\0\x20SERROR\0VERROR\0CXX000\0Mboom\0\0");
+        out.clear();
+        be::copy_both_response(&mut out);
+        assert_eq!(&out[..], b"W\0\0\0\x07\0\0\0");
+    }
+}
