@@ -654,3 +654,46 @@ fn info_prev(ps: &Pageserver) -> String {
         .as_str()
         .map_or("invalid".into(), |s| s.to_string())
 }
+
+/// A fullbackup of a timeline made by the bundle's initdb: plain PostgreSQL 15 starts on it as after a clean
+/// shutdown (no recovery), at the timeline's LSN, and works.
+#[test]
+fn fullbackup_boots_plain_postgresql() {
+    // The bundle's initdb makes this superuser; the test bed's psql connects as postgres.
+    let ps = Pageserver::start(&["superuser='postgres'"]);
+    let lsn = bootstrap(&ps);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tar = rt.block_on(async {
+        let mut c = PageServiceClient::connect(&ps.pg_addr).await.unwrap();
+        c.backup(&format!("fullbackup {T} {TL}")).await.unwrap()
+    });
+    let names: Vec<String> = tar_entries(&tar).into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n == "postgresql.conf"));
+    assert!(
+        names.iter().any(|n| n == "base/5/1259"),
+        "pg_class of postgres"
+    );
+    let pg = support::pg::PgCluster::start_from_tar(&tar);
+    assert_eq!(pg.controldata("Database cluster state"), "in production");
+    let log = pg.log_tail();
+    assert!(log.contains("database system was shut down at"), "{log}");
+    assert!(!log.contains("redo starts"), "no recovery expected:\n{log}");
+    let checkpoint: Lsn = pg
+        .controldata("Latest checkpoint location")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        checkpoint,
+        pageserver::pg::walgen::normalize_lsn(lsn, 16 << 20)
+    );
+    assert_eq!(pg.sql("SELECT count(*) > 100 FROM pg_class"), "t");
+    pg.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    assert_eq!(pg.sql("SELECT sum(g) FROM t"), "500500");
+    assert_eq!(
+        pg.sql("SELECT datname FROM pg_database ORDER BY 1"),
+        "postgres\ntemplate0\ntemplate1"
+    );
+}

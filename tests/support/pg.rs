@@ -119,6 +119,53 @@ impl PgCluster {
         standby
     }
 
+    /// A cluster from a data directory in a tar (a fullbackup), started with its own port and socket
+    /// directory: the test of "plain PostgreSQL boots on it with no extra steps". Panics with the server log
+    /// if it does not come up.
+    pub fn start_from_tar(tar: &[u8]) -> PgCluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pgfull-")
+            .tempdir_in("/tmp")
+            .expect("create temp dir");
+        let data = dir.path().join("data");
+        tar::Archive::new(tar)
+            .unpack(&data)
+            .expect("unpack the tar");
+        let run_as = server_user();
+        let mut paths = vec![dir.path().to_path_buf()];
+        while let Some(p) = paths.pop() {
+            if let Some(user) = &run_as {
+                chown(&p, Some(user.uid), Some(user.gid)).expect("chown");
+            }
+            if p.is_dir() {
+                for e in fs::read_dir(&p).expect("read dir") {
+                    paths.push(e.expect("dir entry").path());
+                }
+            }
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).expect("chmod data dir");
+        let mut cluster = PgCluster {
+            data,
+            port: super::free_port(),
+            bin: pg_bin_dir(),
+            run_as,
+            running: false,
+            dir,
+        };
+        let conf = format!(
+            "\n# test bed\nport = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n",
+            cluster.port,
+            cluster.dir.path().display()
+        );
+        let path = cluster.data.join("postgresql.conf");
+        let mut text = fs::read_to_string(&path).expect("the backup has a postgresql.conf");
+        text.push_str(&conf);
+        fs::write(&path, text).expect("write postgresql.conf");
+        cluster.pg_ctl_start();
+        cluster
+    }
+
     fn server_command(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin.join(program));
         cmd.current_dir(self.dir.path());
