@@ -304,3 +304,107 @@ pub fn compare_over_http(
     rt.block_on(compare_slru(&source, last, pg.data_dir(), &mut cmp));
     cmp
 }
+
+/// A timeline read through a pagestream session of the page service: GetPage and Nblocks at the LSN (as a
+/// standby asks: request_lsn = not_modified_since = the LSN), SLRU pages through GetSlruSegment (each segment
+/// fetched once).
+pub struct PagestreamTimeline {
+    pub session: tokio::sync::Mutex<pageserver::page_service::client::PagestreamSession>,
+    segments: tokio::sync::Mutex<BTreeMap<(u8, u32), Option<bytes::Bytes>>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+use pageserver::page_service::pagestream::{Request, RequestBody, RequestHeader, ResponseBody};
+
+impl PagestreamTimeline {
+    pub fn new(session: pageserver::page_service::client::PagestreamSession) -> PagestreamTimeline {
+        PagestreamTimeline {
+            session: tokio::sync::Mutex::new(session),
+            segments: Default::default(),
+            next_id: Default::default(),
+        }
+    }
+
+    /// One request at `lsn`; Err for an Error response.
+    pub async fn ask(&self, body: RequestBody, lsn: Lsn) -> Result<ResponseBody, String> {
+        let req = Request {
+            hdr: RequestHeader {
+                reqid: self
+                    .next_id
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                request_lsn: lsn,
+                not_modified_since: lsn,
+            },
+            body,
+        };
+        match self.session.lock().await.request(&req).await {
+            Ok(ResponseBody::Error(e)) => Err(e),
+            Ok(r) => Ok(r),
+            Err(e) => panic!("pagestream session failed: {e}"),
+        }
+    }
+
+    fn slru_code(kind: SlruKind) -> u8 {
+        match kind {
+            SlruKind::Clog => 0,
+            SlruKind::MultiXactMembers => 1,
+            SlruKind::MultiXactOffsets => 2,
+        }
+    }
+
+    /// A whole SLRU segment (None if it does not exist).
+    pub async fn segment(&self, kind: SlruKind, segno: u32, lsn: Lsn) -> Option<bytes::Bytes> {
+        let key = (Self::slru_code(kind), segno);
+        if let Some(s) = self.segments.lock().await.get(&key) {
+            return s.clone();
+        }
+        let seg = match self
+            .ask(RequestBody::GetSlruSegment { kind, segno }, lsn)
+            .await
+        {
+            Ok(ResponseBody::GetSlruSegment(b)) => Some(b),
+            _ => None,
+        };
+        self.segments.lock().await.insert(key, seg.clone());
+        seg
+    }
+}
+
+impl PageSource for PagestreamTimeline {
+    async fn page(&self, key: Key, lsn: Lsn) -> Result<Vec<u8>, String> {
+        match key.page_id() {
+            Some(pageserver::walredo::PageId::Rel(tag)) => {
+                let body = RequestBody::GetPage {
+                    rel: tag.rnode,
+                    fork: tag.forknum,
+                    blkno: tag.blkno,
+                };
+                match self.ask(body, lsn).await? {
+                    ResponseBody::GetPage(p) => Ok(p.to_vec()),
+                    other => Err(format!("GetPage answered {other:?}")),
+                }
+            }
+            Some(pageserver::walredo::PageId::Slru { kind, pageno }) => {
+                let seg = self
+                    .segment(kind, pageno / 32, lsn)
+                    .await
+                    .ok_or_else(|| format!("no SLRU segment {}", pageno / 32))?;
+                let at = (pageno % 32) as usize * 8192;
+                seg.get(at..at + 8192)
+                    .map(|p| p.to_vec())
+                    .ok_or_else(|| format!("SLRU page {pageno} is past its segment's end"))
+            }
+            None => Err(format!("{key} is not a page")),
+        }
+    }
+
+    async fn rel_size(&self, rnode: RelFileNode, fork: u8, lsn: Lsn) -> Option<u32> {
+        match self
+            .ask(RequestBody::Nblocks { rel: rnode, fork }, lsn)
+            .await
+        {
+            Ok(ResponseBody::Nblocks(n)) => Some(n),
+            _ => None,
+        }
+    }
+}
