@@ -12,6 +12,7 @@ pub mod import;
 pub mod logging;
 pub mod metrics;
 pub mod page_service;
+pub mod pagebench;
 pub mod pg;
 pub mod repository;
 pub mod service;

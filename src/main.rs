@@ -52,6 +52,61 @@ enum Command {
         #[arg(long)]
         steps: Option<u64>,
     },
+    /// Read one page through the page service (pagestream_v3) and write its 8192 bytes to stdout.
+    Getpage {
+        /// host:port of the page service.
+        #[arg(long, default_value = "127.0.0.1:64000")]
+        page_service: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        timeline: String,
+        /// The relation as spcnode/dbnode/relnode.
+        #[arg(long, value_name = "SPC/DB/REL")]
+        rel: String,
+        #[arg(long, default_value_t = 0)]
+        fork: u8,
+        #[arg(long)]
+        block: u32,
+        /// The LSN to read at (default: the latest).
+        #[arg(long)]
+        lsn: Option<String>,
+    },
+    /// Load tools in the spirit of Neon's pagebench.
+    Pagebench {
+        #[command(subcommand)]
+        command: PagebenchCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum PagebenchCommand {
+    /// GetPage at random relation blocks of a timeline's keyspace, at its latest LSN; prints a JSON report.
+    GetPageLatestLsn {
+        /// The management API, http://host:port.
+        #[arg(long, default_value = "http://127.0.0.1:9898")]
+        mgmt_api_endpoint: String,
+        /// The page service: host:port, or postgres://user@host:port.
+        #[arg(long, default_value = "127.0.0.1:64000")]
+        page_service_connstring: String,
+        #[arg(long, default_value_t = 1)]
+        num_clients: usize,
+        /// Requests in flight per client.
+        #[arg(long, default_value_t = 1)]
+        queue_depth: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        runtime: std::time::Duration,
+        /// Only the first N relation blocks of the keyspace (a hot set).
+        #[arg(long)]
+        limit_keys: Option<u64>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the report to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// <tenant_id>/<timeline_id>
+        target: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +118,24 @@ fn main() -> ExitCode {
             verify,
             steps,
         }) => stress(dir, verify, steps),
+        Some(Command::Getpage {
+            ref page_service,
+            ref tenant,
+            ref timeline,
+            ref rel,
+            fork,
+            block,
+            ref lsn,
+        }) => getpage(
+            page_service,
+            tenant,
+            timeline,
+            rel,
+            fork,
+            block,
+            lsn.as_deref(),
+        ),
+        Some(Command::Pagebench { ref command }) => pagebench(command),
         None => run(cli),
     };
     match result {
@@ -103,6 +176,123 @@ fn stress(dir: &std::path::Path, verify: bool, steps: Option<u64>) -> anyhow::Re
         }
         anyhow::Ok(())
     })
+}
+
+fn getpage(
+    page_service: &str,
+    tenant: &str,
+    timeline: &str,
+    rel: &str,
+    fork: u8,
+    block: u32,
+    lsn: Option<&str>,
+) -> anyhow::Result<()> {
+    use pageserver::page_service::pagestream::{
+        Request, RequestBody, RequestHeader, ResponseBody, Version,
+    };
+    let parts: Vec<u32> = rel
+        .split('/')
+        .map(|p| p.parse::<u32>())
+        .collect::<Result<_, _>>()
+        .ok()
+        .filter(|v: &Vec<u32>| v.len() == 3)
+        .with_context(|| format!("--rel {rel:?}: expected spcnode/dbnode/relnode"))?;
+    let lsn = match lsn {
+        None => pageserver::pg::Lsn(u64::MAX),
+        Some(l) => l
+            .parse()
+            .ok()
+            .with_context(|| format!("--lsn {l:?}: expected such as 0/16B3740"))?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let page = runtime.block_on(async {
+        let client =
+            pageserver::page_service::client::PageServiceClient::connect(page_service).await?;
+        let mut session = client
+            .pagestream(Version::V3, tenant, timeline)
+            .await
+            .map_err(|(e, _)| e)?;
+        let req = Request {
+            hdr: RequestHeader {
+                reqid: 1,
+                request_lsn: lsn,
+                not_modified_since: pageserver::pg::Lsn(0),
+            },
+            body: RequestBody::GetPage {
+                rel: pageserver::pg::RelFileNode {
+                    spc: parts[0],
+                    db: parts[1],
+                    rel: parts[2],
+                },
+                fork,
+                blkno: block,
+            },
+        };
+        let answer = session.request(&req).await?;
+        session.terminate().await?;
+        anyhow::Ok(answer)
+    })?;
+    match page {
+        ResponseBody::GetPage(p) => {
+            std::io::Write::write_all(&mut std::io::stdout(), &p)
+                .context("cannot write the page")?;
+            Ok(())
+        }
+        ResponseBody::Error(e) => anyhow::bail!("the page service answered: {e}"),
+        other => anyhow::bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn pagebench(command: &PagebenchCommand) -> anyhow::Result<()> {
+    let PagebenchCommand::GetPageLatestLsn {
+        mgmt_api_endpoint,
+        page_service_connstring,
+        num_clients,
+        queue_depth,
+        runtime,
+        limit_keys,
+        seed,
+        report,
+        target,
+    } = command;
+    let (tenant, timeline) = target
+        .split_once('/')
+        .with_context(|| format!("{target:?}: expected <tenant_id>/<timeline_id>"))?;
+    // postgres://user@host:port[/db] or host:port.
+    let addr = page_service_connstring
+        .strip_prefix("postgres://")
+        .or_else(|| page_service_connstring.strip_prefix("postgresql://"))
+        .map(|rest| {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+            rest.split(['/', '?']).next().unwrap_or(rest).to_string()
+        })
+        .unwrap_or_else(|| page_service_connstring.clone());
+    let load = pageserver::pagebench::Load {
+        page_service: addr,
+        tenant: tenant.to_string(),
+        timeline: timeline.to_string(),
+        clients: *num_clients,
+        queue_depth: *queue_depth,
+        runtime: *runtime,
+        limit_keys: *limit_keys,
+        seed: *seed,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(async {
+        let (ranges, lsn) =
+            pageserver::pagebench::fetch_keyspace(mgmt_api_endpoint, tenant, timeline).await?;
+        pageserver::pagebench::get_page_latest_lsn(&load, &ranges, lsn).await
+    })?;
+    let text = serde_json::to_string_pretty(&result)?;
+    println!("{text}");
+    if let Some(path) = report {
+        std::fs::write(path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {

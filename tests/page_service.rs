@@ -697,3 +697,92 @@ fn fullbackup_boots_plain_postgresql() {
         "postgres\ntemplate0\ntemplate1"
     );
 }
+
+/// `pageserver getpage` prints the page the HTTP debug read gives; `pageserver pagebench
+/// get-page-latest-lsn` reads the keyspace over HTTP and reports requests without errors.
+#[test]
+fn getpage_and_pagebench_commands() {
+    let ps = Pageserver::start(&[]);
+    let lsn = bootstrap(&ps);
+    let out = Command::new(support::pageserver::binary())
+        .args([
+            "getpage",
+            "--page-service",
+            &ps.pg_addr,
+            "--tenant",
+            T,
+            "--timeline",
+            TL,
+        ])
+        .args(["--rel", "1663/5/1259", "--block", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.stdout,
+        http_value(&ps, Key::rel_block(PG_CLASS, 0, 1), lsn)
+    );
+    let out = Command::new(support::pageserver::binary())
+        .args([
+            "getpage",
+            "--page-service",
+            &ps.pg_addr,
+            "--tenant",
+            T,
+            "--timeline",
+            TL,
+        ])
+        .args(["--rel", "1663/5/999999", "--block", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+
+    let (s, ks) = ps.json(
+        "GET",
+        &format!("/v1/tenant/{T}/timeline/{TL}/keyspace"),
+        None,
+    );
+    assert_eq!(s, 200, "{ks}");
+    assert_eq!(ks["at_lsn"], lsn.to_string());
+    let ranges = ks["keys"].as_array().unwrap();
+    assert!(ranges.len() > 100);
+    let report = tempfile::NamedTempFile::new().unwrap();
+    let out = Command::new(support::pageserver::binary())
+        .args(["pagebench", "get-page-latest-lsn"])
+        .args(["--mgmt-api-endpoint", &format!("http://{}", ps.http_addr)])
+        .args([
+            "--page-service-connstring",
+            &format!("postgres://pageserver@{}/x", ps.pg_addr),
+        ])
+        .args([
+            "--num-clients",
+            "2",
+            "--queue-depth",
+            "4",
+            "--runtime",
+            "1s",
+        ])
+        .arg("--report")
+        .arg(report.path())
+        .arg(format!("{T}/{TL}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.path()).unwrap()).unwrap();
+    assert!(r["requests"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(r["errors"], 0, "{r}");
+    assert!(r["keys"].as_u64().unwrap() > 1000, "{r}");
+    for p in ["p50", "p95", "p99", "p99_9"] {
+        assert!(r["latency_us"][p].as_f64().unwrap() > 0.0, "{r}");
+    }
+}

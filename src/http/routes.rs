@@ -147,6 +147,11 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         GET,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/keyspace",
+        timelines::keyspace
+    ),
+    route!(
+        GET,
         "/v1/tenant/:tenant_id/timeline/:timeline_id/layer",
         timelines::layers
     ),

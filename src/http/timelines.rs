@@ -321,6 +321,29 @@ fn pg_timestamp(text: &str) -> Option<i64> {
     i64::try_from(unix_micros - PG_EPOCH_UNIX_SECS * 1_000_000).ok()
 }
 
+/// GET .../keyspace?at_lsn=X/Y: every key with a value at the LSN (default last_record_lsn), as Neon's
+/// Partitioning JSON: sorted, non-overlapping, end-exclusive ranges of 36-hex keys.
+pub async fn keyspace(ctx: RequestContext) -> HandlerResult {
+    let (_, tl) = timeline(&ctx).await?;
+    let last = tl.last_record_lsn();
+    let at = ctx.query_lsn("at_lsn")?.unwrap_or(last);
+    if at > last {
+        return Err(ApiError::BadRequest(format!(
+            "at_lsn {at} is past the timeline's last record {last}"
+        )));
+    }
+    let ks = tl.keyspace(at).await?;
+    let keys: Vec<[String; 2]> = ks
+        .ranges
+        .iter()
+        .map(|r| [r.start.to_string(), r.end.to_string()])
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "keys": keys, "sparse_keys": [], "at_lsn": at }),
+    ))
+}
+
 /// GET .../layer: the in-memory and historic layers.
 pub async fn layers(ctx: RequestContext) -> HandlerResult {
     let (_, tl) = timeline(&ctx).await?;

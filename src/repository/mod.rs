@@ -2,6 +2,7 @@
 
 pub mod datadir;
 pub mod key;
+pub mod keyspace;
 pub mod layer_map;
 pub mod layers;
 pub mod metadata;
