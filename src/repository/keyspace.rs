@@ -22,7 +22,7 @@ impl KeySpace {
     /// Sorts and merges `ranges` (empty ones dropped).
     pub fn from_ranges(mut ranges: Vec<Range<Key>>) -> KeySpace {
         ranges.retain(|r| r.start < r.end);
-        ranges.sort_by(|a, b| a.start.cmp(&b.start));
+        ranges.sort_by_key(|r| r.start);
         let mut merged: Vec<Range<Key>> = Vec::with_capacity(ranges.len());
         for r in ranges {
             match merged.last_mut() {
