@@ -1,0 +1,206 @@
+//! GetPage through the page service with the load tool (`pagebench get-page-latest-lsn`, in process), for 1
+//! and 8 clients (one request in flight each), on:
+//! - cached pages: a hot set of 2,048 relation blocks, read once before, in the page cache;
+//! - pages that need redo: every relation block of a timeline that followed a pgbench primary, with the page
+//!   cache at one page (the share of requests that ran WAL redo is reported from the metrics);
+//! - the protocol floor: a minimal libpq server (the same wire code) that answers each GetPage with a fixed
+//!   8 KiB page, measured in the same run.
+//!
+//! Report: `<target>/bench-reports/page_service.json`. Under `cargo test` each run lasts 1 s (smoke test).
+
+mod common;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use nix::sys::signal::Signal;
+use pageserver::page_service::pagestream::{self, ResponseBody, Version};
+use pageserver::page_service::pq::{self, FeMessage, PqReader, be};
+use pageserver::pagebench::{Load, Report, fetch_keyspace, get_page_latest_lsn};
+use serde_json::{Value, json};
+use support::pageserver::Pageserver;
+use support::pg::{PgCluster, PgOptions};
+
+const T: &str = "0123456789abcdef0123456789abcdef";
+const TL: &str = "abababababababababababababababab";
+
+/// The floor: startup, then every CopyData is answered with a fixed page, batched like the page service.
+async fn floor_connection(stream: tokio::net::TcpStream) -> Result<(), pq::PqError> {
+    let _ = stream.set_nodelay(true);
+    let (r, mut w) = stream.into_split();
+    let mut reader = PqReader::new(r);
+    reader.startup(&mut w).await?;
+    let mut out = BytesMut::new();
+    be::authentication_ok(&mut out);
+    be::ready_for_query(&mut out);
+    pq::send(&mut w, &mut out).await?;
+    let page = ResponseBody::GetPage(Bytes::from(vec![0x5Au8; 8192]));
+    loop {
+        let mut msg = Some(reader.read().await?);
+        while let Some(m) = msg {
+            match m {
+                FeMessage::Query(_) => be::copy_both_response(&mut out),
+                FeMessage::CopyData(d) => {
+                    let req = pagestream::parse_request(Version::V3, &d).map_err(|e| {
+                        pq::PqError::Protocol {
+                            what: "request",
+                            detail: e.to_string(),
+                        }
+                    })?;
+                    be::copy_data_with(&mut out, |b| {
+                        pagestream::encode_response(Version::V3, &req, &page, b)
+                    });
+                }
+                _ => return Ok(()),
+            }
+            msg = reader.try_read()?;
+        }
+        pq::send(&mut w, &mut out).await?;
+    }
+}
+
+fn metric(ps: &Pageserver, name: &str) -> f64 {
+    let (_, text) = ps.request("GET", "/metrics", None);
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn row(name: &str, r: &Report, floor: &Report) -> Value {
+    json!({
+        "case": name,
+        "clients": r.clients,
+        "requests_per_s": r.requests_per_s,
+        "vs_floor": r.requests_per_s / floor.requests_per_s,
+        "p50_us": r.latency_us.p50,
+        "p95_us": r.latency_us.p95,
+        "p99_us": r.latency_us.p99,
+        "p99_9_us": r.latency_us.p99_9,
+        "requests": r.requests,
+        "errors": r.errors,
+        "keys": r.keys,
+    })
+}
+
+fn main() {
+    let bench = common::is_bench_run();
+    let runtime = Duration::from_secs(if bench { 10 } else { 1 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // A timeline whose pages carry WAL records: pgbench on a followed primary.
+    let pg = PgCluster::start(PgOptions::default());
+    let mut ps = Pageserver::start(&[]);
+    ps.json(
+        "POST",
+        "/v1/tenant",
+        Some(&json!({"new_tenant_id": T}).to_string()),
+    );
+    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "ps"}});
+    let (s, info) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&follow.to_string()),
+    );
+    assert_eq!(s, 201, "{info}");
+    pg.pgbench_init("postgres", if bench { 5 } else { 1 });
+    pg.pgbench(
+        "postgres",
+        &["-n", "-c", "2", "-T", if bench { "20" } else { "2" }],
+    );
+    let end: pageserver::pg::Lsn = pg
+        .sql("SELECT pg_current_wal_insert_lsn()")
+        .parse()
+        .unwrap();
+    loop {
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        let last: pageserver::pg::Lsn = info["last_record_lsn"].as_str().unwrap().parse().unwrap();
+        if last >= end {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ps.json(
+        "PUT",
+        &format!("/v1/tenant/{T}/timeline/{TL}/checkpoint?wait_until_flushed=true"),
+        None,
+    );
+
+    let floor_listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let floor_addr = floor_listener.local_addr().unwrap().to_string();
+    rt.spawn(async move {
+        loop {
+            let Ok((stream, _)) = floor_listener.accept().await else {
+                return;
+            };
+            tokio::spawn(floor_connection(stream));
+        }
+    });
+
+    let load = |addr: &str, clients: usize, limit: Option<u64>| Load {
+        page_service: addr.to_string(),
+        tenant: T.into(),
+        timeline: TL.into(),
+        clients,
+        queue_depth: 1,
+        runtime,
+        limit_keys: limit,
+        seed: 42,
+    };
+    let run = |rt: &tokio::runtime::Runtime, ps: &Pageserver, l: Load| -> Report {
+        rt.block_on(async {
+            let (ranges, lsn) = fetch_keyspace(&format!("http://{}", ps.http_addr), T, TL)
+                .await
+                .unwrap();
+            get_page_latest_lsn(&l, &ranges, lsn).await.unwrap()
+        })
+    };
+
+    let mut results = Vec::new();
+    for clients in [1, 8] {
+        let floor = run(&rt, &ps, load(&floor_addr, clients, None));
+        // Cached: the hot set read once first.
+        run(
+            &rt,
+            &ps,
+            Load {
+                runtime: Duration::from_secs(1),
+                ..load(&ps.pg_addr, 8, Some(2048))
+            },
+        );
+        let cached = run(&rt, &ps, load(&ps.pg_addr, clients, Some(2048)));
+        results.push((clients, floor, cached));
+    }
+    // Pages that need redo: restart with a page cache of one page.
+    assert!(
+        ps.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+            .is_some()
+    );
+    ps.spawn(&["page_cache_size=1"]);
+    let mut rows = Vec::new();
+    for (clients, floor, cached) in &results {
+        let redo_before = metric(&ps, "pageserver_wal_redo_seconds_count");
+        let redo = run(&rt, &ps, load(&ps.pg_addr, *clients, None));
+        let redos = metric(&ps, "pageserver_wal_redo_seconds_count") - redo_before;
+        let mut redo_row = row("pages that need redo", &redo, floor);
+        redo_row["redo_per_request"] = json!(redos / redo.requests.max(1) as f64);
+        rows.push(row("protocol floor (fixed page)", floor, floor));
+        rows.push(row("cached pages (2,048 hot)", cached, floor));
+        rows.push(redo_row);
+        for r in [floor, cached, &redo] {
+            assert_eq!(r.errors, 0);
+            assert!(r.requests > 0);
+        }
+    }
+    common::write_report(
+        "page_service",
+        &json!({ "runtime_s": runtime.as_secs(), "rows": rows }),
+    );
+}
