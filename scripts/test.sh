@@ -19,6 +19,9 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+log "psycopg (PyPI): the third-party libpq client of tests/page_service_e2e.rs"
+python3 -c 'import psycopg' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check 'psycopg[binary]'
 log "cargo test"
 cargo test --all-targets --locked
 log "the HTTP API against its OpenAPI document (schemathesis)"

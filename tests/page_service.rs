@@ -786,3 +786,38 @@ fn getpage_and_pagebench_commands() {
         assert!(r["latency_us"][p].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+/// tokio-postgres (the client library Neon's tools are built on) connects with its own startup parameters
+/// through the trust path and runs simple queries; errors come back as its ErrorResponse errors.
+#[test]
+fn tokio_postgres_connects_and_runs_simple_queries() {
+    let ps = Pageserver::start(&[]);
+    bootstrap(&ps);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (host, port) = ps.pg_addr.rsplit_once(':').unwrap();
+        let (client, conn) = tokio_postgres::connect(
+            &format!("host={host} port={port} user=cloud_admin dbname=postgres application_name=12345 options='-c neon.compute_mode=primary'"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("tokio-postgres connects");
+        let conn = tokio::spawn(conn);
+        client.simple_query("SET datestyle = 'ISO'").await.unwrap();
+        let err = client.simple_query("SELECT 1").await.unwrap_err();
+        let db = err.as_db_error().expect("an ErrorResponse");
+        assert_eq!(db.code().code(), "0A000");
+        assert!(db.message().contains("unsupported command"), "{db}");
+        let err = client
+            .simple_query(&format!("pagestream_v3 {T} 22222222222222222222222222222222"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.as_db_error().unwrap().code().code(), "42704");
+        client.simple_query("set x = 1").await.unwrap();
+        drop(client);
+        conn.await.unwrap().unwrap();
+    });
+}

@@ -16,6 +16,7 @@ use std::time::Instant;
 use pageserver::page_service::client::PageServiceClient;
 use pageserver::page_service::pagestream::{RequestBody, ResponseBody, Version};
 use pageserver::pg::{Lsn, RelFileNode};
+use pageserver::repository::Key;
 use pageserver::walredo::SlruKind;
 use serde_json::json;
 use support::compare::{
@@ -109,6 +110,70 @@ fn as_wal_derived(s: &Snapshot) -> String {
     out
 }
 
+/// (spcnode, dbnode, relfilenode, unlogged) of every relation with storage in the primary's catalogs.
+fn relations_in_catalog(pg: &PgCluster) -> std::collections::BTreeSet<(u32, u32, u32, bool)> {
+    let mut rels = std::collections::BTreeSet::new();
+    let dbs = pg.sql("SELECT datname, oid FROM pg_database WHERE datallowconn ORDER BY 1");
+    for line in dbs.lines() {
+        let (name, oid) = line.split_once('|').unwrap();
+        let rows = pg.sql_in(
+            name,
+            "SELECT CASE WHEN reltablespace = 0 THEN 1663 ELSE reltablespace END, pg_relation_filenode(oid), \
+             relpersistence FROM pg_class WHERE pg_relation_filenode(oid) IS NOT NULL",
+        );
+        for row in rows.lines() {
+            let v: Vec<&str> = row.split('|').collect();
+            let spc: u32 = v[0].parse().unwrap();
+            let db = if spc == 1664 { 0 } else { oid.parse().unwrap() };
+            rels.insert((spc, db, v[1].parse::<u32>().unwrap(), v[2] == "u"));
+        }
+    }
+    rels
+}
+
+/// Every main (of a logged relation), vm and init fork of `rels` in the stopped primary's files, with per
+/// page whether it is empty (all zero, or a new page with nothing on it).
+fn relation_files(
+    pg: &PgCluster,
+    rels: &std::collections::BTreeSet<(u32, u32, u32, bool)>,
+) -> Vec<(RelFileNode, u8, Vec<bool>)> {
+    let empty = |p: &[u8]| {
+        p.iter().all(|&b| b == 0)
+            || (u16::from_le_bytes([p[12], p[13]]) == 24
+                && u16::from_le_bytes([p[14], p[15]]) == 8192
+                && p[24..].iter().all(|&b| b == 0))
+    };
+    let mut out = Vec::new();
+    for &(spc, db, rel, unlogged) in rels {
+        let dir = if spc == 1664 {
+            pg.data_dir().join("global")
+        } else {
+            pg.data_dir().join(format!("base/{db}"))
+        };
+        for (fork, suffix) in [(0u8, ""), (2, "_vm"), (3, "_init")] {
+            if fork == 0 && unlogged {
+                continue;
+            }
+            let mut pages = Vec::new();
+            for seg in 0.. {
+                let name = if seg == 0 {
+                    format!("{rel}{suffix}")
+                } else {
+                    format!("{rel}{suffix}.{seg}")
+                };
+                let Ok(data) = std::fs::read(dir.join(name)) else {
+                    break;
+                };
+                pages.extend(data.chunks(8192).map(empty));
+            }
+            if !pages.is_empty() || (fork == 0 && dir.join(rel.to_string()).exists()) {
+                out.push((RelFileNode { spc, db, rel }, fork, pages));
+            }
+        }
+    }
+    out
+}
+
 fn first_difference(a: &str, b: &str) -> String {
     for (i, (x, y)) in a.lines().zip(b.lines()).enumerate() {
         if x != y {
@@ -167,7 +232,9 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
     }
     pg.sql("CHECKPOINT");
     let mut last_snapshot = snapshot(&pg);
+    let rels = relations_in_catalog(&pg);
     pg.stop();
+    let catalog = relation_files(&pg, &rels);
     let shutdown_checkpoint: Lsn = pg
         .controldata("Latest checkpoint location")
         .parse()
@@ -284,6 +351,128 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
     });
     println!(
         "Exists true for {exists} forks; DbSize of {db_sizes} databases; {segments} SLRU segments equal"
+    );
+
+    // The keyspace (Neon's Partitioning JSON) holds every block the primary has, each in exactly one range.
+    let (s, ks) = ps.json(
+        "GET",
+        &format!("/v1/tenant/{T}/timeline/{TL}/keyspace"),
+        None,
+    );
+    assert_eq!(s, 200, "{ks}");
+    let fields: Vec<&String> = ks.as_object().unwrap().keys().collect();
+    assert_eq!(fields, ["at_lsn", "keys", "sparse_keys"]);
+    assert_eq!(ks["at_lsn"], last.to_string());
+    let ranges: Vec<(Key, Key)> = ks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let pair = r.as_array().unwrap();
+            assert_eq!(pair.len(), 2);
+            let k = |v: &serde_json::Value| {
+                let text = v.as_str().unwrap();
+                assert!(
+                    text.len() == 36
+                        && text
+                            .chars()
+                            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+                    "{text}"
+                );
+                text.parse::<Key>().unwrap()
+            };
+            (k(&pair[0]), k(&pair[1]))
+        })
+        .collect();
+    for w in ranges.windows(2) {
+        assert!(
+            w[0].0 < w[0].1 && w[0].1 <= w[1].0,
+            "ranges not sorted, empty or overlapping: {w:?}"
+        );
+    }
+    let (mut in_keyspace, mut trailing_empty) = (0u64, 0u64);
+    for (rnode, fork, pages) in &catalog {
+        // Trailing empty pages of a file are the extensions the WAL never made (FACTS.md §8).
+        let used = pages.iter().rposition(|&empty| !empty).map_or(0, |i| i + 1);
+        trailing_empty += (pages.len() - used) as u64;
+        for blk in 0..used as u32 {
+            let key = Key::rel_block(*rnode, *fork, blk);
+            let holders = ranges.iter().filter(|(a, b)| *a <= key && key < *b).count();
+            assert_eq!(
+                holders, 1,
+                "{rnode:?} fork {fork} block {blk} is in {holders} ranges"
+            );
+            in_keyspace += 1;
+        }
+    }
+    println!(
+        "keyspace: {} ranges; every one of {in_keyspace} blocks of {} forks in exactly one ({trailing_empty} trailing empty pages left out)",
+        ranges.len(),
+        catalog.len()
+    );
+
+    // A third-party libpq client (psycopg's libpq binding) reads 1,000 random pages through pagestream_v3.
+    let blocks: Vec<(RelFileNode, u8, u32)> = {
+        let mut all = Vec::new();
+        for (rnode, fork, pages) in &catalog {
+            let used = pages.iter().rposition(|&empty| !empty).map_or(0, |i| i + 1);
+            all.extend((0..used as u32).map(|b| (*rnode, *fork, b)));
+        }
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                all[(x % all.len() as u64) as usize]
+            })
+            .collect()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("blocks");
+    let out_path = dir.path().join("pages");
+    std::fs::write(
+        &list,
+        blocks
+            .iter()
+            .map(|(r, f, b)| format!("{} {} {} {f} {b}\n", r.spc, r.db, r.rel))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let (host, port) = ps.pg_addr.rsplit_once(':').unwrap();
+    let out = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/pagestream_psycopg.py"
+        ))
+        .arg(format!(
+            "host={host} port={port} user=cloud_admin dbname=postgres"
+        ))
+        .args([T, TL, &last.to_string()])
+        .arg(&list)
+        .arg(&out_path)
+        .output()
+        .expect("run python3 (psycopg is installed by scripts/test.sh)");
+    assert!(
+        out.status.success(),
+        "psycopg client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pages = std::fs::read(&out_path).unwrap();
+    assert_eq!(pages.len(), 1000 * 8192);
+    for (i, (rnode, fork, blk)) in blocks.iter().enumerate() {
+        let (s, ours) = ps.get_bytes(&format!(
+            "/v1/tenant/{T}/timeline/{TL}/getpage?key={}&lsn={last}",
+            Key::rel_block(*rnode, *fork, *blk)
+        ));
+        assert_eq!(s, 200);
+        assert!(
+            ours[..] == pages[i * 8192..(i + 1) * 8192],
+            "page {i}: {rnode:?} fork {fork} block {blk}"
+        );
+    }
+    println!(
+        "psycopg (libpq) read 1,000 random pages over pagestream_v3, each equal to the timeline's"
     );
 
     // Plain PostgreSQL on a fullbackup at each pause and at the end: the same pg_dumpall.
