@@ -742,6 +742,13 @@ fn getpage_and_pagebench_commands() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
 
+    // What pagebench lists without explicit targets, in the shapes Neon's management client parses.
+    let (_, tenants) = ps.json("GET", "/v1/tenant", None);
+    assert_eq!(tenants[0]["id"], T, "{tenants}");
+    let (_, timelines) = ps.json("GET", &format!("/v1/tenant/{T}/timeline"), None);
+    assert_eq!(timelines[0]["tenant_id"], T, "{timelines}");
+    assert_eq!(timelines[0]["timeline_id"], TL);
+    assert_eq!(timelines[0]["last_record_lsn"], lsn.to_string());
     let (s, ks) = ps.json(
         "GET",
         &format!("/v1/tenant/{T}/timeline/{TL}/keyspace"),
