@@ -96,10 +96,15 @@ fn main() {
     // A timeline whose pages carry WAL records: pgbench on a followed primary.
     let pg = PgCluster::start(PgOptions::default());
     let mut ps = Pageserver::start(&[]);
+    // No background compaction or GC: they would turn the pages that need redo into images, and take the
+    // two cores from the measurement.
     ps.json(
         "POST",
         "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
+        Some(
+            &json!({"new_tenant_id": T, "compaction_period": "0 s", "gc_period": "0 s"})
+                .to_string(),
+        ),
     );
     let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "ps"}});
     let (s, info) = ps.json(

@@ -65,6 +65,18 @@ impl HistoricLayer {
         }
     }
 
+    /// [`get_values`](Self::get_values) newest first, stopping after the first value that needs no older one.
+    pub fn get_values_newest_first(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+    ) -> Result<Vec<(Lsn, Value)>, LayerError> {
+        match self {
+            HistoricLayer::Delta(d) => d.get_values_newest_first(key, lsn_range),
+            HistoricLayer::Image(_) => self.get_values(key, lsn_range),
+        }
+    }
+
     /// Distinct keys of the layer within `range`.
     pub fn keys_in(&self, range: &Range<Key>) -> Vec<Key> {
         match self {

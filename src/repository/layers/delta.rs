@@ -177,6 +177,31 @@ impl DeltaLayer {
             .collect()
     }
 
+    /// The values of `key` at LSNs in `lsn_range`, newest first, up to and including the first that needs no
+    /// older one (an image or an initialising record): what a read needs, without reading further back.
+    pub fn get_values_newest_first(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+    ) -> Result<Vec<(Lsn, Value)>, LayerError> {
+        if lsn_range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lo = self.file.lower_bound(&delta_id(key, lsn_range.start));
+        let hi = self.file.lower_bound(&delta_id(key, lsn_range.end));
+        let mut out = Vec::new();
+        for r in self.file.blocks_rev(lo..hi) {
+            let (i, payload) = r?;
+            let (_, lsn, value) = self.decode(i, payload)?;
+            let init = value.will_init();
+            out.push((lsn, value));
+            if init {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Every entry, in (key, LSN) order. Stops after the first error.
     pub fn iter(&self) -> impl Iterator<Item = Result<(Key, Lsn, Value), LayerError>> + '_ {
         (self.file.blocks(0..self.entry_count())).map(|r| r.and_then(|(i, p)| self.decode(i, p)))
@@ -258,6 +283,16 @@ mod tests {
                 } else {
                     Vec::new()
                 };
+                // Newest first, down to the first value that needs no older one.
+                let mut newest_first = Vec::new();
+                for (l, v) in want.iter().rev() {
+                    newest_first.push((*l, v.clone()));
+                    if v.will_init() {
+                        break;
+                    }
+                }
+                let got_rev = layer.get_values_newest_first(key, Lsn(a)..Lsn(b)).expect("newest first");
+                prop_assert_eq!(got_rev, newest_first);
                 prop_assert_eq!(got, want);
             }
             let reopened = DeltaLayer::open(layer.path()).expect("reopen");

@@ -52,6 +52,9 @@ pub const IMAGE_INDEX_ENTRY_SIZE: usize = KEY_SIZE + 8;
 
 /// Reads of consecutive blocks (iteration, all versions of a key) are merged up to this size.
 const READ_CHUNK: u64 = 1 << 20;
+/// Reads that walk a key's versions newest first read this much at a time: a few records or one image, since
+/// they usually stop at the first image.
+const READ_CHUNK_REV: u64 = 32 << 10;
 const WRITE_BUFFER: usize = 256 << 10;
 
 /// Everything that can go wrong with a layer file. Each variant names the file it concerns.
@@ -545,6 +548,34 @@ impl LayerFile {
         }
     }
 
+    /// The verified payloads of entries `range`, last entry first, read in chunks of up to
+    /// `READ_CHUNK_REV` bytes (so that a reader stopping early reads little).
+    pub fn blocks_rev(&self, range: Range<usize>) -> BlocksRev<'_> {
+        BlocksRev {
+            layer: self,
+            start: range.start,
+            next: range.end.min(self.entry_count()),
+            chunk: Bytes::new(),
+            chunk_start: 0,
+            failed: false,
+        }
+    }
+
+    /// Blocks `[first, end)` where `first >= start` is as low as fits `READ_CHUNK_REV` (at least one block).
+    fn read_chunk_rev(&self, start: usize, end: usize) -> Result<(u64, Bytes), LayerError> {
+        let stop = self.block_start(end);
+        let mut first = end - 1;
+        while first > start && stop.saturating_sub(self.block_start(first - 1)) <= READ_CHUNK_REV {
+            first -= 1;
+        }
+        let begin = self.block_start(first);
+        let len = usize::try_from(stop.saturating_sub(begin))
+            .map_err(|_| self.corrupt("block too large"))?;
+        let mut buf = vec![0u8; len];
+        (self.file.read_exact_at(&mut buf, begin)).map_err(io_err(&self.path, "read blocks"))?;
+        Ok((begin, Bytes::from(buf)))
+    }
+
     fn read_chunk(&self, from: usize, end: usize) -> Result<(u64, Bytes), LayerError> {
         let start = self.block_start(from);
         let mut stop = self.block_start(from + 1);
@@ -620,6 +651,42 @@ impl Iterator for Blocks<'_> {
             }
         }
         self.next += 1;
+        let result = self.layer.payload(&self.chunk, self.chunk_start, i);
+        self.failed = result.is_err();
+        Some(result.map(|p| (i, p)))
+    }
+}
+
+/// Iterator over verified block payloads, last entry first. Stops after the first error.
+pub(crate) struct BlocksRev<'a> {
+    layer: &'a LayerFile,
+    start: usize,
+    /// One past the next entry to yield.
+    next: usize,
+    chunk: Bytes,
+    chunk_start: u64,
+    failed: bool,
+}
+
+impl Iterator for BlocksRev<'_> {
+    type Item = Result<(usize, Bytes), LayerError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.next <= self.start {
+            return None;
+        }
+        let i = self.next - 1;
+        let in_chunk = !self.chunk.is_empty() && self.layer.block_start(i) >= self.chunk_start;
+        if !in_chunk {
+            match self.layer.read_chunk_rev(self.start, i + 1) {
+                Ok((start, chunk)) => (self.chunk_start, self.chunk) = (start, chunk),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.next = i;
         let result = self.layer.payload(&self.chunk, self.chunk_start, i);
         self.failed = result.is_err();
         Some(result.map(|p| (i, p)))

@@ -187,6 +187,36 @@ impl InMemoryLayer {
             .collect()
     }
 
+    /// [`get_values`](Self::get_values) newest first, stopping after the first value that needs no older one.
+    pub fn get_values_newest_first(
+        &self,
+        key: Key,
+        lsn_range: Range<Lsn>,
+    ) -> Result<Vec<(Lsn, Value)>, InMemoryError> {
+        let slots: Vec<Slot> = {
+            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+            match index.get(&key) {
+                Some(v) => v
+                    .iter()
+                    .rev()
+                    .filter(|s| lsn_range.contains(&s.lsn))
+                    .copied()
+                    .collect(),
+                None => return Ok(vec![]),
+            }
+        };
+        let mut out = Vec::new();
+        for s in slots {
+            let value = self.read(s)?;
+            let init = value.will_init();
+            out.push((s.lsn, value));
+            if init {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     /// Every (key, lsn) in order, for the flush; call only when frozen.
     pub fn for_each<E: From<InMemoryError>>(
         &self,

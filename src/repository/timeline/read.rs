@@ -44,14 +44,15 @@ pub enum GetError {
     },
 }
 
+/// The versions of `key` in `range` of one layer, newest first, down to the first that needs no older one.
 fn read_layer(
     layer: &SearchLayer,
     key: Key,
     range: std::ops::Range<Lsn>,
 ) -> Result<Vec<(Lsn, Value)>, GetError> {
     Ok(match layer {
-        SearchLayer::Memory(m) => m.get_values(key, range)?,
-        SearchLayer::Historic(h) => h.get_values(key, range)?,
+        SearchLayer::Memory(m) => m.get_values_newest_first(key, range)?,
+        SearchLayer::Historic(h) => h.get_values_newest_first(key, range)?,
     })
 }
 
@@ -133,7 +134,7 @@ impl Timeline {
                     .max()
                     .unwrap_or(Lsn(0))
                     .max(layer.lsn_range().start);
-                for (v_lsn, value) in read_layer(&layer, key, floor..top)?.into_iter().rev() {
+                for (v_lsn, value) in read_layer(&layer, key, floor..top)? {
                     let init = value.will_init();
                     values.push((v_lsn, value));
                     if init {
