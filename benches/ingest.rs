@@ -80,18 +80,8 @@ fn main() {
 
     // The pageserver follows the primary, then stops its receiver: the slot keeps the WAL from here.
     let ps = Pageserver::start(&[]);
-    ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
     let source = json!({"connstr": pg.connstr("postgres"), "slot_name": "ps"});
-    let (s, info) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{T}/timeline"),
-        Some(&json!({"new_timeline_id": TL, "wal_source": source}).to_string()),
-    );
-    assert_eq!(s, 201, "{info}");
     set_source(&ps, Value::Null);
     wait_slot_inactive(&pg, "ps");
     let ps_start = lsn_of(&detail(&ps)["last_record_lsn"]);

@@ -98,21 +98,8 @@ fn main() {
     let mut ps = Pageserver::start(&[]);
     // No background compaction or GC: they would turn the pages that need redo into images, and take the
     // two cores from the measurement.
-    ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(
-            &json!({"new_tenant_id": T, "compaction_period": "0 s", "gc_period": "0 s"})
-                .to_string(),
-        ),
-    );
-    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "ps"}});
-    let (s, info) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{T}/timeline"),
-        Some(&follow.to_string()),
-    );
-    assert_eq!(s, 201, "{info}");
+    let quiet = json!({"compaction_period": "0 s", "gc_period": "0 s"});
+    ps.follow(T, quiet, TL, &pg.connstr("postgres"), "ps");
     pg.pgbench_init("postgres", if bench { 5 } else { 1 });
     pg.pgbench(
         "postgres",
@@ -122,14 +109,7 @@ fn main() {
         .sql("SELECT pg_current_wal_insert_lsn()")
         .parse()
         .unwrap();
-    loop {
-        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
-        let last: pageserver::pg::Lsn = info["last_record_lsn"].as_str().unwrap().parse().unwrap();
-        if last >= end {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    ps.wait_ingested(T, TL, end);
     ps.json(
         "PUT",
         &format!("/v1/tenant/{T}/timeline/{TL}/checkpoint?wait_until_flushed=true"),

@@ -25,18 +25,7 @@ fn follow_a_primary_and_match_its_files() {
         extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
     });
     let ps = Pageserver::start(&[]);
-    ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
-    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "pageserver"}});
-    let (s, info) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{T}/timeline"),
-        Some(&follow.to_string()),
-    );
-    assert_eq!(s, 201, "{info}");
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
     assert_eq!(
         pg.sql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pageserver'"),
         "1"
@@ -98,18 +87,7 @@ fn kill_9_mid_pgbench_resumes_from_disk_consistent_lsn() {
         extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
     });
     let mut ps = Pageserver::start(&["checkpoint_distance=4194304"]);
-    ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
-    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "pageserver"}});
-    let (s, info) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{T}/timeline"),
-        Some(&follow.to_string()),
-    );
-    assert_eq!(s, 201, "{info}");
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
     pg.pgbench_init("postgres", 2);
 
     let (disk_before, slot_before) = std::thread::scope(|scope| {

@@ -194,18 +194,7 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
         extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
     });
     let ps = Pageserver::start(&[]);
-    ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
-    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "ps"}});
-    let (s, info) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{T}/timeline"),
-        Some(&follow.to_string()),
-    );
-    assert_eq!(s, 201, "{info}");
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
 
     pg.pgbench_init("postgres", 10);
     let mut snapshots = Vec::new();

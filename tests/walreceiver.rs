@@ -54,25 +54,7 @@ fn wait_for(
 }
 
 fn wait_ingested(ps: &Pageserver, tl: &str, target: Lsn) -> Value {
-    wait_for(ps, tl, 60, &format!("ingest past {target}"), |i| {
-        lsn(&i["last_record_lsn"]) >= target
-    })
-}
-
-fn start_following(pg: &PgCluster, ps: &Pageserver) {
-    let (s, body) = ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
-    assert_eq!(s, 201, "{body}");
-    let follow = json!({"new_timeline_id": TL, "wal_source": {"connstr": pg.connstr("postgres"), "slot_name": "ps"}});
-    let (s, info) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{T}/timeline"),
-        Some(&follow.to_string()),
-    );
-    assert_eq!(s, 201, "{info}");
+    ps.wait_ingested(T, tl, target)
 }
 
 fn set_source(ps: &Pageserver, source: Value) {
@@ -345,7 +327,7 @@ fn lsn_by_timestamp_answers_from_commit_times() {
         ],
     });
     let mut ps = Pageserver::start(&[]);
-    start_following(&pg, &ps);
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
 
     // No commit since the base backup: nodata at the last record.
     let before = lsn(&detail(&ps, TL)["last_record_lsn"]);

@@ -194,12 +194,8 @@ where
                 );
                 return Ok(true);
             };
-            let tl = match resolve(service, tenant, timeline).await {
-                Ok(tl) => tl,
-                Err((code, msg)) => {
-                    be::error(out, code, &msg);
-                    return Ok(true);
-                }
+            let Some(tl) = resolve_or_report(service, tenant, timeline, out).await else {
+                return Ok(true);
             };
             let span =
                 info_span!("pagestream", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id);
@@ -216,12 +212,8 @@ where
                     return Ok(true);
                 }
             };
-            let tl = match resolve(service, &cmd.tenant, &cmd.timeline).await {
-                Ok(tl) => tl,
-                Err((code, msg)) => {
-                    be::error(out, code, &msg);
-                    return Ok(true);
-                }
+            let Some(tl) = resolve_or_report(service, &cmd.tenant, &cmd.timeline, out).await else {
+                return Ok(true);
             };
             let span = info_span!("basebackup", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, full);
             basebackup::send(&cmd, &tl, service.wait_lsn_timeout, w, out)
@@ -240,6 +232,22 @@ where
                 &format!("unsupported command {command:?}"),
             );
             Ok(true)
+        }
+    }
+}
+
+/// The timeline named by the command's ids; else an ErrorResponse saying why not goes into `out`.
+async fn resolve_or_report(
+    service: &PageService,
+    tenant: &str,
+    timeline: &str,
+    out: &mut BytesMut,
+) -> Option<Arc<Timeline>> {
+    match resolve(service, tenant, timeline).await {
+        Ok(tl) => Some(tl),
+        Err((code, msg)) => {
+            be::error(out, code, &msg);
+            None
         }
     }
 }

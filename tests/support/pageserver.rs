@@ -171,6 +171,58 @@ impl Pageserver {
         (status, value)
     }
 
+    /// Creates `tenant` (with the tenant config keys of `conf`, an object) and the timeline `timeline` that
+    /// follows the primary at `connstr` through `slot` (the one-call API); panics unless both answer 201.
+    pub fn follow(
+        &self,
+        tenant: &str,
+        conf: serde_json::Value,
+        timeline: &str,
+        connstr: &str,
+        slot: &str,
+    ) -> serde_json::Value {
+        let mut body = conf;
+        body["new_tenant_id"] = tenant.into();
+        let (s, created) = self.json("POST", "/v1/tenant", Some(&body.to_string()));
+        assert_eq!(s, 201, "{created}");
+        let follow = serde_json::json!({"new_timeline_id": timeline,
+            "wal_source": {"connstr": connstr, "slot_name": slot}});
+        let (s, info) = self.json(
+            "POST",
+            &format!("/v1/tenant/{tenant}/timeline"),
+            Some(&follow.to_string()),
+        );
+        assert_eq!(s, 201, "{info}");
+        info
+    }
+
+    /// Polls timeline detail until last_record_lsn reaches `lsn` (at most 120 s); returns the detail.
+    pub fn wait_ingested(
+        &self,
+        tenant: &str,
+        timeline: &str,
+        lsn: pageserver::pg::Lsn,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let (_, info) = self.json(
+                "GET",
+                &format!("/v1/tenant/{tenant}/timeline/{timeline}"),
+                None,
+            );
+            let last: pageserver::pg::Lsn =
+                info["last_record_lsn"].as_str().unwrap().parse().unwrap();
+            if last >= lsn {
+                return info;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ingest stuck before {lsn}: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// GET with a binary answer.
     pub fn get_bytes(&self, path: &str) -> (u16, Vec<u8>) {
         let mut response = Self::agent()

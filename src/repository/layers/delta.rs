@@ -164,12 +164,7 @@ impl DeltaLayer {
         key: Key,
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, LayerError> {
-        if lsn_range.is_empty() {
-            return Ok(Vec::new());
-        }
-        let lo = self.file.lower_bound(&delta_id(key, lsn_range.start));
-        let hi = self.file.lower_bound(&delta_id(key, lsn_range.end));
-        (self.file.blocks(lo..hi))
+        (self.file.blocks(self.entries(key, &lsn_range)))
             .map(|r| {
                 r.and_then(|(i, p)| self.decode(i, p))
                     .map(|(_, lsn, v)| (lsn, v))
@@ -184,13 +179,8 @@ impl DeltaLayer {
         key: Key,
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, LayerError> {
-        if lsn_range.is_empty() {
-            return Ok(Vec::new());
-        }
-        let lo = self.file.lower_bound(&delta_id(key, lsn_range.start));
-        let hi = self.file.lower_bound(&delta_id(key, lsn_range.end));
         let mut out = Vec::new();
-        for r in self.file.blocks_rev(lo..hi) {
+        for r in self.file.blocks_rev(self.entries(key, &lsn_range)) {
             let (i, payload) = r?;
             let (_, lsn, value) = self.decode(i, payload)?;
             let init = value.will_init();
@@ -200,6 +190,15 @@ impl DeltaLayer {
             }
         }
         Ok(out)
+    }
+
+    /// The entry numbers of `key`'s versions in `lsn_range` (the index is in (key, LSN) order).
+    fn entries(&self, key: Key, lsn_range: &Range<Lsn>) -> Range<usize> {
+        if lsn_range.is_empty() {
+            return 0..0;
+        }
+        let lo = self.file.lower_bound(&delta_id(key, lsn_range.start));
+        lo..self.file.lower_bound(&delta_id(key, lsn_range.end))
     }
 
     /// Every entry, in (key, LSN) order. Stops after the first error.

@@ -170,21 +170,21 @@ impl InMemoryLayer {
         key: Key,
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, InMemoryError> {
-        let slots: Vec<Slot> = {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            match index.get(&key) {
-                Some(v) => v
-                    .iter()
-                    .filter(|s| lsn_range.contains(&s.lsn))
-                    .copied()
-                    .collect(),
-                None => return Ok(vec![]),
-            }
-        };
-        slots
-            .into_iter()
+        (self.slots(key, &lsn_range).into_iter())
             .map(|s| Ok((s.lsn, self.read(s)?)))
             .collect()
+    }
+
+    /// The slots of `key`'s versions in `lsn_range`, oldest first.
+    fn slots(&self, key: Key, lsn_range: &Range<Lsn>) -> Vec<Slot> {
+        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
+        match index.get(&key) {
+            Some(v) => (v.iter())
+                .filter(|s| lsn_range.contains(&s.lsn))
+                .copied()
+                .collect(),
+            None => Vec::new(),
+        }
     }
 
     /// [`get_values`](Self::get_values) newest first, stopping after the first value that needs no older one.
@@ -193,20 +193,8 @@ impl InMemoryLayer {
         key: Key,
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, InMemoryError> {
-        let slots: Vec<Slot> = {
-            let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-            match index.get(&key) {
-                Some(v) => v
-                    .iter()
-                    .rev()
-                    .filter(|s| lsn_range.contains(&s.lsn))
-                    .copied()
-                    .collect(),
-                None => return Ok(vec![]),
-            }
-        };
         let mut out = Vec::new();
-        for s in slots {
+        for s in self.slots(key, &lsn_range).into_iter().rev() {
             let value = self.read(s)?;
             let init = value.will_init();
             out.push((s.lsn, value));
