@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use pageserver::pg::Lsn;
 use serde_json::json;
-use support::compare::{compare_over_http, wait_past};
+use support::compare::{compare_over_http, stop_primary_and_wait};
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
 use support::workload::{WORKLOAD_CONF, aborts, ddl_mix, multixact_workload};
@@ -51,25 +51,10 @@ fn follow_a_primary_and_match_its_files() {
         pg.sql("CHECKPOINT");
         oid
     });
-    pg.stop();
-    let shutdown_checkpoint: Lsn = pg
-        .controldata("Latest checkpoint location")
-        .parse()
-        .unwrap();
-
-    let (last, info) = wait_past(&ps, T, TL, shutdown_checkpoint);
+    let (last, info) = stop_primary_and_wait(&mut pg, &ps, T, TL);
     assert_eq!(info["wal_source_connstr"], pg.connstr("postgres"));
     let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
-    println!(
-        "followed to {last}; relations: {}; equal blocks: {:?}; tolerated: {:?}; mismatches: {}",
-        cmp.relations,
-        cmp.equal,
-        cmp.tolerated,
-        cmp.mismatches.len()
-    );
-    for m in cmp.mismatches.iter().take(15) {
-        println!("  {m}");
-    }
+    cmp.print(&format!("followed to {last}"));
     assert!(
         cmp.mismatches.is_empty(),
         "{} mismatches",
@@ -149,22 +134,11 @@ fn kill_9_mid_pgbench_resumes_from_disk_consistent_lsn() {
     );
 
     pg.sql("CHECKPOINT");
-    pg.stop();
-    let shutdown_checkpoint: Lsn = pg
-        .controldata("Latest checkpoint location")
-        .parse()
-        .unwrap();
-    let (last, _) = wait_past(&ps, T, TL, shutdown_checkpoint);
+    let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
     let cmp = compare_over_http(&ps, T, TL, last, &pg, &[]);
-    println!(
-        "killed at disk_consistent_lsn {disk_before} (slot at {slot_before}), resumed streaming at {resumed}; followed to {last}; \
-         equal: {:?}; tolerated: {:?}; mismatches: {}",
-        cmp.equal,
-        cmp.tolerated,
-        cmp.mismatches.len()
-    );
-    for m in cmp.mismatches.iter().take(10) {
-        println!("  {m}");
-    }
+    cmp.print(&format!(
+        "killed at disk_consistent_lsn {disk_before} (slot at {slot_before}), resumed streaming at {resumed}; \
+         followed to {last}"
+    ));
     assert!(cmp.mismatches.is_empty());
 }

@@ -20,7 +20,7 @@ use pageserver::repository::Key;
 use pageserver::walredo::SlruKind;
 use serde_json::json;
 use support::compare::{
-    Comparison, PagestreamTimeline, compare_relations, compare_slru, wait_past,
+    Comparison, PagestreamTimeline, compare_relations, compare_slru, stop_primary_and_wait,
 };
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
@@ -222,13 +222,8 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
     pg.sql("CHECKPOINT");
     let mut last_snapshot = snapshot(&pg);
     let rels = relations_in_catalog(&pg);
-    pg.stop();
+    let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
     let catalog = relation_files(&pg, &rels);
-    let shutdown_checkpoint: Lsn = pg
-        .controldata("Latest checkpoint location")
-        .parse()
-        .unwrap();
-    let (last, _) = wait_past(&ps, T, TL, shutdown_checkpoint);
     last_snapshot.lsn = last;
     snapshots.push(last_snapshot);
     println!(
@@ -261,16 +256,7 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
         &mut cmp,
     ));
     rt.block_on(compare_slru(&tl, last, pg.data_dir(), &mut cmp));
-    println!(
-        "pagestream at {last}: relations {}, equal {:?}, tolerated {:?}, mismatches {}",
-        cmp.relations,
-        cmp.equal,
-        cmp.tolerated,
-        cmp.mismatches.len()
-    );
-    for m in cmp.mismatches.iter().take(15) {
-        println!("  {m}");
-    }
+    cmp.print(&format!("pagestream at {last}"));
     assert!(cmp.mismatches.is_empty());
     assert!(cmp.equal["main"] > 10_000);
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use pageserver::pg::Lsn;
 use serde_json::{Value, json};
-use support::compare::{compare_over_http, wait_past};
+use support::compare::{compare_over_http, stop_primary_and_wait};
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
 
@@ -217,23 +217,9 @@ fn bad_wal_sources_are_retried_and_nothing_is_lost() {
     // Nothing was lost: every page equals the primary's after its clean stop.
     step(&pg);
     pg.sql("CHECKPOINT");
-    pg.stop();
-    let shutdown_checkpoint: Lsn = pg
-        .controldata("Latest checkpoint location")
-        .parse()
-        .unwrap();
-    let (last, _) = wait_past(&ps, T, TL, shutdown_checkpoint);
+    let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
     let cmp = compare_over_http(&ps, T, TL, last, &pg, &[]);
-    println!(
-        "after the bad sources: relations {}, equal {:?}, tolerated {:?}, mismatches {}",
-        cmp.relations,
-        cmp.equal,
-        cmp.tolerated,
-        cmp.mismatches.len()
-    );
-    for m in cmp.mismatches.iter().take(10) {
-        println!("  {m}");
-    }
+    cmp.print("after the bad sources");
     assert!(cmp.mismatches.is_empty());
     assert!(cmp.equal.get("main").copied().unwrap_or(0) > 100);
 

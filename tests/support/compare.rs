@@ -274,6 +274,38 @@ pub fn wait_past(
     }
 }
 
+/// Stops the primary cleanly and waits until the timeline holds its shutdown checkpoint; returns the
+/// timeline's last record and info.
+pub fn stop_primary_and_wait(
+    pg: &mut super::pg::PgCluster,
+    ps: &super::pageserver::Pageserver,
+    tenant: &str,
+    timeline: &str,
+) -> (Lsn, serde_json::Value) {
+    pg.stop();
+    let shutdown_checkpoint: Lsn = pg
+        .controldata("Latest checkpoint location")
+        .parse()
+        .unwrap();
+    wait_past(ps, tenant, timeline, shutdown_checkpoint)
+}
+
+impl Comparison {
+    /// Prints the counts and the first mismatches under `label`.
+    pub fn print(&self, label: &str) {
+        println!(
+            "{label}: relations {}, equal {:?}, tolerated {:?}, mismatches {}",
+            self.relations,
+            self.equal,
+            self.tolerated,
+            self.mismatches.len()
+        );
+        for m in self.mismatches.iter().take(15) {
+            println!("  {m}");
+        }
+    }
+}
+
 /// Every relation (`wal_log_dbs`: databases copied with STRATEGY wal_log) and SLRU page the pageserver serves
 /// over HTTP at `last`, against the stopped primary's files.
 pub fn compare_over_http(
