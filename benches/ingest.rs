@@ -32,12 +32,7 @@ fn detail(ps: &Pageserver) -> Value {
 }
 
 fn set_source(ps: &Pageserver, source: Value) {
-    let (s, body) = ps.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/timeline/{TL}/wal_source"),
-        Some(&source.to_string()),
-    );
-    assert_eq!(s, 200, "{body}");
+    ps.set_wal_source(T, TL, source);
 }
 
 fn wait_slot_inactive(pg: &PgCluster, slot: &str) {

@@ -58,12 +58,7 @@ fn wait_ingested(ps: &Pageserver, tl: &str, target: Lsn) -> Value {
 }
 
 fn set_source(ps: &Pageserver, source: Value) {
-    let (s, body) = ps.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/timeline/{TL}/wal_source"),
-        Some(&source.to_string()),
-    );
-    assert_eq!(s, 200, "{body}");
+    ps.set_wal_source(T, TL, source);
 }
 
 fn insert_rows(pg: &PgCluster, from: u32, to: u32) -> Lsn {

@@ -196,6 +196,16 @@ impl Pageserver {
         info
     }
 
+    /// `PUT .../wal_source` with `source` (`{"connstr", "slot_name"}` or null); panics unless 200.
+    pub fn set_wal_source(&self, tenant: &str, timeline: &str, source: serde_json::Value) {
+        let (s, body) = self.json(
+            "PUT",
+            &format!("/v1/tenant/{tenant}/timeline/{timeline}/wal_source"),
+            Some(&source.to_string()),
+        );
+        assert_eq!(s, 200, "{body}");
+    }
+
     /// Polls timeline detail until last_record_lsn reaches `lsn` (at most 120 s); returns the detail.
     pub fn wait_ingested(
         &self,
