@@ -65,6 +65,17 @@ impl HistoricLayer {
         }
     }
 
+    /// The LSN of `key`'s newest version in `lsn_range`, from the layer's index alone.
+    pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
+        match self {
+            HistoricLayer::Delta(d) => d.newest_lsn(key, lsn_range),
+            HistoricLayer::Image(i) => {
+                let lsn = i.name().lsn_range().start;
+                (lsn_range.contains(&lsn) && i.contains(key)).then_some(lsn)
+            }
+        }
+    }
+
     /// [`get_values`](Self::get_values) newest first, stopping after the first value that needs no older one.
     pub fn get_values_newest_first(
         &self,

@@ -192,6 +192,12 @@ impl DeltaLayer {
         Ok(out)
     }
 
+    /// The LSN of `key`'s newest version in `lsn_range`, from the index alone.
+    pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
+        let e = self.entries(key, &lsn_range);
+        (!e.is_empty()).then(|| id_lsn(self.file.id(e.end - 1)))
+    }
+
     /// The entry numbers of `key`'s versions in `lsn_range` (the index is in (key, LSN) order).
     fn entries(&self, key: Key, lsn_range: &Range<Lsn>) -> Range<usize> {
         if lsn_range.is_empty() {

@@ -150,6 +150,13 @@ impl ImageLayer {
         }
     }
 
+    /// Whether the layer holds `key`, from the index alone.
+    pub fn contains(&self, key: Key) -> bool {
+        let target = key.to_bytes();
+        let i = self.file.lower_bound(&target);
+        i < self.entry_count() && self.file.id(i) == target
+    }
+
     /// Every `(key, image)`, in key order. Stops after the first error.
     pub fn iter(&self) -> impl Iterator<Item = Result<(Key, Bytes), LayerError>> + '_ {
         (self.file.blocks(0..self.entry_count()))

@@ -175,6 +175,11 @@ impl InMemoryLayer {
             .collect()
     }
 
+    /// The LSN of `key`'s newest version in `lsn_range`.
+    pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
+        self.slots(key, &lsn_range).last().map(|s| s.lsn)
+    }
+
     /// The slots of `key`'s versions in `lsn_range`, oldest first.
     fn slots(&self, key: Key, lsn_range: &Range<Lsn>) -> Vec<Slot> {
         let index = self.index.read().unwrap_or_else(|p| p.into_inner());

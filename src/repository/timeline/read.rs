@@ -63,14 +63,18 @@ impl Timeline {
         if lsn < cutoff {
             return Err(GetError::BelowGcCutoff { lsn, cutoff });
         }
+        // The page cache is keyed by the newest version's LSN, which the layers' indexes tell without reading
+        // any value: a cached page costs no value reads at all.
+        let cache = &self.resources.page_cache;
+        if let Some(newest) = self.newest_version_lsn(key, lsn)?
+            && let Some(page) = cache.get(self.timeline_id, key, newest)
+        {
+            return Ok(page);
+        }
         let (values, complete) = self.collect_versions(key, lsn)?;
         let Some(&(newest, _)) = values.first() else {
             return Err(GetError::KeyNotFound { key, lsn });
         };
-        let cache = &self.resources.page_cache;
-        if let Some(page) = cache.get(self.timeline_id, key, newest) {
-            return Ok(page);
-        }
         let page = self.materialize(key, lsn, values, complete).await?;
         cache.insert(self.timeline_id, key, newest, page.clone());
         Ok(page)
@@ -99,6 +103,43 @@ impl Timeline {
         lsn: Lsn,
     ) -> Result<(Vec<(Lsn, Value)>, bool), GetError> {
         let mut values: Vec<(Lsn, Value)> = Vec::new();
+        let mut complete = false;
+        self.walk_layers(key, lsn, |layer, range| {
+            for (v_lsn, value) in read_layer(layer, key, range)? {
+                let init = value.will_init();
+                values.push((v_lsn, value));
+                if init {
+                    complete = true;
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })?;
+        Ok((values, complete))
+    }
+
+    /// The LSN of the newest version of `key` at or below `lsn` (what `collect_versions` would return
+    /// first), from the layers' indexes alone.
+    fn newest_version_lsn(&self, key: Key, lsn: Lsn) -> Result<Option<Lsn>, GetError> {
+        let mut newest = None;
+        self.walk_layers(key, lsn, |layer, range| {
+            newest = match layer {
+                SearchLayer::Memory(m) => m.newest_lsn(key, range),
+                SearchLayer::Historic(h) => h.newest_lsn(key, range),
+            };
+            Ok(newest.is_some())
+        })?;
+        Ok(newest)
+    }
+
+    /// Visits the layers that hold `key`'s versions at or below `lsn`, newest part first, through the
+    /// ancestors: `visit(layer, lsn range)` reads that part of the layer and says whether to stop.
+    fn walk_layers(
+        &self,
+        key: Key,
+        lsn: Lsn,
+        mut visit: impl FnMut(&SearchLayer, std::ops::Range<Lsn>) -> Result<bool, GetError>,
+    ) -> Result<(), GetError> {
         let mut timeline: &Timeline = self;
         let mut end = Lsn(lsn.0.saturating_add(1));
         loop {
@@ -134,12 +175,8 @@ impl Timeline {
                     .max()
                     .unwrap_or(Lsn(0))
                     .max(layer.lsn_range().start);
-                for (v_lsn, value) in read_layer(&layer, key, floor..top)? {
-                    let init = value.will_init();
-                    values.push((v_lsn, value));
-                    if init {
-                        return Ok((values, true));
-                    }
+                if visit(&layer, floor..top)? {
+                    return Ok(());
                 }
                 end = floor;
                 // A layer read only in part stays a candidate for what lies below the floor.
@@ -150,7 +187,7 @@ impl Timeline {
                     end = end.min(Lsn(branch_lsn.0 + 1));
                     timeline = ancestor;
                 }
-                None => return Ok((values, false)),
+                None => return Ok(()),
             }
         }
     }
