@@ -25,12 +25,13 @@ const SEG: u32 = 16 * 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingested_wal_reproduces_the_primary() {
     let bundle = pageserver::walredo::bundle_from_env().expect("PAGESERVER_WALREDO_BUNDLE");
-    let (pg, tar, start, wal_log_db) = tokio::task::spawn_blocking(|| {
+    let (pg, _backup_dir, tar, start, wal_log_db) = tokio::task::spawn_blocking(|| {
         let mut conf: Vec<String> = WORKLOAD_CONF.iter().map(|s| s.to_string()).collect();
         conf.push("wal_keep_size = '4GB'".into());
         let mut pg = PgCluster::start(PgOptions { extra_conf: conf });
-        let dir = tempfile::tempdir().unwrap().keep();
-        let tar = pg.basebackup_tar(&dir.join("bb"));
+        // Removed when the test ends.
+        let dir = tempfile::tempdir().unwrap();
+        let tar = pg.basebackup_tar(&dir.path().join("bb"));
         let label = String::from_utf8_lossy(&std::fs::read(&tar).unwrap()).to_string();
         let start: Lsn = label
             .split("START WAL LOCATION: ")
@@ -43,7 +44,7 @@ async fn ingested_wal_reproduces_the_primary() {
             .unwrap();
         let wal_log_db = ingest_workload(&pg, "ing");
         pg.stop();
-        (pg, tar, start, wal_log_db)
+        (pg, dir, tar, start, wal_log_db)
     })
     .await
     .unwrap();

@@ -58,7 +58,8 @@ async fn redo_matches_wal_consistency_images() {
     let bundle = pageserver::walredo::bundle_from_env().expect(
         "PAGESERVER_WALREDO_BUNDLE must name a built walredo bundle (scripts/test.sh sets it)",
     );
-    let segments = tokio::task::spawn_blocking(run_primary).await.unwrap();
+    // `_wal` holds the copied segments (about 2 GB) and removes them when the test ends.
+    let (_wal, segments) = tokio::task::spawn_blocking(run_primary).await.unwrap();
 
     let mut state: HashMap<BufferTag, (Bytes, bool)> = HashMap::new();
     let mut checks: Vec<Check> = Vec::new();
@@ -199,8 +200,9 @@ async fn redo_matches_wal_consistency_images() {
     );
 }
 
-/// A primary with wal_consistency_checking = all runs pgbench and the DDL mix; returns its WAL segments.
-fn run_primary() -> Vec<PathBuf> {
+/// A primary with wal_consistency_checking = all runs pgbench and the DDL mix; returns its WAL segments, copied
+/// into a temp dir that is removed when dropped.
+fn run_primary() -> (tempfile::TempDir, Vec<PathBuf>) {
     let mut conf: Vec<String> = WORKLOAD_CONF.iter().map(|s| s.to_string()).collect();
     conf.push("wal_consistency_checking = 'all'".into());
     let mut pg = PgCluster::start(PgOptions { extra_conf: conf });
@@ -234,14 +236,14 @@ fn run_primary() -> Vec<PathBuf> {
     let dir = tempfile::Builder::new()
         .prefix("cc-wal-")
         .tempdir()
-        .unwrap()
-        .keep();
-    (start.segment_number(SEG_SIZE)..=end.segment_number(SEG_SIZE))
+        .unwrap();
+    let segments = (start.segment_number(SEG_SIZE)..=end.segment_number(SEG_SIZE))
         .map(|s| {
             let name = wal_file_name(1, s, SEG_SIZE);
-            let to = dir.join(&name);
+            let to = dir.path().join(&name);
             std::fs::copy(pg.wal_dir().join(&name), &to).unwrap();
             to
         })
-        .collect()
+        .collect();
+    (dir, segments)
 }
