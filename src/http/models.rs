@@ -104,7 +104,7 @@ impl TimelineInfo {
         )>,
     ) -> TimelineInfo {
         if let Some((source, state)) = receiver {
-            self.wal_source_connstr = Some(source.connstr);
+            self.wal_source_connstr = Some(crate::walreceiver::connstr::redacted(&source.connstr));
             self.walreceiver_status = Some(state.status);
             self.last_received_msg_lsn = state.last_received_msg_lsn;
             self.last_received_msg_ts = state.last_received_msg_ts;

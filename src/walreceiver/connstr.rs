@@ -45,15 +45,7 @@ impl ConnConfig {
     /// Parses either form; `user` is required (we do not guess the OS user), `host` defaults to
     /// `localhost`, `port` to 5432, `dbname` to the user name.
     pub fn parse(s: &str) -> Result<ConnConfig, ReplicationError> {
-        let trimmed = s.trim();
-        let pairs = if let Some(rest) = trimmed
-            .strip_prefix("postgresql://")
-            .or_else(|| trimmed.strip_prefix("postgres://"))
-        {
-            parse_url(rest)?
-        } else {
-            parse_key_values(trimmed)?
-        };
+        let pairs = parse_pairs(s)?;
         let mut b = Builder::default();
         for (k, v) in pairs {
             b.set(&k, v)?;
@@ -145,6 +137,39 @@ impl Builder {
             connect_timeout: self.connect_timeout,
             options: self.options,
         })
+    }
+}
+
+/// The key-value pairs of either form.
+fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, ReplicationError> {
+    let trimmed = s.trim();
+    match trimmed
+        .strip_prefix("postgresql://")
+        .or_else(|| trimmed.strip_prefix("postgres://"))
+    {
+        Some(rest) => parse_url(rest),
+        None => parse_key_values(trimmed),
+    }
+}
+
+/// `s` for display (timeline detail, logs): unchanged when it has no password; else its pairs as
+/// `key='value'` with the password shown as `********`.
+pub fn redacted(s: &str) -> String {
+    match parse_pairs(s) {
+        Ok(pairs) if !pairs.iter().any(|(k, _)| k == "password") => s.to_string(),
+        Ok(pairs) => pairs
+            .iter()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "********".to_string()
+                } else {
+                    v.replace('\\', "\\\\").replace('\'', "\\'")
+                };
+                format!("{k}='{v}'")
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(_) => "<hidden: the connection string does not parse>".to_string(),
     }
 }
 
@@ -281,6 +306,30 @@ fn percent_decode(s: &str) -> Result<String, ReplicationError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn passwords_are_redacted_for_display() {
+        let plain = "host=127.0.0.1 port=5432 user=postgres dbname=postgres";
+        assert_eq!(redacted(plain), plain);
+        assert_eq!(
+            redacted("host=h user=u password='it\\'s secret' dbname=d"),
+            "host='h' user='u' password='********' dbname='d'"
+        );
+        let url = redacted("postgres://u:s3cret@h:5433/db");
+        assert!(
+            !url.contains("s3cret") && url.contains("password='********'"),
+            "{url}"
+        );
+        assert_eq!(redacted("postgres://u@h/db"), "postgres://u@h/db");
+        assert!(!redacted("password='unterminated").contains("unterminated"));
+        assert_eq!(
+            ConnConfig::parse(&redacted("host=h user=u password=x"))
+                .unwrap()
+                .password
+                .as_deref(),
+            Some("********")
+        );
+    }
+
     use super::*;
 
     #[test]

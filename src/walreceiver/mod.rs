@@ -27,7 +27,7 @@
 
 mod basebackup;
 pub mod client;
-mod connstr;
+pub(crate) mod connstr;
 mod error;
 pub mod follow;
 mod message;
