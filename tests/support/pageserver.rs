@@ -39,12 +39,30 @@ impl Pageserver {
             pg_addr,
             log,
         };
-        server.spawn(overrides);
-        server
+        // A port that was free when picked may be taken by a parallel test before the pageserver binds it:
+        // then pick others.
+        for _ in 0..10 {
+            match server.try_spawn(overrides) {
+                Ok(()) => return server,
+                Err(log) if log.contains("Address already in use") => {
+                    server.http_addr = format!("127.0.0.1:{}", super::free_port());
+                    server.pg_addr = format!("127.0.0.1:{}", super::free_port());
+                }
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("no free ports for the pageserver after 10 attempts")
     }
 
     /// Starts the process (again) on the same workdir and ports.
     pub fn spawn(&mut self, overrides: &[&str]) {
+        if let Err(log) = self.try_spawn(overrides) {
+            panic!("{log}");
+        }
+    }
+
+    /// Starts the process; Err with the log if it exits before it is ready.
+    fn try_spawn(&mut self, overrides: &[&str]) -> Result<(), String> {
         assert!(self.child.is_none(), "pageserver already running");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -75,24 +93,25 @@ impl Pageserver {
         .stdout(log.try_clone().expect("dup log"))
         .stderr(log);
         self.child = Some(cmd.spawn().expect("spawn pageserver"));
-        self.wait_ready(Duration::from_secs(20));
+        self.wait_ready(Duration::from_secs(20))
     }
 
-    fn wait_ready(&mut self, timeout: Duration) {
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok((200, _)) = self.try_get("/v1/status") {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
+                self.child = None;
+                return Err(format!(
                     "pageserver exited with {status} before it was ready:\n{}",
                     self.log_text()
-                );
+                ));
             }
             assert!(
                 Instant::now() < deadline,
