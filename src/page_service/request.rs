@@ -8,15 +8,12 @@ use super::lsn_text;
 use super::pagestream::{Request, RequestBody, RequestHeader, ResponseBody};
 use crate::metrics::{GETPAGE_ERRORS, GETPAGE_SECONDS};
 use crate::pg::Lsn;
-use crate::pg::constants::{BLCKSZ, FSM_FORKNUM, VISIBILITYMAP_FORKNUM};
+use crate::pg::constants::{
+    BLCKSZ, DEFAULTTABLESPACE_OID, FSM_FORKNUM, VISIBILITYMAP_FORKNUM, ZERO_PAGE,
+};
 use crate::repository::Key;
 use crate::repository::datadir::DatadirError;
 use crate::repository::timeline::Timeline;
-
-/// The default tablespace: DbSize counts the relations of (1663, db).
-const DEFAULTTABLESPACE_OID: u32 = 1663;
-
-static ZERO_PAGE: [u8; BLCKSZ] = [0; BLCKSZ];
 
 /// The answer to `req`; every failure is an Error response.
 pub async fn handle(tl: &Timeline, req: &Request, wait_lsn_timeout: Duration) -> ResponseBody {

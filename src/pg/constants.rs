@@ -9,6 +9,8 @@ pub const MAXIMUM_ALIGNOF: u64 = 8;
 pub const DEFAULT_WAL_SEGMENT_SIZE: u32 = 16 * 1024 * 1024;
 /// Blocks of one relation segment file (1 GiB).
 pub const RELSEG_SIZE: u32 = 131072;
+/// An all-zero page: what smgrextend writes, and what a read past a relation's end answers.
+pub static ZERO_PAGE: [u8; BLCKSZ] = [0; BLCKSZ];
 
 pub const XLOG_PAGE_MAGIC: u16 = 0xD110;
 pub const SIZE_OF_XLOG_SHORT_PHD: usize = 24;

@@ -67,9 +67,6 @@ pub struct WalIngest {
 /// What one record produced, to put at its end LSN.
 type Puts = Vec<(Key, Value)>;
 
-/// The page PostgreSQL's smgrextend writes.
-static ZERO_PAGE: [u8; 8192] = [0; 8192];
-
 impl WalIngest {
     pub fn new(tl: Arc<Timeline>) -> WalIngest {
         WalIngest {
@@ -368,6 +365,16 @@ impl WalIngest {
         Ok(())
     }
 
+    /// The segments of an SLRU, as of the last record (loaded on first use).
+    async fn slru_dir(&mut self, kind: SlruKind) -> Result<&mut BTreeSet<u32>, IngestError> {
+        if !self.slru_dirs.contains_key(&kind) {
+            let lsn = self.tl.last_record_lsn();
+            let dir = self.tl.list_slru_segments(kind, lsn).await?;
+            self.slru_dirs.insert(kind, dir);
+        }
+        Ok(self.slru_dirs.entry(kind).or_default())
+    }
+
     async fn twophase_dir(&mut self) -> Result<&mut BTreeSet<u64>, IngestError> {
         if self.twophase.is_none() {
             self.twophase = Some(self.tl.list_twophase(self.tl.last_record_lsn()).await?);
@@ -637,14 +644,7 @@ impl WalIngest {
         if !creates {
             return Ok(());
         }
-        if !self.slru_dirs.contains_key(&kind) {
-            let dir = self
-                .tl
-                .list_slru_segments(kind, self.tl.last_record_lsn())
-                .await?;
-            self.slru_dirs.insert(kind, dir);
-        }
-        let dir = self.slru_dirs.entry(kind).or_default();
+        let dir = self.slru_dir(kind).await?;
         if dir.insert(segno) {
             let encoded = datadir::encode_u32_set(dir);
             puts.push((Key::slru_dir(kind), Value::Image(encoded)));
@@ -675,14 +675,7 @@ impl WalIngest {
         puts: &mut Puts,
     ) -> Result<(), IngestError> {
         let cutoff = pageno / super::slru::SLRU_PAGES_PER_SEGMENT;
-        if !self.slru_dirs.contains_key(&kind) {
-            let dir = self
-                .tl
-                .list_slru_segments(kind, self.tl.last_record_lsn())
-                .await?;
-            self.slru_dirs.insert(kind, dir);
-        }
-        let dir = self.slru_dirs.entry(kind).or_default();
+        let dir = self.slru_dir(kind).await?;
         let before = dir.len();
         dir.retain(|s| *s >= cutoff);
         if dir.len() != before {
