@@ -5,6 +5,7 @@
 //! [`service::run`].
 
 pub mod config;
+pub mod durable;
 pub mod failpoint;
 pub mod http;
 pub mod id;

@@ -53,9 +53,13 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
         mgr: mgr.clone(),
     });
     let http_task = tokio::spawn(http::serve(http_listener, state, shutdown.clone()));
+    let idle = config.page_service_idle_timeout.get();
     let page_service = PageService {
         mgr: mgr.clone(),
         wait_lsn_timeout: config.wait_lsn_timeout.get(),
+        max_connections: config.page_service_max_connections,
+        startup_timeout: config.page_service_startup_timeout.get(),
+        idle_timeout: (!idle.is_zero()).then_some(idle),
     };
     let pg_task = tokio::spawn(page_service::serve(
         pg_listener,

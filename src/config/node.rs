@@ -24,6 +24,16 @@ pub struct NodeConfig {
     pub wal_redo_timeout: HumanDuration,
     /// Pages (8 KiB each) in the shared page cache.
     pub page_cache_size: usize,
+    /// Most page service connections open at once; one more is refused with SQLSTATE 53300.
+    pub page_service_max_connections: usize,
+    /// Time a page service client has to send its startup packet; then the connection is closed.
+    pub page_service_startup_timeout: HumanDuration,
+    /// A page service connection that sends nothing for this long is closed; "0s": never.
+    pub page_service_idle_timeout: HumanDuration,
+    /// Time an HTTP client has to send a request's headers; then the connection is closed.
+    pub http_header_read_timeout: HumanDuration,
+    /// Largest `import_basebackup` body accepted, in bytes; a larger one is refused with 413.
+    pub import_max_bytes: u64,
     /// Superuser that initdb creates for timelines bootstrapped here.
     pub superuser: String,
     /// Locale that initdb uses for timelines bootstrapped here.
@@ -54,6 +64,11 @@ impl Default for NodeConfig {
             wait_lsn_timeout: HumanDuration::from_secs(300),
             wal_redo_timeout: HumanDuration::from_secs(60),
             page_cache_size: 8192,
+            page_service_max_connections: 1000,
+            page_service_startup_timeout: HumanDuration::from_secs(10),
+            page_service_idle_timeout: HumanDuration::from_secs(3600),
+            http_header_read_timeout: HumanDuration::from_secs(10),
+            import_max_bytes: 64 << 30,
             superuser: "cloud_admin".to_string(),
             locale: "C.UTF-8".to_string(),
             log_format: LogFormat::Plain,
@@ -194,6 +209,15 @@ impl NodeConfig {
         }
         if self.page_cache_size == 0 {
             return bad("page_cache_size", "a page count greater than 0");
+        }
+        if self.page_service_max_connections == 0 {
+            return bad("page_service_max_connections", "a count greater than 0");
+        }
+        if self.page_service_startup_timeout.get().is_zero() {
+            return bad("page_service_startup_timeout", "a duration greater than 0");
+        }
+        if self.http_header_read_timeout.get().is_zero() {
+            return bad("http_header_read_timeout", "a duration greater than 0");
         }
         if self.walredo_user.is_empty() || self.walredo_user == "root" {
             return bad("walredo_user", "the name of an unprivileged user");

@@ -61,7 +61,6 @@ overrides! {
     image_creation_threshold: usize,
     walreceiver_connect_timeout: HumanDuration,
     lagging_wal_timeout: HumanDuration,
-    max_lsn_wal_lag: u64,
     walredo_pool_size: usize,
 }
 

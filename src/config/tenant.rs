@@ -32,10 +32,9 @@ pub struct TenantConfig {
     pub image_creation_threshold: usize,
     /// Time allowed for connecting to a timeline's WAL source before the attempt is abandoned and retried.
     pub walreceiver_connect_timeout: HumanDuration,
-    /// A WAL source silent for this long is considered lost and reconnected.
+    /// A WAL source silent for this long is considered lost and reconnected; after half of it in silence the
+    /// receiver asks the source for a reply (a healthy idle primary answers with a keepalive).
     pub lagging_wal_timeout: HumanDuration,
-    /// Lag in bytes behind the WAL source above which the receiver reconnects.
-    pub max_lsn_wal_lag: u64,
     /// Number of `postgres --wal-redo` processes the tenant may run at once.
     pub walredo_pool_size: usize,
 }
@@ -54,7 +53,6 @@ impl Default for TenantConfig {
             image_creation_threshold: 3,
             walreceiver_connect_timeout: HumanDuration::from_secs(10),
             lagging_wal_timeout: HumanDuration::from_secs(10),
-            max_lsn_wal_lag: 1024 * MIB,
             walredo_pool_size: 1,
         }
     }
@@ -74,7 +72,6 @@ pub const TENANT_CONFIG_KEYS: &[&str] = &[
     "image_creation_threshold",
     "walreceiver_connect_timeout",
     "lagging_wal_timeout",
-    "max_lsn_wal_lag",
     "walredo_pool_size",
 ];
 

@@ -17,6 +17,8 @@ pub enum ApiError {
     #[error("{0}")]
     NotAcceptable(String),
     #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("{0}")]
     ShuttingDown(String),
     #[error("{0}")]
     Internal(String),
@@ -30,6 +32,7 @@ impl ApiError {
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::ShuttingDown(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,7 +75,7 @@ impl From<MgrError> for ApiError {
     fn from(e: MgrError) -> ApiError {
         match e {
             MgrError::NotFound(_) => ApiError::NotFound(e.to_string()),
-            MgrError::ExistsDifferently(_) | MgrError::Detached(_) => {
+            MgrError::ExistsDifferently(_) | MgrError::Detached(_) | MgrError::Broken { .. } => {
                 ApiError::Conflict(e.to_string())
             }
             MgrError::Config(_) => ApiError::BadRequest(e.to_string()),

@@ -15,7 +15,10 @@ pub struct AttachmentStatus {
 #[derive(Debug, Serialize)]
 pub struct TenantInfo {
     pub id: TenantId,
+    /// "Active", or "Broken" for a tenant that could not be loaded.
     pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken_reason: Option<String>,
     pub current_physical_size: u64,
     pub attachment_status: AttachmentStatus,
     pub generation: u32,

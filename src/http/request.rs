@@ -59,6 +59,17 @@ impl RequestContext {
     }
 
     /// The whole body, at most `limit` bytes.
+    /// The request's Content-Length, if it has a valid one.
+    pub fn content_length(&self) -> Option<u64> {
+        self.head
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+    }
+
     pub async fn body_bytes(&mut self, limit: usize) -> Result<Bytes, ApiError> {
         let Some(body) = self.body.take() else {
             return Err(ApiError::Internal("the request body was read twice".into()));

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -41,10 +41,16 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, cancel: Cancella
         };
         let state = state.clone();
         let cancel = cancel.clone();
+        let header_timeout = state.mgr.node().http_header_read_timeout.get();
         connections.spawn(
             async move {
                 let service = service_fn(move |req| handle(state.clone(), req));
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                // A client that opens a connection and never completes its headers is dropped, so that idle
+                // sockets cannot pile up.
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(stream), service);
                 tokio::pin!(conn);
                 let result = tokio::select! {
                     r = conn.as_mut() => r,

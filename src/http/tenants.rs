@@ -16,6 +16,7 @@ async fn tenant_info(a: &Attached) -> TenantInfo {
     TenantInfo {
         id: a.tenant.id,
         state: "Active",
+        broken_reason: None,
         current_physical_size: a.tenant.timelines().iter().map(|t| t.physical_size()).sum(),
         attachment_status: AttachmentStatus { slug: "attached" },
         generation: 0,
@@ -70,16 +71,42 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
     Ok(json_response(status, &tenant_info(&a).await))
 }
 
+fn broken_info(id: TenantId, reason: String) -> TenantInfo {
+    TenantInfo {
+        id,
+        state: "Broken",
+        broken_reason: Some(reason),
+        current_physical_size: 0,
+        attachment_status: AttachmentStatus { slug: "attached" },
+        generation: 0,
+    }
+}
+
 pub async fn list(ctx: RequestContext) -> HandlerResult {
     let mut out = Vec::new();
     for a in ctx.state.mgr.list().await {
         out.push(tenant_info(&a).await);
     }
+    for (id, reason) in ctx.state.mgr.broken() {
+        out.push(broken_info(id, reason));
+    }
+    out.sort_by_key(|t| t.id);
     Ok(json_response(StatusCode::OK, &out))
 }
 
 pub async fn detail(ctx: RequestContext) -> HandlerResult {
-    let a = ctx.state.mgr.get(ctx.tenant_id()?).await?;
+    let a = match ctx.state.mgr.get(ctx.tenant_id()?).await {
+        Ok(a) => a,
+        Err(crate::repository::mgr::MgrError::Broken { id, reason }) => {
+            let details = TenantDetails {
+                info: broken_info(id, reason),
+                walredo: WalRedoInfo { pids: vec![] },
+                timelines: vec![],
+            };
+            return Ok(json_response(StatusCode::OK, &details));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let details = TenantDetails {
         info: tenant_info(&a).await,
         walredo: WalRedoInfo {

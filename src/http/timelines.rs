@@ -133,31 +133,63 @@ pub async fn import_basebackup(mut ctx: RequestContext) -> HandlerResult {
     if a.tenant.timeline(id).is_ok() {
         return Err(ApiError::Conflict(format!("timeline {id} already exists")));
     }
-    // The archive goes to a temp file first: the importer reads it synchronously on a blocking thread.
+    let limit = ctx.state.mgr.node().import_max_bytes;
+    let too_large = |n: u64| {
+        ApiError::PayloadTooLarge(format!(
+            "the archive is larger than import_max_bytes ({n} > {limit} bytes)"
+        ))
+    };
+    if let Some(n) = ctx.content_length()
+        && n > limit
+    {
+        return Err(too_large(n));
+    }
+    // The archive goes to a temp file first (the importer reads it synchronously on a blocking thread); a
+    // crash leaves it behind as `*.tmp`, which the next load of the tenant removes.
     let spool = a.tenant.dir().join(format!("import-{id}.tar.tmp"));
     let body = ctx
         .body
         .take()
         .ok_or_else(|| ApiError::Internal("no request body".into()))?;
-    spool_body(body, &spool).await?;
-    let result = import_spooled(&a, id, &spool, base_lsn).await;
+    let result = match spool_body(body, &spool, limit).await {
+        Ok(()) => import_spooled(&a, id, &spool, base_lsn).await,
+        Err(SpoolError::TooLarge(n)) => Err(too_large(n)),
+        Err(SpoolError::Api(e)) => Err(e),
+    };
     let _ = tokio::fs::remove_file(&spool).await;
     let tl = result?;
     Ok(json_response(StatusCode::CREATED, &TimelineInfo::of(&tl)))
 }
 
+enum SpoolError {
+    /// The body passed the limit; the bytes received by then.
+    TooLarge(u64),
+    Api(ApiError),
+}
+
+/// Writes the request body to `path`, refusing one longer than `limit` bytes.
 async fn spool_body(
     mut body: hyper::body::Incoming,
     path: &std::path::Path,
-) -> Result<(), ApiError> {
+    limit: u64,
+) -> Result<(), SpoolError> {
     use http_body_util::BodyExt;
     use tokio::io::AsyncWriteExt;
-    let io = |e: std::io::Error| ApiError::Internal(format!("{}: {e}", path.display()));
+    let io =
+        |e: std::io::Error| SpoolError::Api(ApiError::Internal(format!("{}: {e}", path.display())));
     let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+    let mut received = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::BadRequest(format!("cannot read the request body: {e}")))?;
+        let frame = frame.map_err(|e| {
+            SpoolError::Api(ApiError::BadRequest(format!(
+                "cannot read the request body: {e}"
+            )))
+        })?;
         if let Some(data) = frame.data_ref() {
+            received += data.len() as u64;
+            if received > limit {
+                return Err(SpoolError::TooLarge(received));
+            }
             file.write_all(data).await.map_err(io)?;
         }
     }
@@ -172,13 +204,10 @@ async fn import_spooled(
 ) -> Result<Arc<Timeline>, ApiError> {
     let file = std::fs::File::open(spool)
         .map_err(|e| ApiError::Internal(format!("{}: {e}", spool.display())))?;
-    let tl = a.tenant.create_timeline(id, crate::pg::Lsn(0), 15).await?;
+    let tl = a.tenant.create_timeline_for_import(id, 15).await?;
     let imported = async {
         crate::import::datadir::import_tar(&tl, std::io::BufReader::new(file), lsn, None).await?;
-        tl.checkpoint()
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
-        tl.commit_metadata(|m| m.initdb_lsn = lsn)
+        tl.finish_import(lsn)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         Ok::<_, ApiError>(())

@@ -290,7 +290,7 @@ pub async fn import_initdb_dir(
         .await
         .map_err(|e| BootstrapError::Panicked(e.to_string()))??;
     let timeline = tenant
-        .create_timeline(timeline_id, Lsn(0), PG_VERSION)
+        .create_timeline_for_import(timeline_id, PG_VERSION)
         .await?;
     match fill(&timeline, pgdata, lsn).await {
         Ok(stats) => Ok(Bootstrapped {
@@ -320,7 +320,6 @@ async fn fill(
             stats.control_checkpoint_lsn, lsn.checkpoint_start
         )));
     }
-    timeline.checkpoint().await?;
-    timeline.commit_metadata(|m| m.initdb_lsn = lsn.end).await?;
+    timeline.finish_import(lsn.end).await?;
     Ok(stats)
 }

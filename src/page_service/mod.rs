@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -40,12 +41,24 @@ const MAX_BATCH: usize = 64;
 pub struct PageService {
     pub mgr: Arc<TenantManager>,
     pub wait_lsn_timeout: Duration,
+    /// Connections open at once, at most; one more gets SQLSTATE 53300 and is closed.
+    pub max_connections: usize,
+    /// Time a client has to send its startup packet.
+    pub startup_timeout: Duration,
+    /// A connection that sends nothing for this long is closed (SQLSTATE 57P05); None: never.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// Refused connections answered at once, at most (each waits up to the startup timeout for the startup
+/// packet, so that the client reads the error); more are closed without a word.
+const MAX_REFUSING: usize = 64;
 
 /// Accepts connections until `shutdown`; then ends every session (an ErrorResponse saying so) and waits for
 /// them, at most a few seconds.
 pub async fn serve(listener: TcpListener, service: PageService, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(service.max_connections));
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -58,11 +71,19 @@ pub async fn serve(listener: TcpListener, service: PageService, shutdown: Cancel
             },
             _ = shutdown.cancelled() => break,
         };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            warn!(%peer, max = service.max_connections, "page service connection refused: too many connections");
+            if let Ok(r) = refusing.clone().try_acquire_owned() {
+                tracker.spawn(refuse(stream, service.startup_timeout, r));
+            }
+            continue;
+        };
         let service = service.clone();
         let cancel = shutdown.child_token();
         let span = info_span!("page_service", %peer);
         tracker.spawn(
             async move {
+                let _permit = permit;
                 match connection(stream, peer, service, cancel).await {
                     Ok(()) | Err(PqError::Closed) => debug!("connection closed"),
                     Err(e) => info!(error = %e, "connection ended"),
@@ -80,8 +101,48 @@ pub async fn serve(listener: TcpListener, service: PageService, shutdown: Cancel
     }
 }
 
+/// Answers a connection over the limit as PostgreSQL does: its startup packet, then an ErrorResponse.
+async fn refuse(stream: TcpStream, startup_timeout: Duration, _permit: OwnedSemaphorePermit) {
+    let (r, mut w) = stream.into_split();
+    let mut reader = PqReader::new(r);
+    if let Ok(Ok(_)) = tokio::time::timeout(startup_timeout, reader.startup(&mut w)).await {
+        let mut out = BytesMut::new();
+        be::error(
+            &mut out,
+            sqlstate::TOO_MANY_CONNECTIONS,
+            "sorry, too many clients already (page_service_max_connections)",
+        );
+        let _ = pq::send(&mut w, &mut out).await;
+    }
+}
+
+/// Reads the next message, or Err(PqError::Idle) after `idle` without one.
+async fn read_within<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut PqReader<R>,
+    idle: Option<Duration>,
+) -> Result<FeMessage, PqError> {
+    match idle {
+        Some(d) => tokio::time::timeout(d, reader.read())
+            .await
+            .unwrap_or(Err(PqError::Idle(d))),
+        None => reader.read().await,
+    }
+}
+
+fn idle_error(out: &mut BytesMut, after: Duration) {
+    be::error(
+        out,
+        sqlstate::IDLE_SESSION_TIMEOUT,
+        &format!(
+            "terminating connection after {after:?} without a message (page_service_idle_timeout)"
+        ),
+    );
+}
+
 /// SQLSTATEs of the errors we send.
 mod sqlstate {
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const PROTOCOL_VIOLATION: &str = "08P01";
     pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
     pub const UNDEFINED_OBJECT: &str = "42704";
@@ -99,7 +160,12 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut reader = PqReader::new(r);
-    let params = reader.startup(&mut w).await?;
+    let params = tokio::time::timeout(service.startup_timeout, reader.startup(&mut w))
+        .await
+        .map_err(|_| PqError::Timeout {
+            what: "startup packet",
+            after: service.startup_timeout,
+        })??;
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     debug!(
         user = param("user").unwrap_or(""),
@@ -125,7 +191,13 @@ async fn connection(
 
     loop {
         let msg = tokio::select! {
-            m = reader.read() => m?,
+            m = read_within(&mut reader, service.idle_timeout) => match m {
+                Err(PqError::Idle(after)) => {
+                    idle_error(&mut out, after);
+                    return pq::send(&mut w, &mut out).await;
+                }
+                m => m?,
+            },
             _ = cancel.cancelled() => {
                 be::error(&mut out, sqlstate::ADMIN_SHUTDOWN, "the pageserver is shutting down");
                 return pq::send(&mut w, &mut out).await;
@@ -295,7 +367,14 @@ where
     pq::send(w, out).await?;
     loop {
         let first = tokio::select! {
-            m = reader.read() => m,
+            m = read_within(reader, service.idle_timeout) => match m {
+                Err(PqError::Idle(after)) => {
+                    idle_error(out, after);
+                    pq::send(w, out).await?;
+                    return Ok(false);
+                }
+                m => m,
+            },
             _ = cancel.cancelled() => {
                 be::error(out, sqlstate::ADMIN_SHUTDOWN, "the pageserver is shutting down");
                 pq::send(w, out).await?;

@@ -24,6 +24,13 @@ pub enum PqError {
     Protocol { what: &'static str, detail: String },
     #[error("cancel request (not supported)")]
     Cancel,
+    #[error("no {what} within {after:?}")]
+    Timeout {
+        what: &'static str,
+        after: std::time::Duration,
+    },
+    #[error("no message for {0:?} (idle timeout)")]
+    Idle(std::time::Duration),
 }
 
 fn protocol(what: &'static str, detail: impl Into<String>) -> PqError {

@@ -22,6 +22,12 @@ pub fn encode_record(rmid: u8, info: u8, xid: u32, prev: Lsn, main_data: &[u8]) 
         }
         body.extend_from_slice(main_data);
     }
+    encode_record_body(rmid, info, xid, prev, &body)
+}
+
+/// The bytes of one record whose `body` (block headers, main data header, then their data, as
+/// `src/include/access/xlogrecord.h` lays them out) is already encoded: the header with its length and CRC.
+pub fn encode_record_body(rmid: u8, info: u8, xid: u32, prev: Lsn, body: &[u8]) -> Vec<u8> {
     let tot_len = (SIZE_OF_XLOG_RECORD + body.len()) as u32;
     let mut out = Vec::with_capacity(tot_len as usize);
     out.extend_from_slice(&tot_len.to_le_bytes());
@@ -30,9 +36,9 @@ pub fn encode_record(rmid: u8, info: u8, xid: u32, prev: Lsn, main_data: &[u8]) 
     out.push(info);
     out.push(rmid);
     out.extend_from_slice(&[0, 0]);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&body), &out[..20]);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(body), &out[..20]);
     out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(body);
     out
 }
 

@@ -7,7 +7,6 @@
 //! `metadata.tmp`, fsynced, renamed over `metadata`, directory fsynced.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -83,23 +82,15 @@ impl TimelineMetadata {
 
     /// Writes atomically: temp file, fsync, rename, fsync of the directory.
     pub fn save(&self, dir: &Path) -> Result<(), MetadataError> {
-        let path = dir.join(METADATA_FILE);
-        let tmp = dir.join(format!("{METADATA_FILE}.tmp"));
         let werr = |source| MetadataError::Write {
-            path: path.clone(),
+            path: dir.join(METADATA_FILE),
             source,
         };
         let json = serde_json::to_vec_pretty(self).map_err(|e| werr(std::io::Error::other(e)))?;
         let mut body = format!("{:08x}\n", crc32c::crc32c(&json)).into_bytes();
         body.extend_from_slice(&json);
-        let mut f = fs::File::create(&tmp).map_err(werr)?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(werr)?;
-        drop(f);
-        crate::failpoint::hit("metadata-before-rename");
-        fs::rename(&tmp, &path).map_err(werr)?;
-        fsync_dir(dir).map_err(werr)
+        crate::durable::write_atomic(dir, METADATA_FILE, &body, crate::durable::PLAIN_MODE)
+            .map_err(werr)
     }
 
     pub fn load(dir: &Path) -> Result<TimelineMetadata, MetadataError> {
@@ -141,10 +132,7 @@ impl TimelineMetadata {
     }
 }
 
-/// fsync of a directory, so that renames and creations in it are durable.
-pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    fs::File::open(dir)?.sync_all()
-}
+pub use crate::durable::fsync_dir;
 
 #[cfg(test)]
 mod tests {

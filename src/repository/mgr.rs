@@ -4,6 +4,11 @@
 //! atomically) beside the tenant's `timelines/`. At start every attached tenant is loaded. Each attached
 //! tenant has its own WAL redo pool and tasks; detaching stops them (its redo processes are gone) and keeps
 //! the files, attaching loads it again.
+//!
+//! A tenant that cannot be loaded (its `tenant.json` missing or unreadable, a timeline's metadata corrupt, a
+//! layer file missing) is Broken: the others load and serve, it runs nothing, it is listed with the reason,
+//! and it can be deleted, or attached again once its files are repaired. A `<id>.___deleted` directory (a
+//! delete interrupted by a crash) is removed at start.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -11,13 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{info, info_span, warn};
+use tracing::{error, info, info_span, warn};
 
 use crate::config::{ConfigError, NodeConfig, TenantConfig, TenantConfigOverrides};
 use crate::id::TenantId;
 use crate::repository::metadata::fsync_dir;
 use crate::repository::page_cache::PageCache;
-use crate::repository::tenant::{Tenant, TenantError};
+use crate::repository::tenant::{DELETED_SUFFIX, Tenant, TenantError};
 use crate::walredo::{PostgresRedoManager, RedoConfig, RedoError};
 
 pub const TENANT_FILE: &str = "tenant.json";
@@ -40,6 +45,8 @@ pub enum MgrError {
     File { path: PathBuf, msg: String },
     #[error("the pageserver is shutting down")]
     ShuttingDown,
+    #[error("tenant {id} is broken: {reason}")]
+    Broken { id: TenantId, reason: String },
 }
 
 /// What `tenant.json` holds.
@@ -67,6 +74,8 @@ pub struct TenantManager {
     attached: tokio::sync::Mutex<HashMap<TenantId, Attached>>,
     /// Tenants on disk but detached, with their overrides.
     detached: Mutex<HashMap<TenantId, TenantConfigOverrides>>,
+    /// Tenants on disk that could not be loaded, with the reason.
+    broken: Mutex<HashMap<TenantId, String>>,
     shutting_down: std::sync::atomic::AtomicBool,
 }
 
@@ -81,22 +90,59 @@ impl TenantManager {
             node,
             attached: tokio::sync::Mutex::new(HashMap::new()),
             detached: Mutex::new(HashMap::new()),
+            broken: Mutex::new(HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
         });
         for entry in std::fs::read_dir(&tenants_dir).map_err(|e| file_err(&tenants_dir, e))? {
             let entry = entry.map_err(|e| file_err(&tenants_dir, e))?;
-            let Ok(id) = entry.file_name().to_string_lossy().parse::<TenantId>() else {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(DELETED_SUFFIX) {
+                warn!(dir = %name, "removing the directory of an interrupted tenant delete");
+                std::fs::remove_dir_all(entry.path()).map_err(|e| file_err(&entry.path(), e))?;
+                continue;
+            }
+            let Ok(id) = name.parse::<TenantId>() else {
                 continue;
             };
-            let file = read_tenant_file(&entry.path())?;
-            if file.attached {
-                let attached = mgr.activate(id, file.config).await?;
-                mgr.attached.lock().await.insert(id, attached);
-            } else {
-                mgr.detached_lock().insert(id, file.config);
+            if let Err(e) = mgr.load_one(id, &entry.path()).await {
+                error!(tenant_id = %id, error = %e, "tenant is broken");
+                mgr.broken_lock().insert(id, e.to_string());
             }
         }
         Ok(mgr)
+    }
+
+    /// Loads the tenant in `dir`: activates it if attached.
+    async fn load_one(&self, id: TenantId, dir: &Path) -> Result<(), MgrError> {
+        if !dir.join(TENANT_FILE).exists() {
+            return Err(MgrError::File {
+                path: dir.join(TENANT_FILE),
+                msg: "missing (the tenant's creation was interrupted?)".into(),
+            });
+        }
+        let file = read_tenant_file(dir)?;
+        if file.attached {
+            let attached = self.activate(id, file.config).await?;
+            self.attached.lock().await.insert(id, attached);
+        } else {
+            self.detached_lock().insert(id, file.config);
+        }
+        Ok(())
+    }
+
+    fn broken_lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, String>> {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Tenants that could not be loaded, with the reason, by id.
+    pub fn broken(&self) -> Vec<(TenantId, String)> {
+        let mut v: Vec<_> = self
+            .broken_lock()
+            .iter()
+            .map(|(id, r)| (*id, r.clone()))
+            .collect();
+        v.sort();
+        v
     }
 
     fn detached_lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, TenantConfigOverrides>> {
@@ -135,13 +181,25 @@ impl TenantManager {
         let redo = Arc::new(PostgresRedoManager::new(&self.redo_config(&conf), span)?);
         let dir = self.tenant_dir(id);
         let tenant =
-            Tenant::load(id, &dir, conf, redo.clone(), self.page_cache.clone(), true).await?;
+            match Tenant::load(id, &dir, conf, redo.clone(), self.page_cache.clone(), true).await {
+                Ok(t) => t,
+                Err(e) => {
+                    redo.shutdown().await;
+                    return Err(e.into());
+                }
+            };
         let file_err = |msg| MgrError::File {
             path: dir.clone(),
             msg,
         };
-        let (sources, saved) =
-            crate::walreceiver::sources::WalSources::load(&dir).map_err(file_err)?;
+        let (sources, saved) = match crate::walreceiver::sources::WalSources::load(&dir) {
+            Ok(x) => x,
+            Err(e) => {
+                tenant.shutdown(false).await;
+                redo.shutdown().await;
+                return Err(file_err(e));
+            }
+        };
         for (tl_id, source) in saved {
             match tenant.timeline(tl_id) {
                 Ok(tl) => sources.set(&tl, Some(source), false).map_err(file_err)?,
@@ -163,7 +221,17 @@ impl TenantManager {
         match self.attached.lock().await.get(&id) {
             Some(a) => Ok(a.clone()),
             None if self.detached_lock().contains_key(&id) => Err(MgrError::Detached(id)),
-            None => Err(MgrError::NotFound(id)),
+            None => Err(self.broken_or_not_found(id)),
+        }
+    }
+
+    fn broken_or_not_found(&self, id: TenantId) -> MgrError {
+        match self.broken_lock().get(&id) {
+            Some(reason) => MgrError::Broken {
+                id,
+                reason: reason.clone(),
+            },
+            None => MgrError::NotFound(id),
         }
     }
 
@@ -192,6 +260,9 @@ impl TenantManager {
         }
         if self.detached_lock().contains_key(&id) {
             return Err(MgrError::Detached(id));
+        }
+        if let err @ MgrError::Broken { .. } = self.broken_or_not_found(id) {
+            return Err(err);
         }
         let dir = self.tenant_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
@@ -235,7 +306,14 @@ impl TenantManager {
             },
         )?;
         self.detached_lock().remove(&id);
-        let a = self.activate(id, overrides).await?;
+        let a = match self.activate(id, overrides).await {
+            Ok(a) => a,
+            Err(e) => {
+                self.broken_lock().insert(id, e.to_string());
+                return Err(e);
+            }
+        };
+        self.broken_lock().remove(&id);
         attached.insert(id, a.clone());
         info!(tenant_id = %id, "tenant attached");
         Ok(a)
@@ -248,7 +326,7 @@ impl TenantManager {
             return if self.detached_lock().contains_key(&id) {
                 Ok(())
             } else {
-                Err(MgrError::NotFound(id))
+                Err(self.broken_or_not_found(id))
             };
         };
         write_tenant_file(
@@ -271,11 +349,13 @@ impl TenantManager {
         if let Some(a) = attached.remove(&id) {
             a.tenant.shutdown(false).await;
             a.redo.shutdown().await;
-        } else if self.detached_lock().remove(&id).is_none() {
+        } else if self.detached_lock().remove(&id).is_none()
+            && self.broken_lock().remove(&id).is_none()
+        {
             return Err(MgrError::NotFound(id));
         }
         let dir = self.tenant_dir(id);
-        let trash = self.tenants_dir.join(format!("{id}.___deleted"));
+        let trash = self.tenants_dir.join(format!("{id}{DELETED_SUFFIX}"));
         std::fs::rename(&dir, &trash).map_err(|e| file_err(&dir, e))?;
         std::fs::remove_dir_all(&trash).map_err(|e| file_err(&trash, e))?;
         info!(tenant_id = %id, "tenant deleted");
@@ -362,18 +442,10 @@ fn read_tenant_file(dir: &Path) -> Result<TenantFile, MgrError> {
 
 fn write_tenant_file(dir: &Path, file: &TenantFile) -> Result<(), MgrError> {
     let path = dir.join(TENANT_FILE);
-    let tmp = dir.join(format!("{TENANT_FILE}.tmp"));
     let body = serde_json::to_vec_pretty(file).map_err(|e| MgrError::File {
         path: path.clone(),
         msg: e.to_string(),
     })?;
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        fsync_dir(dir)
-    };
-    write().map_err(|e| file_err(&path, e))
+    crate::durable::write_atomic(dir, TENANT_FILE, &body, crate::durable::PLAIN_MODE)
+        .map_err(|e| file_err(&path, e))
 }

@@ -65,6 +65,14 @@ pub enum TenantError {
     },
 }
 
+/// Suffixes of a timeline or tenant directory being created (renamed into place when complete) and being
+/// deleted (renamed away first, then removed); a load removes both.
+pub const TEMP_SUFFIX: &str = ".___temp";
+pub const DELETED_SUFFIX: &str = ".___deleted";
+
+/// In a timeline directory: the import that fills the timeline has not finished.
+pub const IMPORTING_MARKER: &str = "importing";
+
 pub struct Tenant {
     pub id: TenantId,
     dir: PathBuf,
@@ -98,6 +106,7 @@ impl Tenant {
     ) -> Result<Arc<Tenant>, TenantError> {
         let timelines_dir = dir.join("timelines");
         std::fs::create_dir_all(&timelines_dir).map_err(io_err(&timelines_dir))?;
+        remove_temp_files(dir)?;
         let tenant = Arc::new(Tenant {
             id,
             dir: dir.to_path_buf(),
@@ -113,10 +122,28 @@ impl Tenant {
             background,
             leftovers_removed: std::sync::atomic::AtomicUsize::new(0),
         });
+        if let Err(e) = tenant.load_timelines(&timelines_dir) {
+            // Stop the tasks of the timelines opened before the failure: a broken tenant runs nothing.
+            tenant.shutdown(false).await;
+            return Err(e);
+        }
+        info!(tenant = %id, timelines = tenant.timelines.lock().unwrap_or_else(|p| p.into_inner()).len(), "tenant loaded");
+        Ok(tenant)
+    }
+
+    /// Opens every timeline under `timelines_dir`, ancestors first. Removes what interrupted operations left:
+    /// directories of a create (`<id>.___temp`) or delete (`<id>.___deleted`), a timeline directory without
+    /// metadata, and a timeline whose import never finished (it still holds [`IMPORTING_MARKER`]).
+    fn load_timelines(&self, timelines_dir: &Path) -> Result<(), TenantError> {
         let mut pending: Vec<(TimelineId, TimelineMetadata)> = Vec::new();
-        for entry in std::fs::read_dir(&timelines_dir).map_err(io_err(&timelines_dir))? {
-            let entry = entry.map_err(io_err(&timelines_dir))?;
+        for entry in std::fs::read_dir(timelines_dir).map_err(io_err(timelines_dir))? {
+            let entry = entry.map_err(io_err(timelines_dir))?;
             let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with(TEMP_SUFFIX) || name.ends_with(DELETED_SUFFIX) {
+                warn!(dir = %name, "removing the directory of an interrupted timeline create or delete");
+                std::fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+                continue;
+            }
             let Ok(tl_id) = name.parse::<TimelineId>() else {
                 continue;
             };
@@ -126,14 +153,18 @@ impl Tenant {
                 let _ = std::fs::remove_dir_all(entry.path());
                 continue;
             }
+            if entry.path().join(IMPORTING_MARKER).exists() {
+                warn!(timeline = %tl_id, "removing a timeline whose import was interrupted");
+                std::fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
+                continue;
+            }
             pending.push((tl_id, TimelineMetadata::load(&entry.path())?));
         }
         // Ancestors first.
         while !pending.is_empty() {
-            let ready = pending.iter().position(|(_, m)| {
-                m.ancestor_timeline
-                    .is_none_or(|a| tenant.timeline(a).is_ok())
-            });
+            let ready = pending
+                .iter()
+                .position(|(_, m)| m.ancestor_timeline.is_none_or(|a| self.timeline(a).is_ok()));
             let Some(i) = ready else {
                 let (timeline, m) = &pending[0];
                 return Err(TenantError::MissingAncestor {
@@ -142,10 +173,9 @@ impl Tenant {
                 });
             };
             let (tl_id, metadata) = pending.swap_remove(i);
-            tenant.open_timeline(tl_id, metadata)?;
+            self.open_timeline(tl_id, metadata)?;
         }
-        info!(tenant = %id, timelines = tenant.timelines.lock().unwrap_or_else(|p| p.into_inner()).len(), "tenant loaded");
-        Ok(tenant)
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -218,6 +248,17 @@ impl Tenant {
         .await
     }
 
+    /// A new, empty timeline that an import (a base backup, an initdb directory) fills; until
+    /// [`Timeline::finish_import`] it holds [`IMPORTING_MARKER`], and a load after a crash removes it.
+    pub async fn create_timeline_for_import(
+        &self,
+        id: TimelineId,
+        pg_version: u32,
+    ) -> Result<Arc<Timeline>, TenantError> {
+        let meta = TimelineMetadata::new(Lsn(0), None, Lsn(0), pg_version);
+        self.create_with(id, meta, true).await
+    }
+
     /// A branch of `ancestor` at `lsn` (its last record when None).
     pub async fn branch_timeline(
         &self,
@@ -270,6 +311,15 @@ impl Tenant {
         id: TimelineId,
         meta: TimelineMetadata,
     ) -> Result<Arc<Timeline>, TenantError> {
+        self.create_with(id, meta, false).await
+    }
+
+    async fn create_with(
+        &self,
+        id: TimelineId,
+        meta: TimelineMetadata,
+        importing: bool,
+    ) -> Result<Arc<Timeline>, TenantError> {
         // A detach or shutdown has begun: a timeline made now would outlive its tenant. One made just
         // after this check gets a cancelled token and refuses writes (PutError::ShuttingDown).
         if self.cancel.is_cancelled() {
@@ -287,9 +337,16 @@ impl Tenant {
         if dir.exists() {
             return Err(TenantError::TimelineExists(id));
         }
-        let tmp = self.dir.join("timelines").join(format!("{id}.___temp"));
+        let tmp = self
+            .dir
+            .join("timelines")
+            .join(format!("{id}{TEMP_SUFFIX}"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        if importing {
+            let marker = tmp.join(IMPORTING_MARKER);
+            std::fs::File::create(&marker).map_err(io_err(&marker))?;
+        }
         meta.save(&tmp)?;
         std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
         fsync_dir(&self.dir.join("timelines")).map_err(io_err(&dir))?;
@@ -310,7 +367,7 @@ impl Tenant {
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let fname = entry.file_name().to_string_lossy().to_string();
-            if fname == METADATA_FILE {
+            if fname == METADATA_FILE || fname == IMPORTING_MARKER {
                 continue;
             }
             if !meta.layers.contains(&fname) {
@@ -393,7 +450,10 @@ impl Tenant {
         tl.cancel.cancel();
         self.resources.page_cache.forget_timeline(id);
         let dir = self.timeline_dir(id);
-        let trash = self.dir.join("timelines").join(format!("{id}.___deleted"));
+        let trash = self
+            .dir
+            .join("timelines")
+            .join(format!("{id}{DELETED_SUFFIX}"));
         std::fs::rename(&dir, &trash).map_err(io_err(&dir))?;
         std::fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
         Ok(())
@@ -428,6 +488,20 @@ impl Tenant {
         }
         out
     }
+}
+
+/// Removes the `*.tmp` files directly in the tenant directory: an atomic write's temp file (tenant.json,
+/// wal_sources.json) or the spool of an import, left by a crash.
+fn remove_temp_files(dir: &Path) -> Result<(), TenantError> {
+    for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".tmp") && entry.file_type().is_ok_and(|t| t.is_file()) {
+            info!(file = %name, "removing a temp file left by an interrupted write or import");
+            std::fs::remove_file(entry.path()).map_err(io_err(&entry.path()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The timelines of a tenant, shared with the GC tasks (which need the children's branch points).

@@ -62,10 +62,35 @@ pub struct WalIngest {
     checkpoint_dirty: bool,
     /// The commit-timestamp value as of the last record (outer None: not loaded yet).
     commit_ts: Option<Option<CommitTs>>,
+    /// Puts of the records ingested but not yet published, and the end and start LSN of the last of them.
+    pending: Vec<(Key, Lsn, Value)>,
+    pending_end: Option<(Lsn, Lsn)>,
 }
 
 /// What one record produced, to put at its end LSN.
 type Puts = Vec<(Key, Value)>;
+
+/// The largest valid block number (PostgreSQL's MaxBlockNumber, `src/include/storage/block.h`);
+/// 0xFFFFFFFF is InvalidBlockNumber.
+const MAX_BLOCK_NUMBER: u32 = 0xFFFF_FFFE;
+
+/// Most blocks one record may extend a fork by without WAL (zero pages put for the blocks it skips): 2 GiB of
+/// relation. PostgreSQL's largest legitimate skips are a hash index's bucket allocation for a new splitpoint
+/// phase (`_hash_alloc_buckets` in `src/backend/access/hash/hashpage.c`: 2^17 buckets for an index of about
+/// 2^20 buckets, a quarter-billion tuples) and bulk heap extension (at most 512 blocks a time,
+/// `RelationAddExtraBlocks` in `src/backend/access/heap/hio.c`).
+pub const MAX_ZERO_FILL_BLOCKS: u32 = 1 << 18;
+
+/// Pages a file-copy CREATE DATABASE puts at a time (2 MiB).
+const COPY_CHUNK: usize = 256;
+
+/// The template and the new database of a file-copy CREATE DATABASE.
+struct DbCopy {
+    src_spc: u32,
+    src_db: u32,
+    spc: u32,
+    db: u32,
+}
 
 impl WalIngest {
     pub fn new(tl: Arc<Timeline>) -> WalIngest {
@@ -80,6 +105,8 @@ impl WalIngest {
             checkpoint: None,
             checkpoint_dirty: false,
             commit_ts: None,
+            pending: Vec::new(),
+            pending_end: None,
         }
     }
 
@@ -89,33 +116,46 @@ impl WalIngest {
 
     /// Ingests a batch of records (in LSN order, above last_record_lsn) and publishes them.
     pub async fn ingest_batch(&mut self, records: &[DecodedRecord]) -> Result<(), IngestError> {
-        let mut all: Vec<(Key, Lsn, Value)> = Vec::new();
-        for rec in records {
-            let puts = self.ingest_record(rec).await?;
-            all.extend(puts.into_iter().map(|(k, v)| (k, rec.end_lsn, v)));
-        }
         let Some(last) = records.last() else {
             return Ok(());
         };
+        let start = self.tl.last_record_lsn();
+        for rec in records {
+            let puts = self.ingest_record(rec).await?;
+            self.pending
+                .extend(puts.into_iter().map(|(k, v)| (k, rec.end_lsn, v)));
+            self.pending_end = Some((rec.end_lsn, rec.lsn));
+        }
         if self.checkpoint_dirty
             && let Some(cp) = &self.checkpoint
         {
-            all.push((
+            self.pending.push((
                 Key::checkpoint(),
                 last.end_lsn,
                 Value::Image(Bytes::copy_from_slice(&cp.encode())),
             ));
             self.checkpoint_dirty = false;
         }
-        let writer = self.tl.writer().await;
-        let start = self.tl.last_record_lsn();
-        writer.put_batch(&all)?;
-        writer.finish_write(last.end_lsn, Some(last.lsn));
+        self.publish().await?;
         let stats = (&self.tl.ingested_records, &self.tl.ingested_wal_bytes);
         stats.0.fetch_add(records.len() as u64, Ordering::Relaxed);
         stats
             .1
             .fetch_add(last.end_lsn.0.saturating_sub(start.0), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Puts what the records ingested so far produced and makes it readable up to the last of them. Records
+    /// that read the timeline's pages (a file-copy CREATE DATABASE) publish the earlier records of their
+    /// batch first, so that those reads see them.
+    async fn publish(&mut self) -> Result<(), IngestError> {
+        let Some((end, prev)) = self.pending_end.take() else {
+            return Ok(());
+        };
+        let writer = self.tl.writer().await;
+        writer.put_batch(&self.pending)?;
+        self.pending.clear();
+        writer.finish_write(end, Some(prev));
         Ok(())
     }
 
@@ -203,8 +243,13 @@ impl WalIngest {
                     .await?
             }
             RecordBody::DbaseCreateFileCopy(c) => {
-                self.db_copy(c.src_spc, c.src_db, c.spc, c.db, rec.lsn, &mut puts)
-                    .await?
+                let copy = DbCopy {
+                    src_spc: c.src_spc,
+                    src_db: c.src_db,
+                    spc: c.spc,
+                    db: c.db,
+                };
+                self.db_copy(copy, rec.end_lsn, &mut puts).await?
             }
             RecordBody::DbaseCreateWalLog { db, spc } => {
                 self.db_create(*spc, *db, false, &mut puts).await?
@@ -252,6 +297,15 @@ impl WalIngest {
         puts: &mut Puts,
     ) -> Result<(), IngestError> {
         for b in &rec.blocks {
+            if b.blkno > MAX_BLOCK_NUMBER {
+                return Err(IngestError::Record {
+                    lsn: rec.lsn,
+                    msg: format!(
+                        "block reference names block {:#x}, which is not a valid block number",
+                        b.blkno
+                    ),
+                });
+            }
             let key = Key::rel_block(b.rnode, b.forknum, b.blkno);
             let value = match &b.image {
                 Some(image) if image.apply() => {
@@ -268,9 +322,22 @@ impl WalIngest {
                     rec: rec.raw.clone(),
                 }),
             };
+            let needs_base = !value.will_init();
             puts.push((key, value));
-            self.rel_extend(b.rnode, b.forknum, b.blkno + 1, puts)
+            let old_size = self
+                .rel_extend(rec.lsn, b.rnode, b.forknum, b.blkno + 1, puts)
                 .await?;
+            if needs_base && b.blkno >= old_size {
+                // A record that changes a block past the fork's end without an image: PostgreSQL's redo reads
+                // that block as zeros (XLogReadBufferExtended extends the file), e.g. a visibility-map page
+                // that vm_extend made without WAL, when full_page_writes is off. The zero page goes just
+                // below the record's end LSN, where no other record's value can be.
+                self.pending.push((
+                    key,
+                    Lsn(rec.end_lsn.0 - 1),
+                    Value::Image(Bytes::from_static(&ZERO_PAGE)),
+                ));
+            }
         }
         Ok(())
     }
@@ -493,13 +560,15 @@ impl WalIngest {
         Ok(())
     }
 
+    /// The fork is at least `nblocks` long after the record at `lsn`; returns its size before.
     async fn rel_extend(
         &mut self,
+        lsn: Lsn,
         rnode: RelFileNode,
         fork: u8,
         nblocks: u32,
         puts: &mut Puts,
-    ) -> Result<(), IngestError> {
+    ) -> Result<u32, IngestError> {
         let current = match self.rel_size_cached(rnode, fork).await? {
             Some(n) => n,
             None => {
@@ -509,7 +578,22 @@ impl WalIngest {
         };
         if nblocks > current {
             // Blocks between the old end and the written one were extended without WAL (bulk extension
-            // under contention, hash bucket allocation): PostgreSQL's file holds zeros there, so do we.
+            // under contention, hash bucket allocation): PostgreSQL's file holds zeros there, so do we, up to
+            // a bound that hostile WAL cannot turn into billions of puts.
+            let gap = nblocks - 1 - current;
+            if gap > MAX_ZERO_FILL_BLOCKS {
+                return Err(IngestError::Record {
+                    lsn,
+                    msg: format!(
+                        "writing block {} of relation {}/{}/{} fork {fork} would zero-fill {gap} blocks \
+                         past its end {current}; at most {MAX_ZERO_FILL_BLOCKS} are allowed",
+                        nblocks - 1,
+                        rnode.spc,
+                        rnode.db,
+                        rnode.rel
+                    ),
+                });
+            }
             for blk in current..nblocks - 1 {
                 puts.push((
                     Key::rel_block(rnode, fork, blk),
@@ -522,7 +606,7 @@ impl WalIngest {
                 Value::Image(datadir::encode_nblocks(nblocks)),
             ));
         }
-        Ok(())
+        Ok(current)
     }
 
     async fn set_rel_size(&mut self, rnode: RelFileNode, fork: u8, nblocks: u32, puts: &mut Puts) {
@@ -556,8 +640,13 @@ impl WalIngest {
         flags: u32,
         puts: &mut Puts,
     ) -> Result<(), IngestError> {
+        // Truncating to more blocks than the fork has changes nothing (mdtruncate in recovery,
+        // src/backend/storage/smgr/md.c).
         if flags & SMGR_TRUNCATE_HEAP != 0
-            && self.rel_size_cached(rnode, MAIN_FORKNUM).await?.is_some()
+            && self
+                .rel_size_cached(rnode, MAIN_FORKNUM)
+                .await?
+                .is_some_and(|n| blkno < n)
         {
             self.set_rel_size(rnode, MAIN_FORKNUM, blkno, puts).await;
         }
@@ -586,30 +675,40 @@ impl WalIngest {
         Ok(())
     }
 
-    /// CREATE DATABASE ... STRATEGY file_copy: every relation of the template, as of this record.
+    /// CREATE DATABASE ... STRATEGY file_copy: every relation of the template as of this record, which is
+    /// the template's state as of the record before it (PostgreSQL checkpoints, then copies the files). The
+    /// earlier records of the batch are published first so that the reads see them; the pages are put in
+    /// chunks of [`COPY_CHUNK`] at `end_lsn`, never all held at once.
     async fn db_copy(
         &mut self,
-        src_spc: u32,
-        src_db: u32,
-        spc: u32,
-        db: u32,
-        lsn: Lsn,
+        c: DbCopy,
+        end_lsn: Lsn,
         puts: &mut Puts,
     ) -> Result<(), IngestError> {
-        let at = self.tl.last_record_lsn().min(lsn);
-        let rels = self.tl.list_rels(src_spc, src_db, at).await?;
-        let relmap = self.tl.get(Key::relmap_file(src_spc, src_db), at).await;
-        self.db_create(spc, db, relmap.is_ok(), puts).await?;
+        self.publish().await?;
+        let at = self.tl.last_record_lsn();
+        let rels = self.tl.list_rels(c.src_spc, c.src_db, at).await?;
+        let relmap = self.tl.get(Key::relmap_file(c.src_spc, c.src_db), at).await;
+        self.db_create(c.spc, c.db, relmap.is_ok(), puts).await?;
         if let Ok(map) = relmap {
-            puts.push((Key::relmap_file(spc, db), Value::Image(map)));
+            puts.push((Key::relmap_file(c.spc, c.db), Value::Image(map)));
         }
+        // The writer is held throughout: a checkpoint must not freeze the open layer while it holds pages put
+        // above last_record_lsn.
+        let tl = self.tl.clone();
+        let writer = tl.writer().await;
+        let mut chunk = Vec::with_capacity(COPY_CHUNK);
         for (rel, fork) in rels {
             let src = RelFileNode {
-                spc: src_spc,
-                db: src_db,
+                spc: c.src_spc,
+                db: c.src_db,
                 rel,
             };
-            let dst = RelFileNode { spc, db, rel };
+            let dst = RelFileNode {
+                spc: c.spc,
+                db: c.db,
+                rel,
+            };
             let n = match self.tl.rel_size(src, fork, at).await {
                 Ok(n) => n,
                 Err(DatadirError::NoRelation { .. }) => 0,
@@ -618,10 +717,15 @@ impl WalIngest {
             self.rel_create(dst, fork, puts).await?;
             for blk in 0..n {
                 let page = self.tl.get(Key::rel_block(src, fork, blk), at).await?;
-                puts.push((Key::rel_block(dst, fork, blk), Value::Image(page)));
+                chunk.push((Key::rel_block(dst, fork, blk), end_lsn, Value::Image(page)));
+                if chunk.len() == COPY_CHUNK {
+                    writer.put_batch(&chunk)?;
+                    chunk.clear();
+                }
             }
             self.set_rel_size(dst, fork, n, puts).await;
         }
+        writer.put_batch(&chunk)?;
         Ok(())
     }
 

@@ -236,9 +236,9 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, ReplicationError> {
                 Some((u, p)) => (u, Some(p)),
                 None => (userinfo, None),
             };
-            out.push(("user".to_string(), percent_decode(user)?));
+            out.push(("user".to_string(), percent_decode(user, "user")?));
             if let Some(p) = password {
-                out.push(("password".to_string(), percent_decode(p)?));
+                out.push(("password".to_string(), percent_decode(p, "password")?));
             }
             hostport
         }
@@ -258,8 +258,8 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, ReplicationError> {
         (host.to_string(), port)
     } else {
         match hostport.rsplit_once(':') {
-            Some((h, p)) => (percent_decode(h)?, Some(p)),
-            None => (percent_decode(hostport)?, None),
+            Some((h, p)) => (percent_decode(h, "host")?, Some(p)),
+            None => (percent_decode(hostport, "host")?, None),
         }
     };
     if !host.is_empty() {
@@ -269,7 +269,7 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, ReplicationError> {
         out.push(("port".to_string(), p.to_string()));
     }
     if let Some(db) = path.filter(|p| !p.is_empty()) {
-        out.push(("dbname".to_string(), percent_decode(db)?));
+        out.push(("dbname".to_string(), percent_decode(db, "dbname")?));
     }
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
         if pair.is_empty() {
@@ -277,13 +277,16 @@ fn parse_url(rest: &str) -> Result<Vec<(String, String)>, ReplicationError> {
         }
         let (k, v) = pair
             .split_once('=')
-            .ok_or_else(|| err(format!("missing \"=\" in URL parameter {pair:?}")))?;
-        out.push((percent_decode(k)?, percent_decode(v)?));
+            .ok_or_else(|| err("missing \"=\" in a URL parameter"))?;
+        let k = percent_decode(k, "parameter name")?;
+        let v = percent_decode(v, &format!("parameter {k}"))?;
+        out.push((k, v));
     }
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Result<String, ReplicationError> {
+/// Decodes `%XX` escapes of the URL's `part` (named in errors; the value never is: it may be a password).
+fn percent_decode(s: &str, part: &str) -> Result<String, ReplicationError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -293,7 +296,7 @@ fn percent_decode(s: &str) -> Result<String, ReplicationError> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| err(format!("invalid percent-encoding in {s:?}")))?;
+                .ok_or_else(|| err(format!("invalid percent-encoding in the URL's {part}")))?;
             out.push(hex);
             i += 3;
         } else {
@@ -301,7 +304,7 @@ fn percent_decode(s: &str) -> Result<String, ReplicationError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| err(format!("{s:?} is not UTF-8 once decoded")))
+    String::from_utf8(out).map_err(|_| err(format!("the URL's {part} is not UTF-8 once decoded")))
 }
 
 #[cfg(test)]

@@ -10,12 +10,12 @@ use tracing::info;
 use super::receiver::WalSource;
 use super::{ReplicationConnection, ReplicationError};
 use crate::id::TimelineId;
-use crate::pg::Lsn;
 use crate::repository::tenant::Tenant;
 use crate::repository::timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
+    /// `connstr` is shown with its password hidden.
     #[error("WAL source {connstr:?}: {source}")]
     Source {
         connstr: String,
@@ -38,8 +38,9 @@ pub async fn bootstrap_from_primary(
     source: &WalSource,
     connect_timeout: Duration,
 ) -> Result<Arc<Timeline>, FollowError> {
+    let shown = super::connstr::redacted(&source.connstr);
     let src = |e| FollowError::Source {
-        connstr: source.connstr.clone(),
+        connstr: shown.clone(),
         source: e,
     };
     let mut conn = ReplicationConnection::connect(&source.connstr, "pageserver", connect_timeout)
@@ -79,13 +80,10 @@ async fn backup_and_import(
         .map_err(io)?;
     drop(file);
     info!(timeline_id = %id, start = %backup.start_lsn, end = %backup.end_lsn, bytes = backup.tar_bytes, "base backup taken");
-    let tl = tenant.create_timeline(id, Lsn(0), 15).await?;
+    let tl = tenant.create_timeline_for_import(id, 15).await?;
     let reader = std::io::BufReader::new(std::fs::File::open(spool).map_err(io)?);
     crate::import::datadir::import_tar(&tl, reader, backup.start_lsn, None).await?;
-    tl.checkpoint()
-        .await
-        .map_err(|e| FollowError::Io(e.to_string()))?;
-    tl.commit_metadata(|m| m.initdb_lsn = backup.start_lsn)
+    tl.finish_import(backup.start_lsn)
         .await
         .map_err(|e| FollowError::Io(e.to_string()))?;
     Ok(tl)

@@ -10,7 +10,7 @@
 //! then.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
@@ -20,6 +20,12 @@ use crate::pg::constants::DEFAULT_WAL_SEGMENT_SIZE;
 use crate::pg::{Lsn, WalStreamDecoder, decode_record};
 use crate::repository::timeline::Timeline;
 use crate::walingest::WalIngest;
+
+/// How often the receiver reports its positions to the source (and checks for silence and idleness).
+const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long the source must have sent no WAL before the receiver, caught up, flushes what is not durable.
+const IDLE_FLUSH_AFTER: Duration = Duration::from_secs(1);
 
 /// Where a timeline's WAL comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,22 +152,45 @@ async fn stream_once(
         decoder.set_prev_record(prev);
     }
     let mut ingest = WalIngest::new(tl.clone());
-    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
-    let silence = conf.lagging_wal_timeout.get().max(Duration::from_secs(1)) * 3;
+    let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
+    status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silence_limit = conf.lagging_wal_timeout.get();
+    // When the source was last heard from (or, after our own long work, when we were ready to hear again),
+    // and when it last sent WAL.
+    let mut heard = Instant::now();
+    let mut last_wal = Instant::now();
+    let mut source_end = start;
     loop {
         let msg = tokio::select! {
-            m = tokio::time::timeout(silence, stream.next()) => match m {
-                Ok(m) => m.map_err(|e| format!("stream: {e}"))?,
-                Err(_) => return Err(format!("no message from the WAL source for {silence:?}")),
-            },
+            biased;
+            m = stream.next() => m.map_err(|e| format!("stream: {e}"))?,
             _ = status_tick.tick() => {
-                send_status(tl, &stream, false).await?;
+                let silent = heard.elapsed();
+                if silent >= silence_limit {
+                    return Err(format!(
+                        "WAL source lost: no message for {silent:?} (lagging_wal_timeout {silence_limit:?})"
+                    ));
+                }
+                // An idle source: flush what is not durable now rather than at checkpoint_distance or
+                // checkpoint_timeout, so that the source sees it confirmed. The flush is not silence.
+                if last_wal.elapsed() >= IDLE_FLUSH_AFTER {
+                    let started = Instant::now();
+                    flush_if_caught_up(tl, &decoder, source_end).await?;
+                    heard += started.elapsed();
+                }
+                // Ask for a reply once half the timeout has passed in silence: a healthy idle source answers
+                // with a keepalive, a partitioned one does not.
+                send_status(tl, &stream, silent >= silence_limit / 2).await?;
                 continue;
             }
         };
         let Some(msg) = msg else { return Ok(()) };
         match msg {
             ReplicationMessage::XLogData { wal_end, data, .. } => {
+                if !data.is_empty() {
+                    last_wal = Instant::now();
+                }
+                source_end = source_end.max(wal_end);
                 decoder.feed(data);
                 let mut batch = Vec::new();
                 loop {
@@ -189,27 +218,36 @@ async fn stream_once(
                 reply_requested,
                 ..
             } => {
+                source_end = source_end.max(wal_end);
                 set(state, |s| {
                     s.last_received_msg_lsn =
                         Some(s.last_received_msg_lsn.map_or(wal_end, |l| l.max(wal_end)));
                     s.last_received_msg_ts = Some(now_micros());
                 });
-                // Caught up with what the source has, with some of it not yet durable: flush now rather than at
-                // checkpoint_distance. An idle or stopping primary then sees its WAL confirmed (a primary's
-                // clean shutdown waits for the flush position of its standbys).
-                let last = tl.last_record_lsn();
-                if decoder.buffered() == 0
-                    && wal_end <= last.align()
-                    && tl.disk_consistent_lsn() < last
-                {
-                    tl.checkpoint().await.map_err(|e| format!("flush: {e}"))?;
-                }
+                // A keepalive that asks for a reply comes from an idle or stopping source (a primary's clean
+                // shutdown waits for its standbys' flush position): flush first if caught up.
                 if reply_requested {
+                    flush_if_caught_up(tl, &decoder, source_end).await?;
                     send_status(tl, &stream, false).await?;
                 }
             }
         }
+        // Measured from when we are ready for the next message: our own work (a long ingest) is not silence.
+        heard = Instant::now();
     }
+}
+
+/// Flushes the timeline if it holds WAL that is not durable and has everything the source has sent.
+async fn flush_if_caught_up(
+    tl: &Arc<Timeline>,
+    decoder: &WalStreamDecoder,
+    source_end: Lsn,
+) -> Result<(), String> {
+    let last = tl.last_record_lsn();
+    if decoder.buffered() == 0 && source_end <= last.align() && tl.disk_consistent_lsn() < last {
+        tl.checkpoint().await.map_err(|e| format!("flush: {e}"))?;
+    }
+    Ok(())
 }
 
 async fn send_status(tl: &Timeline, stream: &WalStream, reply: bool) -> Result<(), String> {

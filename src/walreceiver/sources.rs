@@ -9,7 +9,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::receiver::{self, ReceiverState, SharedState, WalSource};
 use crate::id::TimelineId;
-use crate::repository::metadata::fsync_dir;
 use crate::repository::timeline::Timeline;
 
 pub const WAL_SOURCES_FILE: &str = "wal_sources.json";
@@ -31,6 +30,8 @@ impl WalSources {
         let path = dir.join(WAL_SOURCES_FILE);
         let saved: HashMap<TimelineId, WalSource> = match std::fs::read_to_string(&path) {
             Ok(text) => {
+                crate::durable::restrict_mode(&path, crate::durable::SECRET_MODE)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
@@ -49,17 +50,15 @@ impl WalSources {
         let map: HashMap<TimelineId, &WalSource> =
             running.iter().map(|(k, r)| (*k, &r.source)).collect();
         let path = self.dir.join(WAL_SOURCES_FILE);
-        let tmp = self.dir.join(format!("{WAL_SOURCES_FILE}.tmp"));
         let body = serde_json::to_vec_pretty(&map).map_err(|e| e.to_string())?;
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            fsync_dir(&self.dir)
-        };
-        write().map_err(|e| format!("{}: {e}", path.display()))
+        // The connection strings may hold passwords: owner-only.
+        crate::durable::write_atomic(
+            &self.dir,
+            WAL_SOURCES_FILE,
+            &body,
+            crate::durable::SECRET_MODE,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Sets (or with None removes) the source of `tl`, persists it, and (re)starts its receiver.

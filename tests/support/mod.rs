@@ -8,6 +8,7 @@
 pub mod compare;
 pub mod pageserver;
 pub mod pg;
+pub mod proxy;
 pub mod walsample;
 pub mod workload;
 

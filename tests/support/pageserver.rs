@@ -20,6 +20,8 @@ pub struct Pageserver {
     pub http_addr: String,
     pub pg_addr: String,
     log: PathBuf,
+    /// Extra environment of the next starts (e.g. `PAGESERVER_FAILPOINT`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Pageserver {
@@ -38,6 +40,7 @@ impl Pageserver {
             http_addr,
             pg_addr,
             log,
+            env: Vec::new(),
         };
         // A port that was free when picked may be taken by a parallel test before the pageserver binds it:
         // then pick others.
@@ -85,6 +88,7 @@ impl Pageserver {
         for o in overrides {
             cmd.arg("-c").arg(o);
         }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -156,6 +160,17 @@ impl Pageserver {
 
     /// Any method with an optional JSON (or any) body; returns the status and body text.
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.try_request(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log_text()))
+    }
+
+    /// Like [`request`](Self::request); Err when no answer comes (the connection failed or closed).
+    pub fn try_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), ureq::Error> {
         let agent = Self::agent();
         let url = self.url(path);
         let result = match (method, body) {
@@ -175,11 +190,10 @@ impl Pageserver {
                 .send(b.unwrap_or("")),
             (m, _) => panic!("unsupported method {m}"),
         };
-        let mut response =
-            result.unwrap_or_else(|e| panic!("{method} {path}: {e}\n{}", self.log_text()));
+        let mut response = result?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
-        (status, text)
+        Ok((status, text))
     }
 
     /// Like [`request`](Self::request), parsing a JSON answer.

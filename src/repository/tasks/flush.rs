@@ -136,6 +136,25 @@ impl Timeline {
         Ok(self.disk_consistent_lsn())
     }
 
+    /// Ends an import into a timeline made by `Tenant::create_timeline_for_import`: everything durable,
+    /// `initdb_lsn` recorded, then the import marker removed (from here on a load keeps the timeline).
+    pub async fn finish_import(self: &Arc<Self>, initdb_lsn: Lsn) -> Result<(), FlushError> {
+        self.checkpoint().await?;
+        self.commit_metadata(|m| m.initdb_lsn = initdb_lsn).await?;
+        let marker = self.dir.join(crate::repository::tenant::IMPORTING_MARKER);
+        let werr = |source| MetadataError::Write {
+            path: marker.clone(),
+            source,
+        };
+        match std::fs::remove_file(&marker) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(werr(e).into()),
+        }
+        crate::durable::fsync_dir(&self.dir).map_err(werr)?;
+        Ok(())
+    }
+
     /// The background flush loop: flushes when woken (a layer was frozen at checkpoint_distance) and freezes
     /// the open layer when it is older than checkpoint_timeout.
     pub async fn flush_loop(self: Arc<Self>) {

@@ -1,0 +1,69 @@
+//! Durable small files: the one atomic write of the workdir's JSON files (tenant.json, wal_sources.json,
+//! timeline metadata). A file is written to `<name>.tmp` with its final mode, fsynced, renamed over `<name>`
+//! and its directory fsynced: after a crash at any moment the file is either the old or the new one, never a
+//! mix, and a leftover `<name>.tmp` is ignored and removed by the next load.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Mode of files that hold secrets (WAL source passwords): owner only.
+pub const SECRET_MODE: u32 = 0o600;
+/// Mode of every other file the pageserver writes.
+pub const PLAIN_MODE: u32 = 0o644;
+
+/// Replaces `<dir>/<name>` with `body` atomically, the file getting `mode`. The fail point
+/// `<name>-before-rename` fires between the fsync of the temp file and the rename.
+pub fn write_atomic(dir: &Path, name: &str, body: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
+    // The umask may have narrowed the mode at creation; a secret file must never be wider than asked.
+    f.set_permissions(fs::Permissions::from_mode(mode))?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    drop(f);
+    crate::failpoint::hit(&format!("{name}-before-rename"));
+    fs::rename(&tmp, dir.join(name))?;
+    fsync_dir(dir)
+}
+
+/// fsync of a directory, so that renames and creations in it are durable.
+pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Narrows the mode of an existing file to `mode` if it is wider (a file written by an older version).
+pub fn restrict_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    let current = fs::metadata(path)?.permissions().mode() & 0o777;
+    if current & !mode != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_sets_the_mode_and_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "f.json", b"one", SECRET_MODE).unwrap();
+        write_atomic(dir.path(), "f.json", b"two", SECRET_MODE).unwrap();
+        let path = dir.path().join("f.json");
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!dir.path().join("f.json.tmp").exists());
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        restrict_mode(&path, SECRET_MODE).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+}

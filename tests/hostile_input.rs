@@ -1,0 +1,508 @@
+//! Hostile sizes and secrets, through the real binary:
+//! - a CRC-valid WAL record naming block 0xFFFFFFFF, or a block two billion past a fork's end, from a WAL
+//!   source (a fake walsender here, since no real PostgreSQL writes such WAL): a clear error in the
+//!   receiver's state, the process stays up and within memory, and what was ingested before still reads;
+//! - an `import_basebackup` body over `import_max_bytes`: 413, no timeline, no spool left behind;
+//! - the page service: a connection over `page_service_max_connections` gets SQLSTATE 53300, a client that
+//!   never sends its startup packet is closed after `page_service_startup_timeout`, an idle session gets
+//!   SQLSTATE 57P05 after `page_service_idle_timeout`;
+//! - the HTTP API closes a connection whose headers do not arrive within `http_header_read_timeout`;
+//! - a WAL source's password (a follow with a wrong password, then a wrong host) is in no log line and no
+//!   answer, and `wal_sources.json` is mode 0600.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use pageserver::pg::Lsn;
+use pageserver::pg::constants::DEFAULT_WAL_SEGMENT_SIZE;
+use pageserver::pg::walgen::{encode_record_body, normalize_lsn, page_header};
+use serde_json::{Value, json};
+use support::pageserver::Pageserver;
+use support::pg::{PgCluster, PgOptions};
+
+const T: &str = "9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e";
+const TL: &str = "afafafafafafafafafafafafafafafaf";
+const SYSID: u64 = 7_000_000_000_000_000_001;
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+fn ready() -> Vec<u8> {
+    msg(b'Z', b"I")
+}
+
+/// A one-row result of text columns.
+fn row(names: &[&str], values: &[&str]) -> Vec<u8> {
+    let mut desc = (names.len() as u16).to_be_bytes().to_vec();
+    for n in names {
+        desc.extend_from_slice(n.as_bytes());
+        desc.push(0);
+        desc.extend_from_slice(&[0; 6]); // table oid, column number
+        desc.extend_from_slice(&25u32.to_be_bytes()); // text
+        desc.extend_from_slice(&(-1i16).to_be_bytes());
+        desc.extend_from_slice(&(-1i32).to_be_bytes());
+        desc.extend_from_slice(&0u16.to_be_bytes());
+    }
+    let mut data = (values.len() as u16).to_be_bytes().to_vec();
+    for v in values {
+        data.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        data.extend_from_slice(v.as_bytes());
+    }
+    let mut out = msg(b'T', &desc);
+    out.extend(msg(b'D', &data));
+    out.extend(msg(b'C', b"SELECT 1\0"));
+    out.extend(ready());
+    out
+}
+
+fn read_message(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+    let mut body = vec![0u8; len.checked_sub(4)?];
+    s.read_exact(&mut body).ok()?;
+    Some((head[0], body))
+}
+
+/// The WAL from `start`: padding to the next record start, then `record`, with page headers where it
+/// crosses pages.
+fn wal_from(start: Lsn, record: &[u8]) -> Vec<u8> {
+    let seg = DEFAULT_WAL_SEGMENT_SIZE;
+    let mut out = Vec::new();
+    if start.block_offset() == 0 {
+        page_header(&mut out, start, seg, SYSID, 0);
+    }
+    let rec_start = normalize_lsn(start, seg);
+    out.resize((rec_start.0 - start.0) as usize, 0);
+    let mut rest = record;
+    loop {
+        let at = Lsn(start.0 + out.len() as u64);
+        let room = (8192 - at.block_offset()) as usize;
+        let n = room.min(rest.len());
+        out.extend_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        if rest.is_empty() {
+            return out;
+        }
+        let at = Lsn(start.0 + out.len() as u64);
+        page_header(&mut out, at, seg, SYSID, rest.len() as u32);
+    }
+}
+
+/// A heap insert (rmgr 10, XLOG_HEAP_INSERT) into block `blkno` of relation 1663/5/`rel`, with `prev` as
+/// its prev link: a valid record in every way but the block number.
+fn heap_insert(prev: Lsn, rel: u32, blkno: u32) -> Vec<u8> {
+    let block_data = [0u8; 16];
+    let main_data = [1u8, 0, 0]; // xl_heap_insert: offnum 1, flags 0
+    let mut body = vec![0u8, 0x20]; // block 0, fork 0, BKPBLOCK_HAS_DATA
+    body.extend_from_slice(&(block_data.len() as u16).to_le_bytes());
+    for v in [1663u32, 5, rel, blkno] {
+        body.extend_from_slice(&v.to_le_bytes());
+    }
+    body.extend_from_slice(&[255, main_data.len() as u8]);
+    body.extend_from_slice(&block_data);
+    body.extend_from_slice(&main_data);
+    encode_record_body(10, 0, 1000, prev, &body)
+}
+
+/// A walsender that answers IDENTIFY_SYSTEM, says the slot exists, and streams `record` (built from the
+/// start LSN and the timeline's prev record) from wherever START_REPLICATION asks; then holds the connection.
+fn fake_walsender(prev: Lsn, record: impl Fn(Lsn) -> Vec<u8> + Send + 'static) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { return };
+            let record = &record;
+            let _ = (|| -> Option<()> {
+                let mut len = [0u8; 4];
+                s.read_exact(&mut len).ok()?;
+                let mut startup = vec![0u8; u32::from_be_bytes(len) as usize - 4];
+                s.read_exact(&mut startup).ok()?;
+                let mut hello = msg(b'R', &0u32.to_be_bytes());
+                hello.extend(msg(b'S', b"server_version\x0015.18\x00"));
+                hello.extend(ready());
+                s.write_all(&hello).ok()?;
+                loop {
+                    let (tag, body) = read_message(&mut s)?;
+                    if tag != b'Q' {
+                        continue;
+                    }
+                    let q = String::from_utf8_lossy(&body);
+                    if q.starts_with("IDENTIFY_SYSTEM") {
+                        s.write_all(&row(
+                            &["systemid", "timeline", "xlogpos", "dbname"],
+                            &[&SYSID.to_string(), "1", "0/10000000", ""],
+                        ))
+                        .ok()?;
+                    } else if q.starts_with("CREATE_REPLICATION_SLOT") {
+                        let mut e = msg(
+                            b'E',
+                            b"SERROR\0C42710\0Mreplication slot \"ps\" already exists\0\0",
+                        );
+                        e.extend(ready());
+                        s.write_all(&e).ok()?;
+                    } else if q.starts_with("START_REPLICATION") {
+                        let lsn_text = q.split_whitespace().nth(4)?;
+                        let start: Lsn = lsn_text.trim_end_matches('\0').parse().ok()?;
+                        let wal = wal_from(start, &record(prev));
+                        let end = start.0 + wal.len() as u64;
+                        let mut copy = msg(b'W', &[0, 0, 0]);
+                        let mut data = vec![b'w'];
+                        data.extend_from_slice(&start.0.to_be_bytes());
+                        data.extend_from_slice(&end.to_be_bytes());
+                        data.extend_from_slice(&0u64.to_be_bytes());
+                        data.extend_from_slice(&wal);
+                        copy.extend(msg(b'd', &data));
+                        s.write_all(&copy).ok()?;
+                        // Hold the stream; answer nothing more (status updates are read and dropped).
+                        while read_message(&mut s).is_some() {}
+                        return None;
+                    } else {
+                        let mut e = msg(b'E', b"SERROR\0C42601\0Munexpected\0\0");
+                        e.extend(ready());
+                        s.write_all(&e).ok()?;
+                    }
+                }
+            })();
+        }
+    });
+    port
+}
+
+fn detail(ps: &Pageserver) -> Value {
+    let (s, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+    assert_eq!(s, 200, "{info}");
+    info
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn pg_class_page(ps: &Pageserver) -> u16 {
+    let key = pageserver::repository::Key::rel_block(
+        pageserver::pg::RelFileNode {
+            spc: 1663,
+            db: 5,
+            rel: 1259,
+        },
+        0,
+        0,
+    );
+    ps.get_bytes(&format!("/v1/tenant/{T}/timeline/{TL}/getpage?key={key}"))
+        .0
+}
+
+#[test]
+fn hostile_block_numbers_are_refused_and_lose_nothing() {
+    let ps = Pageserver::start(&[]);
+    let (s, _) = ps.json(
+        "POST",
+        "/v1/tenant",
+        Some(&json!({"new_tenant_id": T}).to_string()),
+    );
+    assert_eq!(s, 201);
+    let (s, info) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&json!({"new_timeline_id": TL}).to_string()),
+    );
+    assert_eq!(s, 201, "{info}");
+    let prev: Lsn = info["prev_record_lsn"].as_str().unwrap().parse().unwrap();
+    let last = info["last_record_lsn"].clone();
+    assert_eq!(pg_class_page(&ps), 200);
+
+    for (blkno, expect) in [
+        (0xFFFF_FFFFu32, "not a valid block number"),
+        (0x7FFF_FFFF, "would zero-fill"),
+    ] {
+        let port = fake_walsender(prev, move |prev| heap_insert(prev, 424242, blkno));
+        ps.set_wal_source(
+            T,
+            TL,
+            json!({"connstr": format!("host=127.0.0.1 port={port} user=u"), "slot_name": "ps"}),
+        );
+        let started = Instant::now();
+        let info = loop {
+            let info = detail(&ps);
+            if info["walreceiver_last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains(expect))
+            {
+                break info;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "block {blkno:#x}: no error after 30 s: {info}\n{}",
+                ps.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        println!(
+            "block {blkno:#x}: {}; peak RSS {} MiB",
+            info["walreceiver_last_error"],
+            rss_kib(ps.pid()) >> 10
+        );
+        assert_eq!(info["walreceiver_status"], "retrying", "{info}");
+        assert_eq!(info["last_record_lsn"], last, "the bad record was applied");
+        assert_eq!(pg_class_page(&ps), 200, "earlier pages still read");
+        assert!(rss_kib(ps.pid()) < 1 << 20, "peak RSS over 1 GiB");
+    }
+    ps.set_wal_source(T, TL, Value::Null);
+    assert!(!ps.log_text().contains("panicked"), "{}", ps.log_text());
+}
+
+#[test]
+fn oversized_imports_and_idle_connections_are_bounded() {
+    let mut ps = Pageserver::start(&[
+        "import_max_bytes=1048576",
+        "page_service_max_connections=2",
+        "page_service_startup_timeout='1s'",
+        "page_service_idle_timeout='2s'",
+        "http_header_read_timeout='1s'",
+    ]);
+    let (s, _) = ps.json(
+        "POST",
+        "/v1/tenant",
+        Some(&json!({"new_tenant_id": T}).to_string()),
+    );
+    assert_eq!(s, 201);
+
+    // An import body over the limit, with and without a Content-Length that says so.
+    let path = format!(
+        "/v1/tenant/{T}/timeline/{TL}/import_basebackup?base_lsn=0/1000000&end_lsn=0/1000000&pg_version=15"
+    );
+    let big = vec![0u8; 2 << 20];
+    let (s, body) = ps.request("PUT", &path, Some(std::str::from_utf8(&big).unwrap()));
+    assert_eq!(s, 413, "{body}");
+    assert!(body.contains("import_max_bytes"), "{body}");
+    let mut sock = TcpStream::connect(&ps.http_addr).unwrap();
+    write!(
+        sock,
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let chunk = vec![b'a'; 512 * 1024];
+        if write!(sock, "{:x}\r\n", chunk.len()).is_err()
+            || sock.write_all(&chunk).is_err()
+            || sock.write_all(b"\r\n").is_err()
+        {
+            break;
+        }
+    }
+    let _ = sock.write_all(b"0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = sock.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let (s, _) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+    assert_eq!(s, 404, "a refused import left a timeline");
+    let spools: Vec<_> = std::fs::read_dir(ps.workdir().join("tenants").join(T))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(spools.is_empty(), "{spools:?}");
+
+    // The HTTP API drops a client whose headers never complete.
+    let mut slow = TcpStream::connect(&ps.http_addr).unwrap();
+    slow.write_all(b"GET /v1/status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let n = slow.read_to_end(&mut rest);
+    println!(
+        "incomplete HTTP headers: closed after {:?} ({n:?})",
+        started.elapsed()
+    );
+    assert!(n.is_ok(), "not closed within 10 s: {n:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Page service: a startup packet that never comes.
+    let mut silent = TcpStream::connect(&ps.pg_addr).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let n = silent.read(&mut [0u8; 64]);
+    assert!(matches!(n, Ok(0)), "{n:?}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    println!("no startup packet: closed after {:?}", started.elapsed());
+
+    // Two sessions fill the limit; a third is refused as PostgreSQL refuses it.
+    let startup = |s: &mut TcpStream| {
+        let mut body = 196608u32.to_be_bytes().to_vec();
+        body.extend_from_slice(b"user\0test\0\0");
+        let mut packet = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        packet.extend(body);
+        s.write_all(&packet).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tags = Vec::new();
+        while let Some((tag, body)) = read_message(s) {
+            tags.push((tag, String::from_utf8_lossy(&body).to_string()));
+            if tag == b'Z' || tag == b'E' {
+                break;
+            }
+        }
+        tags
+    };
+    let mut sessions: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(&ps.pg_addr).unwrap();
+            let tags = startup(&mut s);
+            assert_eq!(tags.last().map(|t| t.0), Some(b'Z'), "{tags:?}");
+            s
+        })
+        .collect();
+    let mut third = TcpStream::connect(&ps.pg_addr).unwrap();
+    let tags = startup(&mut third);
+    let (tag, text) = tags.last().unwrap();
+    assert_eq!(*tag, b'E', "{tags:?}");
+    assert!(text.contains("C53300"), "{text}");
+    println!("third connection: {text:?}");
+
+    // The idle sessions end with 57P05, which frees their places.
+    let started = Instant::now();
+    for s in &mut sessions {
+        let (tag, body) = read_message(s).expect("an error before the close");
+        let text = String::from_utf8_lossy(&body).to_string();
+        assert_eq!(tag, b'E', "{text}");
+        assert!(text.contains("C57P05"), "{text}");
+        assert!(matches!(s.read(&mut [0u8; 8]), Ok(0)));
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = TcpStream::connect(&ps.pg_addr).unwrap();
+    let tags = startup(&mut again);
+    assert_eq!(tags.last().map(|t| t.0), Some(b'Z'), "{tags:?}");
+
+    // A leftover import spool (as a crash leaves it) is removed by the next start.
+    let spool = ps
+        .workdir()
+        .join("tenants")
+        .join(T)
+        .join(format!("import-{TL}.tar.tmp"));
+    std::fs::write(&spool, b"half an archive").unwrap();
+    ps.kill9();
+    ps.spawn(&[]);
+    assert!(!spool.exists(), "the spool survived a restart");
+    assert!(!ps.log_text().contains("panicked"));
+}
+
+#[test]
+fn wal_source_passwords_stay_secret() {
+    let pg = PgCluster::start(PgOptions::default());
+    pg.sql("CREATE ROLE secret_user LOGIN REPLICATION PASSWORD 'right-password'");
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all secret_user 127.0.0.1/32 scram-sha-256\nhost replication secret_user 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap();
+    assert_eq!(pg.sql("SELECT pg_reload_conf()"), "t");
+    std::thread::sleep(Duration::from_millis(500));
+
+    let ps = Pageserver::start(&[]);
+    let (s, _) = ps.json(
+        "POST",
+        "/v1/tenant",
+        Some(&json!({"new_tenant_id": T}).to_string()),
+    );
+    assert_eq!(s, 201);
+    let secret = "Wr0ng-Pa55word-XYZ";
+    let mut answers = Vec::new();
+    for connstr in [
+        format!(
+            "host=127.0.0.1 port={} user=secret_user password={secret} dbname=postgres",
+            pg.port()
+        ),
+        format!("postgres://secret_user:{secret}@127.0.0.1:1/postgres"),
+        format!("postgres://secret_user:{secret}%zz@127.0.0.1:1/postgres"),
+    ] {
+        let body =
+            json!({"new_timeline_id": TL, "wal_source": {"connstr": connstr, "slot_name": "ps"}});
+        let (s, text) = ps.request(
+            "POST",
+            &format!("/v1/tenant/{T}/timeline"),
+            Some(&body.to_string()),
+        );
+        println!("{s} {text}");
+        assert_eq!(s, 400, "{text}");
+        answers.push(text);
+    }
+    assert!(
+        answers[0].contains("password authentication failed"),
+        "{}",
+        answers[0]
+    );
+    assert!(answers[1].contains("refused"), "{}", answers[1]);
+
+    // A follow that works, then a wrong password on the running timeline.
+    let good = format!(
+        "host=127.0.0.1 port={} user=secret_user password=right-password dbname=postgres",
+        pg.port()
+    );
+    let body = json!({"new_timeline_id": TL, "wal_source": {"connstr": good, "slot_name": "ps"}});
+    let (s, text) = ps.request(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 201, "{text}");
+    answers.push(text);
+    let bad = good.replace("right-password", secret);
+    let (s, text) = ps.request(
+        "PUT",
+        &format!("/v1/tenant/{T}/timeline/{TL}/wal_source"),
+        Some(&json!({"connstr": bad, "slot_name": "ps"}).to_string()),
+    );
+    assert_eq!(s, 200, "{text}");
+    answers.push(text);
+    let started = Instant::now();
+    loop {
+        let (_, text) = ps.request("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        if text.contains("password authentication failed") {
+            answers.push(text);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = ps.log_text();
+    for (what, text) in answers
+        .iter()
+        .map(|a| ("an answer", a.as_str()))
+        .chain([("the log", log.as_str())])
+    {
+        assert!(!text.contains(secret), "{what} holds the password: {text}");
+        assert!(
+            !text.contains("right-password"),
+            "{what} holds the password: {text}"
+        );
+    }
+    let file = ps
+        .workdir()
+        .join("tenants")
+        .join(T)
+        .join("wal_sources.json");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "wal_sources.json is {mode:o}");
+}

@@ -1,0 +1,110 @@
+//! A TCP proxy on loopback between a client and a server that can be told to stall: while stalled it stops
+//! forwarding on the connections it holds, in both directions, without closing them (what a network
+//! partition looks like: no RST, no FIN). Connections accepted while stalled are forwarded normally.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::Duration;
+
+pub struct Proxy {
+    pub port: u16,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    /// Bumped by [`Proxy::stall`]: connections accepted before the bump stop forwarding.
+    stall_epoch: AtomicU64,
+    accepted: AtomicU64,
+}
+
+impl Proxy {
+    /// Forwards `127.0.0.1:<port>` to `127.0.0.1:<target>`.
+    pub fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            stall_epoch: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        thread::spawn(move || {
+            while !s.stop.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let Ok(server) = TcpStream::connect(("127.0.0.1", target)) else {
+                            continue;
+                        };
+                        s.accepted.fetch_add(1, Ordering::AcqRel);
+                        let epoch = s.stall_epoch.load(Ordering::Acquire);
+                        client.set_nonblocking(false).unwrap();
+                        for (from, to) in [
+                            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                            (server, client),
+                        ] {
+                            let s = s.clone();
+                            thread::spawn(move || pump(from, to, &s, epoch));
+                        }
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Proxy { port, shared }
+    }
+
+    /// Stops forwarding on every connection accepted so far; they stay open.
+    pub fn stall(&self) {
+        self.shared.stall_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.stall_epoch.fetch_add(1 << 32, Ordering::AcqRel);
+    }
+}
+
+/// Copies `from` to `to` until EOF or until the proxy stalls this connection's epoch (then it holds both
+/// sockets open without reading, until the proxy is dropped).
+fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared, epoch: u64) {
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if s.stall_epoch.load(Ordering::Acquire) != epoch {
+            while !s.stop.load(Ordering::Acquire) {
+                thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
