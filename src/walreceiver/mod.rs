@@ -1,5 +1,5 @@
 //! WAL receiver: follows a PostgreSQL 15 primary (or a safekeeper speaking vanilla walsender replication)
-//! over physical streaming replication (DESIGN.md D2).
+//! over physical streaming replication (docs/operations.md, Following a primary).
 //!
 //! This part is the replication *client*: a libpq connection in replication mode written on
 //! postgres-protocol's message codecs over a tokio `TcpStream` (tokio-postgres has no physical replication).
