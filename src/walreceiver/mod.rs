@@ -18,7 +18,7 @@
 //!   before they are buffered, and every malformed message is a [`ReplicationError::Protocol`], never a
 //!   panic;
 //! - streamed WAL is contiguous: each XLogData starts where the previous one ended (checked);
-//! - the flush position we report is the caller's: the slot keeps all WAL after it (D2), so the caller must
+//! - the flush position we report is the caller's: the slot keeps all WAL after it, so the caller must
 //!   only report what is durable;
 //! - a connection left mid-exchange by an error refuses further commands ([`ReplicationError::Broken`]).
 //!
