@@ -427,7 +427,7 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
         .arg(&list)
         .arg(&out_path)
         .output()
-        .expect("run python3 (psycopg is installed by scripts/test.sh)");
+        .expect("run python3 (scripts/test.sh puts a venv with psycopg first on PATH)");
     assert!(
         out.status.success(),
         "psycopg client: {}",
