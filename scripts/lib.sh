@@ -1,4 +1,4 @@
-# Shared by scripts/run.sh and scripts/test.sh: where caches live and how missing tools get installed.
+# Shared by the scripts in scripts/: where caches live and how missing tools get installed.
 # Sourced, not run.
 
 # Expensive builds (cargo's target dir, the walredo bundle) are cached outside the clone, so reruns are fast;
@@ -54,4 +54,47 @@ ensure_rust() {
       rustup component add "$component"
     fi
   done
+}
+
+# ensure_venv SPEC...: a Python virtual environment in the cache ($PAGESERVER_CACHE_DIR/venv) that holds the
+# given PyPI requirements (pip specs, e.g. 'psycopg[binary]'), and its bin/ first on PATH, so that `python3` and
+# the packages' commands (schemathesis) of every later step, the cargo tests' included, are the venv's.
+# Debian 12's own python3 refuses `pip install` into the system (PEP 668: "externally-managed-environment"),
+# hence the venv, made with Debian's `python3 -m venv` (package python3-venv; /usr/bin/python3 when it exists,
+# not a python3 of pyenv or similar earlier on PATH).
+# A venv is reused only if its stamp names the interpreter it was made with (same path, same version) and its
+# python and pip run; anything else (a half-made venv, a Python upgrade) is removed and made again. Requirements
+# are checked with pip itself, offline (`install --no-index --dry-run`: satisfied by what is installed, deps
+# and extras included); only when that fails does pip install from PyPI.
+ensure_venv() {
+  local venv="$PAGESERVER_CACHE_DIR/venv"
+  local base=python3
+  if [ -x /usr/bin/python3 ]; then base=/usr/bin/python3; fi
+  local key
+  key="$base $("$base" -c 'import sys; print(sys.version.split()[0])')"
+  if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$key" ] ||
+    ! "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    log "creating the Python venv $venv ($key)"
+    rm -rf "$venv"
+    if ! "$base" -m venv "$venv"; then
+      rm -rf "$venv"
+      log "$base -m venv failed: install the Debian package python3-venv"
+      return 1
+    fi
+    printf '%s\n' "$key" >"$venv/.stamp"
+  fi
+  if [ "$#" -gt 0 ] &&
+    ! "$venv/bin/python" -m pip install --no-index --dry-run --quiet --disable-pip-version-check \
+      "$@" >/dev/null 2>&1; then
+    log "installing into $venv (PyPI): $*"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$@"
+  fi
+  export VIRTUAL_ENV="$venv"
+  case "$PATH" in
+    "$venv/bin:"*) ;;
+    *) PATH="$venv/bin:$PATH" ;;
+  esac
+  export PATH
+  unset PYTHONHOME
+  hash -r
 }

@@ -7,10 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-if ! command -v schemathesis >/dev/null 2>&1; then
-  log "installing schemathesis (PyPI)"
-  python3 -m pip install --quiet --disable-pip-version-check schemathesis
-fi
+# schemathesis from the venv in the cache (scripts/lib.sh ensure_venv), installed there if missing.
+ensure_venv schemathesis
 bin="$CARGO_TARGET_DIR/debug/pageserver"
 [ -x "$bin" ] || cargo build --locked --bin pageserver
 

@@ -6,8 +6,13 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # postgresql-15: the real primary of the integration tests (server, psql, pgbench, pg_basebackup, pg_waldump).
-ensure_apt_packages postgresql-15 ca-certificates curl
+# python3, python3-venv: the walredo smoke test, free ports in the scripts, and the venv of the Python tools.
+ensure_apt_packages postgresql-15 ca-certificates curl python3 python3-venv
 ensure_rust clippy fmt
+# From PyPI, into $PAGESERVER_CACHE_DIR/venv (first on PATH from here on, cargo test included): psycopg, the
+# third-party libpq client of tests/page_service_e2e.rs, and schemathesis for scripts/schemathesis.sh.
+log "Python tools (venv): psycopg, schemathesis"
+ensure_venv 'psycopg[binary]' schemathesis
 
 log "walredo bundle (PostgreSQL 15.18 + our patch; cached by its inputs)"
 PAGESERVER_WALREDO_BUNDLE=$(walredo-bundle/build.sh | tail -1)
@@ -19,9 +24,6 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-log "psycopg (PyPI): the third-party libpq client of tests/page_service_e2e.rs"
-python3 -c 'import psycopg' 2>/dev/null ||
-  python3 -m pip install --quiet --disable-pip-version-check 'psycopg[binary]'
 log "cargo test"
 cargo test --all-targets --locked
 log "the HTTP API against its OpenAPI document (schemathesis)"

@@ -1,4 +1,4 @@
-//! Tenant and timeline ids: 16 bytes, written as 32 lowercase hex digits (FACTS.md conventions).
+//! Tenant and timeline ids: 16 bytes, written as 32 lowercase hex digits (as Neon's `libs/utils/src/id.rs`).
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,6 +1,6 @@
 //! pageserver: keeps every version of every page of PostgreSQL databases and serves any page at any LSN.
 //!
-//! The services of DESIGN.md share one repository of page versions; this crate holds them all, one module per
+//! The services (docs/architecture.md) share one repository of page versions; this crate holds them all, one module per
 //! service. `main.rs` is only the command line: it loads the config, takes the workdir lock and runs
 //! [`service::run`].
 

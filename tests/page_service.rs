@@ -1,7 +1,7 @@
 //! The page service through the real binary, with the library's pagestream client on a timeline bootstrapped
 //! by the bundle's initdb: every request and response of v2 and v3 against what the HTTP debug read returns,
-//! every error path (FACTS.md §1.4) and that the session goes on after each, pipelining of 100 requests
-//! answered in order, the commands around pagestream, and the basebackup tar: every entry of FACTS.md §2.2 in
+//! every error path (docs/protocols.md) and that the session goes on after each, pipelining of 100 requests
+//! answered in order, the commands around pagestream, and the basebackup tar: every entry of docs/protocols.md in
 //! order, and a pg_control that pg_controldata reads as shut down at the requested LSN.
 
 mod support;
@@ -502,7 +502,7 @@ fn basebackup_has_every_entry_in_order_and_a_shut_down_pg_control() {
         assert_eq!(other_names, names);
     }
 
-    // FACTS.md §2.2, in order.
+    // docs/protocols.md, basebackup entries in order.
     let dirs = [
         "global",
         "pg_wal/archive_status",

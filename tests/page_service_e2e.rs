@@ -2,7 +2,7 @@
 //! 10, then pgbench -c 4 with the DDL mix, aborts and multixact sessions), paused three times:
 //! - at each pause the test records the primary's `pg_dumpall` and LSN; afterwards plain PostgreSQL 15 boots
 //!   on a `fullbackup` taken at each of those LSNs and at the final one, and its `pg_dumpall` equals the
-//!   primary's (sequences compared by FACTS.md §8's rule: a WAL-derived sequence is `log_cnt` increments
+//!   primary's (sequences compared by docs/testing.md's rule: a WAL-derived sequence is `log_cnt` increments
 //!   ahead; unlogged tables' data is not in WAL and left out of both dumps);
 //! - at the final LSN every block of every main, vm and init fork and every SLRU page, read through
 //!   pagestream_v3, equals the primary's files after masking; Nblocks equals the files' sizes, Exists holds for
@@ -367,7 +367,7 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
     }
     let (mut in_keyspace, mut trailing_empty) = (0u64, 0u64);
     for (rnode, fork, pages) in &catalog {
-        // Trailing empty pages of a file are the extensions the WAL never made (FACTS.md §8).
+        // Trailing empty pages of a file are the extensions the WAL never made (docs/testing.md).
         let used = pages.iter().rposition(|&empty| !empty).map_or(0, |i| i + 1);
         trailing_empty += (pages.len() - used) as u64;
         for blk in 0..used as u32 {
@@ -427,7 +427,7 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
         .arg(&list)
         .arg(&out_path)
         .output()
-        .expect("run python3 (psycopg is installed by scripts/test.sh)");
+        .expect("run python3 (scripts/test.sh puts a venv with psycopg first on PATH)");
     assert!(
         out.status.success(),
         "psycopg client: {}",

@@ -1,4 +1,5 @@
-//! Configuration: `<workdir>/pageserver.toml`, overridden by `-c key=value` arguments (DESIGN.md D9).
+//! Configuration: `<workdir>/pageserver.toml`, overridden by `-c key=value` arguments whose values are TOML
+//! (docs/operations.md, Configuration).
 //!
 //! Loading works on TOML tables first and on types last, so that every error can name the key it is about:
 //! 1. the file and each override are parsed to tables;

@@ -8,7 +8,8 @@ use super::ConfigError;
 use super::tenant::TenantConfig;
 use super::types::HumanDuration;
 
-/// The whole of `pageserver.toml`. Defaults follow Neon's where Neon has the key (FACTS.md §6).
+/// The whole of `pageserver.toml`. Defaults follow Neon's where Neon has the key (Neon's
+/// `libs/pageserver_api/src/config.rs`); every key and its default is in `pageserver.toml.example`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {

@@ -8,7 +8,8 @@ use super::types::HumanDuration;
 
 const MIB: u64 = 1024 * 1024;
 
-/// Tunables of one tenant. Defaults follow Neon's (FACTS.md §6).
+/// Tunables of one tenant. Defaults follow Neon's (`tenant_conf_defaults` in Neon's
+/// `libs/pageserver_api/src/config.rs`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantConfig {

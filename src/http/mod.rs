@@ -1,4 +1,4 @@
-//! HTTP management API (DESIGN.md D10): JSON bodies, errors as `{"msg": ...}`, one route table in
+//! HTTP management API (docs/operations.md): JSON bodies, errors as `{"msg": ...}`, one route table in
 //! [`routes::ROUTES`] from which requests are dispatched and against which the OpenAPI document is checked.
 
 mod error;

@@ -1,4 +1,5 @@
-//! JSON shapes of the management API, following Neon's where Neon has them (FACTS.md §5).
+//! JSON shapes of the management API, following Neon's where Neon has them (Neon's
+//! `libs/pageserver_api/src/models.rs`; docs/operations.md).
 
 use serde::{Deserialize, Serialize};
 

@@ -1,4 +1,4 @@
-//! `basebackup` and `fullbackup`: a data directory at an LSN as a tar stream over CopyOut (FACTS.md §2.2).
+//! `basebackup` and `fullbackup`: a data directory at an LSN as a tar stream over CopyOut (docs/protocols.md).
 //!
 //! Entries, in order: the directories of a PostgreSQL 15 data directory; `pg_hba.conf` (trust on the local
 //! socket and loopback), `pg_ident.conf` and `postgresql.auto.conf` (empty), and for a fullbackup a

@@ -1,7 +1,8 @@
-//! The page service: a libpq server on `listen_pg_addr` (DESIGN.md D3, FACTS.md §1–2). A task per connection;
-//! trust authentication; simple query only. Commands: `pagestream_v2|pagestream_v3 <tenant> <timeline>` (a
-//! CopyBoth session of page requests, `pagestream.rs`), `basebackup` and `fullbackup` (a tar over CopyOut,
-//! `basebackup.rs`), `set ...` (accepted and ignored); anything else is an ErrorResponse naming it.
+//! The page service: a libpq server on `listen_pg_addr`, wire-compatible with Neon's for reads
+//! (docs/protocols.md). A task per connection; trust authentication; simple query only. Commands:
+//! `pagestream_v2|pagestream_v3 <tenant> <timeline>` (a CopyBoth session of page requests, `pagestream.rs`),
+//! `basebackup` and `fullbackup` (a tar over CopyOut, `basebackup.rs`), `set ...` (accepted and ignored);
+//! anything else is an ErrorResponse naming it.
 //!
 //! Pipelined pagestream requests are answered in order, in batches: every request already buffered when the
 //! first is read is served before the answers are flushed together. A read error (a missing relation, a GC'd

@@ -1,4 +1,4 @@
-//! The pagestream messages of `pagestream_v2` and `pagestream_v3` (FACTS.md §1.2–1.3): requests parsed from
+//! The pagestream messages of `pagestream_v2` and `pagestream_v3` (docs/protocols.md): requests parsed from
 //! a CopyData payload, responses encoded into one. All integers big-endian.
 //!
 //! Request: v2 `u8 tag | u64 request_lsn | u64 not_modified_since`, v3 with `u64 reqid` after the tag; then the

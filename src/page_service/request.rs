@@ -1,4 +1,4 @@
-//! One pagestream request against a timeline (FACTS.md §1.4): the LSN to read at, then the read.
+//! One pagestream request against a timeline (docs/protocols.md, the LSN of a read): the LSN to read at, then the read.
 
 use std::time::{Duration, Instant};
 

@@ -52,7 +52,7 @@
 //!
 //! Pages of a visibility map fork (and of the FSM fork, and pages of an unknown kind) are compared by
 //! [`mask_for_comparison`] with only the LSN and checksum masked: a VM page has `pd_lower` = 24 and
-//! `pd_upper` = 8192, so heap_mask's unused-space rule would blank the whole map (FACTS §8).
+//! `pd_upper` = 8192, so heap_mask's unused-space rule would blank the whole map (docs/testing.md).
 //!
 //! # Untrusted pages
 //!
@@ -67,7 +67,7 @@
 //! # Not masked, and why
 //!
 //! These are real differences between a primary and a WAL-derived page that masking leaves visible, as
-//! PostgreSQL's own masks do; a comparison must tolerate them by name, narrowly (FACTS §8):
+//! PostgreSQL's own masks do; a comparison must tolerate them by name, narrowly (docs/testing.md):
 //! - a sequence page's tuple: `nextval()` logs the state `SEQ_LOG_VALS` ahead, so a replayed page has a
 //!   larger `last_value` and `log_cnt` = 0;
 //! - the SP-GiST metapage's last-used-pages cache (bytes 28–91 of block 0), written without WAL;
@@ -1206,7 +1206,7 @@ mod tests {
         for rmid in [RM_SEQ_ID, RM_GENERIC_ID] {
             assert_ne!(masked(rmid, 0, f.bytes), masked(rmid, 0, &other));
         }
-        // The tuple (last_value, log_cnt, ...) is content: see FACTS §8 for the replay difference.
+        // The tuple (last_value, log_cnt, ...) is content: see docs/testing.md for the replay difference.
         let (t, ..) = item(f.bytes, 1);
         let mut other = f.bytes.to_vec();
         other[t + 24] ^= 1;

@@ -1,7 +1,8 @@
 //! WAL written by the pageserver itself: records laid out in pages the way PostgreSQL does (8-aligned starts,
 //! page headers, continuation flags, CRCs, prev links), and the WAL segments that backups carry:
-//! - for a Neon compute ([`compute_segment`], FACTS.md §2.2): zeros but for page headers that make the start
-//!   LSN the end of a (fake) continuation record; the compute starts there without reading WAL;
+//! - for a Neon compute ([`compute_segment`], as Neon's `generate_wal_segment` in
+//!   `libs/postgres_ffi/src/xlog_utils.rs`): zeros but for page headers that make the start LSN the end of a
+//!   (fake) continuation record; the compute starts there without reading WAL;
 //! - for plain PostgreSQL ([`shutdown_checkpoint_wal`]): a real XLOG_CHECKPOINT_SHUTDOWN record at the start
 //!   LSN, which PostgreSQL reads at startup as the end of a clean shutdown.
 

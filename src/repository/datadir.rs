@@ -1,4 +1,4 @@
-//! PostgreSQL's data directory as keys (FACTS.md §4.1): relation sizes and existence, the directories of
+//! PostgreSQL's data directory as keys (docs/storage-format.md §12): relation sizes and existence, the directories of
 //! databases, relations, SLRU segments and two-phase files, and database sizes, read from a timeline at an
 //! LSN. Directory and size values are whole values (`Value::Image`) in the encodings below, which are ours
 //! (docs/storage-format.md §5.1), all integers little-endian:

@@ -1,5 +1,6 @@
-//! The 18-byte key of every stored value (FACTS.md §4.1): `field1: u8, field2..4: u32, field5: u8, field6: u32`,
-//! big-endian, ordered field by field, so byte order is key order. Display: 36 uppercase hex digits.
+//! The 18-byte key of every stored value (Neon's layout, docs/storage-format.md §12): `field1: u8, field2..4:
+//! u32, field5: u8, field6: u32`, big-endian, ordered field by field, so byte order is key order. Display: 36
+//! uppercase hex digits.
 
 use std::fmt;
 use std::ops::Range;
@@ -78,7 +79,7 @@ impl Key {
         Key::MAX
     }
 
-    // Constructors, per FACTS.md §4.1.
+    // Constructors, per the table of docs/storage-format.md §12.
 
     pub fn rel_block(rnode: RelFileNode, forknum: u8, blkno: u32) -> Key {
         Key {

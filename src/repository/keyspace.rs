@@ -1,8 +1,9 @@
 //! The keyspace of a timeline at an LSN: every key that holds a value there, as sorted, non-overlapping,
-//! end-exclusive ranges (what Neon's `GET .../keyspace` answers, FACTS.md §9). It is derived from the
-//! directories: the database directory, per database its relmap file, relation directory and every fork's
-//! blocks and size key; the SLRU directories, segments and their size keys; the two-phase directory and
-//! files; the control file, checkpoint and commit-timestamp keys. We keep no sparse (metadata) keys.
+//! end-exclusive ranges (what Neon's `GET .../keyspace` answers, `libs/pageserver_api/src/models/partitioning.rs`;
+//! docs/operations.md). It is derived from the directories: the database directory, per database its relmap
+//! file, relation directory and every fork's blocks and size key; the SLRU directories, segments and their size
+//! keys; the two-phase directory and files; the control file, checkpoint and commit-timestamp keys. We keep no
+//! sparse (metadata) keys.
 
 use std::ops::Range;
 

@@ -1,4 +1,4 @@
-//! Timeline metadata (DESIGN.md D6): the durable state of a timeline, and its commit point. Flush,
+//! Timeline metadata (docs/storage-format.md §11): the durable state of a timeline, and its commit point. Flush,
 //! compaction and GC write their new layer files first, fsynced; then write metadata naming the live
 //! layers; only then delete old files. On load, a file not named here is garbage from an interrupted
 //! operation and is removed. So a crash leaves no layer half-visible.

@@ -1,4 +1,4 @@
-//! The repository: every version of every page, per tenant and timeline (DESIGN.md D4–D6).
+//! The repository: every version of every page, per tenant and timeline (docs/repository.md).
 
 pub mod datadir;
 pub mod key;

@@ -1,6 +1,6 @@
 //! What is stored at a (key, LSN): a page image (or any other whole value: a size, a directory) or a WAL
-//! record to apply on the previous version (DESIGN.md D4). Encoded by [`Value::encode`]; the encoding is part
-//! of the layer file format (docs/storage-format.md).
+//! record to apply on the previous version, stored at the record's end LSN. Encoded by [`Value::encode`]; the
+//! encoding is part of the layer file format (docs/storage-format.md §5).
 
 use bytes::{BufMut, Bytes, BytesMut};
 

@@ -1,4 +1,4 @@
-//! From each decoded WAL record to puts on a timeline (DESIGN.md D4).
+//! From each decoded WAL record to puts on a timeline (docs/repository.md).
 //!
 //! Per record, at its end LSN:
 //! - every block reference: a full-page image to apply becomes an image (its page LSN set to the record's end

@@ -1,4 +1,4 @@
-//! From decoded WAL records to changes of pages (DESIGN.md D4). So far: the SLRU pages the pageserver
+//! From decoded WAL records to changes of pages (docs/repository.md). So far: the SLRU pages the pageserver
 //! maintains itself (CLOG, multixact offsets and members) and visibility-map bit clears; the rest of ingest
 //! (relation blocks, sizes, directories) builds on these.
 

@@ -1,5 +1,5 @@
 //! CLOG and multixact pages from transaction and multixact records: which page each record touches and with
-//! what (FACTS.md §4.2–4.3). Pure functions of the record body.
+//! what (a record of walredo/record.rs, applied by walredo/native.rs). Pure functions of the record body.
 
 use std::collections::BTreeMap;
 

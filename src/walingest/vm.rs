@@ -1,5 +1,5 @@
 //! Visibility-map bits cleared by heap records: PostgreSQL clears them on the VM page without logging that
-//! page, so the pageserver stores a Rust-applied record on it (FACTS.md §4.3).
+//! page, so the pageserver stores a Rust-applied record on it (walredo/native.rs).
 
 use super::PageChange;
 use crate::pg::DecodedRecord;

@@ -1,5 +1,5 @@
 //! WAL receiver: follows a PostgreSQL 15 primary (or a safekeeper speaking vanilla walsender replication)
-//! over physical streaming replication (DESIGN.md D2).
+//! over physical streaming replication (docs/operations.md, Following a primary).
 //!
 //! This part is the replication *client*: a libpq connection in replication mode written on
 //! postgres-protocol's message codecs over a tokio `TcpStream` (tokio-postgres has no physical replication).
@@ -18,7 +18,7 @@
 //!   before they are buffered, and every malformed message is a [`ReplicationError::Protocol`], never a
 //!   panic;
 //! - streamed WAL is contiguous: each XLogData starts where the previous one ended (checked);
-//! - the flush position we report is the caller's: the slot keeps all WAL after it (D2), so the caller must
+//! - the flush position we report is the caller's: the slot keeps all WAL after it, so the caller must
 //!   only report what is durable;
 //! - a connection left mid-exchange by an error refuses further commands ([`ReplicationError::Broken`]).
 //!

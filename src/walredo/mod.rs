@@ -1,4 +1,4 @@
-//! WAL redo: rebuilding a page from a base image and the records that changed it (DESIGN.md D7).
+//! WAL redo: rebuilding a page from a base image and the records that changed it (docs/walredo.md).
 //!
 //! Records of PostgreSQL's own resource managers are replayed by `postgres --wal-redo` children (the bundle
 //! of `walredo-bundle/`, docs/walredo.md), one pool per tenant ([`pool::RedoPool`]), each child sandboxed

@@ -1,6 +1,7 @@
-//! Records applied in Rust (FACTS.md §4.3): visibility-map bits, CLOG status bits, multixact offsets and
-//! members. Each works on a copy of the page and refuses a page of the wrong size; a record whose items fall
-//! on other pages leaves those alone, so the same record can be stored on every page it touches.
+//! Records applied in Rust, as Neon's `pageserver/src/walredo/apply_neon.rs` applies them: visibility-map bits,
+//! CLOG status bits, multixact offsets and members. Each works on a copy of the page and refuses a page of the
+//! wrong size; a record whose items fall on other pages leaves those alone, so the same record can be stored on
+//! every page it touches.
 
 use crate::pg::constants::BLCKSZ;
 use crate::pg::page::SIZE_OF_PAGE_HEADER;

@@ -1,7 +1,7 @@
 //! One `postgres --wal-redo` child: launch, the sandbox message, pipelined requests over stdin/stdout,
 //! per-request timeout, death.
 //!
-//! Requests are framed per FACTS.md §3.2 and written whole under the stdin lock, which also appends the
+//! Requests are framed per docs/walredo.md §3 and written whole under the stdin lock, which also appends the
 //! caller's reply slot to a FIFO; a reader task takes 8192-byte replies off stdout and hands each to the
 //! oldest slot. So requests from many callers pipeline, and replies match requests by order. Any failure (a
 //! write error, EOF, a timeout) kills the process: every waiting caller gets an error and the pool replaces it.

@@ -1,5 +1,6 @@
 //! What a page is rebuilt from: WAL records for PostgreSQL's redo, and the records the pageserver applies in
-//! Rust (FACTS.md §4.2).
+//! Rust (Neon's `NeonWalRecord`, `libs/wal_decoder/src/models/record.rs`; encoded per
+//! docs/storage-format.md §5).
 
 use bytes::Bytes;
 

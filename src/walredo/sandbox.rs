@@ -1,4 +1,4 @@
-//! The seccomp allowlist of the redo child (DESIGN D7), defined here and compiled to classic BPF with
+//! The seccomp allowlist of the redo child (docs/walredo.md §4), defined here and compiled to classic BPF with
 //! seccompiler. The child receives the program in its first message ('S') and installs it before serving any
 //! request; a system call outside the list kills the process.
 //!

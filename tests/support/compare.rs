@@ -1,6 +1,6 @@
 //! Compares what a timeline serves with a PostgreSQL 15 data directory, page by page, masked the way
-//! wal_consistency_checking masks (pg::mask), with the differences FACTS.md §8 says a streaming standby has too,
-//! each tolerated narrowly and counted by name.
+//! wal_consistency_checking masks (pg::mask), with the differences a streaming standby has too (listed in
+//! docs/testing.md), each tolerated narrowly and counted by name.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Byte layouts of FACTS.md §1.3, written out by hand here rather than through the encoder.
+//! Byte layouts of docs/protocols.md (Neon's pagestream), written out by hand here rather than through the encoder.
 
 use super::*;
 
@@ -40,7 +40,7 @@ fn reltag(fork: u8) -> Vec<u8> {
     .concat()
 }
 
-/// Every request: its bytes, the size FACTS gives (v2, v3) and what it parses to.
+/// Every request: its bytes, the size docs/protocols.md gives (v2, v3) and what it parses to.
 /// (request tag, body bytes, sizes v2 and v3, parsed body)
 type RequestCase = (u8, Vec<u8>, (usize, usize), RequestBody);
 

@@ -1,6 +1,7 @@
-//! Layer file names (DESIGN.md D5, FACTS.md §7): a delta layer `<key_start>-<key_end>__<lsn_start>-<lsn_end>`,
-//! an image layer `<key_start>-<key_end>__<lsn>`; keys in their 36-hex form, LSNs as 16 hex digits, ranges
-//! end-exclusive (an image at LSN L covers L..L+1).
+//! Layer file names (docs/storage-format.md §2; Neon's `pageserver/src/tenant/storage_layer/layer_name.rs`
+//! names its layers the same way): a delta layer `<key_start>-<key_end>__<lsn_start>-<lsn_end>`, an image layer
+//! `<key_start>-<key_end>__<lsn>`; keys in their 36-hex form, LSNs as 16 hex digits, ranges end-exclusive (an
+//! image at LSN L covers L..L+1).
 
 use std::fmt;
 use std::ops::Range;

@@ -1,5 +1,5 @@
-//! Compaction and GC decisions: pure functions of the layer set and the cutoffs (STYLE.md 5), executed by
-//! compaction.rs and gc.rs.
+//! Compaction and GC decisions: pure functions of the layer set and the cutoffs, kept apart from the doing:
+//! compaction.rs and gc.rs execute them.
 //!
 //! Layer kinds: an **L0** delta covers the whole key space (a flushed in-memory layer); an **L1** delta covers
 //! part of it (written by compaction, never the whole); an **image** layer holds every key of its range at
