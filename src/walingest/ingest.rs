@@ -4,9 +4,13 @@
 //! - every block reference: a full-page image to apply becomes an image (its page LSN set to the record's end
 //!   LSN, as PostgreSQL's restore does), any other reference the raw record for `postgres --wal-redo`;
 //!   writing a block past a fork's end extends the fork (its size key, and its directory entry: VM and FSM
-//!   forks are created without WAL) and makes the blocks it skips zero pages (extended without WAL);
+//!   forks are created without WAL) and makes the blocks it skips zero pages (extended without WAL), at most
+//!   [`MAX_ZERO_FILL_BLOCKS`]; a record (no image, not initialising) on a block past the end gets a zero page
+//!   below it, as PostgreSQL's redo reads such a block (this matters with `full_page_writes = off`); a block
+//!   number above MaxBlockNumber is an error;
 //! - by record kind: relation create, truncate (heap, VM with its partial page) and drop (in commit and abort
-//!   records); CREATE DATABASE by file copy (every relation of the template, copied at this LSN) and by WAL
+//!   records); CREATE DATABASE by file copy (every relation of the template as of the record before it, the
+//!   earlier records of the batch published first, streamed in chunks) and by WAL
 //!   log; DROP DATABASE; relmapper files; CLOG, multixact and two-phase state (`slru.rs`); visibility-map bit
 //!   clears (`vm.rs`); the checkpoint value a basebackup needs; the newest commit time and its LSN, at every
 //!   commit (for get_lsn_by_timestamp).
