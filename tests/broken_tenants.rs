@@ -13,8 +13,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use pageserver::pg::RelFileNode;
-use pageserver::repository::Key;
 use serde_json::{Value, json};
 use support::pageserver::Pageserver;
 
@@ -24,22 +22,6 @@ const TENANTS: [&str; 3] = [
     "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3",
 ];
 const TL: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
-
-fn pg_class_page(ps: &Pageserver, tenant: &str) -> (u16, usize) {
-    let key = Key::rel_block(
-        RelFileNode {
-            spc: 1663,
-            db: 5,
-            rel: 1259,
-        },
-        0,
-        0,
-    );
-    let (s, page) = ps.get_bytes(&format!(
-        "/v1/tenant/{tenant}/timeline/{TL}/getpage?key={key}"
-    ));
-    (s, page.len())
-}
 
 fn stop(ps: &mut Pageserver) {
     let status = ps.signal_and_wait(Signal::SIGTERM, Duration::from_secs(20));
@@ -63,19 +45,9 @@ fn copy_dir(from: &Path, to: &Path) {
 fn a_broken_tenant_is_listed_and_the_others_serve() {
     let mut ps = Pageserver::start(&[]);
     for t in TENANTS {
-        let (s, body) = ps.json(
-            "POST",
-            "/v1/tenant",
-            Some(&json!({"new_tenant_id": t}).to_string()),
-        );
-        assert_eq!(s, 201, "{body}");
-        let (s, body) = ps.json(
-            "POST",
-            &format!("/v1/tenant/{t}/timeline"),
-            Some(&json!({"new_timeline_id": TL}).to_string()),
-        );
-        assert_eq!(s, 201, "{body}");
-        assert_eq!(pg_class_page(&ps, t), (200, 8192));
+        ps.create_tenant(t);
+        ps.bootstrap(t, TL);
+        assert_eq!(ps.pg_class_page(t, TL), (200, 8192));
     }
     stop(&mut ps);
     let tenants_dir = ps.workdir().join("tenants");
@@ -126,7 +98,7 @@ fn a_broken_tenant_is_listed_and_the_others_serve() {
                 println!("{what}: {id} Broken: {reason}");
             } else {
                 assert_eq!(entry["state"], "Active", "{what}: {entry}");
-                assert_eq!(pg_class_page(&ps, id), (200, 8192), "{what}: {id}");
+                assert_eq!(ps.pg_class_page(id, TL), (200, 8192), "{what}: {id}");
             }
         }
         let (s, detail) = ps.json("GET", &format!("/v1/tenant/{broken}"), None);
@@ -156,18 +128,8 @@ fn a_broken_tenant_is_listed_and_the_others_serve() {
 fn leftovers_of_crashes_are_removed_and_an_interrupted_import_leaves_no_timeline() {
     let t = TENANTS[0];
     let mut ps = Pageserver::start(&[]);
-    let (s, _) = ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": t}).to_string()),
-    );
-    assert_eq!(s, 201);
-    let (s, body) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{t}/timeline"),
-        Some(&json!({"new_timeline_id": TL}).to_string()),
-    );
-    assert_eq!(s, 201, "{body}");
+    ps.create_tenant(t);
+    ps.bootstrap(t, TL);
     stop(&mut ps);
 
     // A bootstrap whose final flush dies between writing its first layer and renaming it.
@@ -226,7 +188,7 @@ fn leftovers_of_crashes_are_removed_and_an_interrupted_import_leaves_no_timeline
             .join(format!("tenants/{t}/timelines/{interrupted}"))
             .exists()
     );
-    assert_eq!(pg_class_page(&ps, t), (200, 8192));
+    assert_eq!(ps.pg_class_page(t, TL), (200, 8192));
     // The id is free again.
     let (s, body) = ps.json(
         "POST",

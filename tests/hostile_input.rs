@@ -178,6 +178,21 @@ fn fake_walsender(prev: Lsn, record: impl Fn(Lsn) -> Vec<u8> + Send + 'static) -
     port
 }
 
+/// Sends `request` as is and reads the answer until the server closes (or 10 s pass).
+fn raw_http(addr: &str, request: &[u8]) -> String {
+    let mut sock = TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = sock.try_clone().unwrap();
+    let answer = std::thread::spawn(move || {
+        let mut answer = Vec::new();
+        let _ = reader.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_string()
+    });
+    let _ = sock.write_all(request);
+    answer.join().unwrap()
+}
+
 fn detail(ps: &Pageserver) -> Value {
     let (s, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
     assert_eq!(s, 200, "{info}");
@@ -194,38 +209,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn pg_class_page(ps: &Pageserver) -> u16 {
-    let key = pageserver::repository::Key::rel_block(
-        pageserver::pg::RelFileNode {
-            spc: 1663,
-            db: 5,
-            rel: 1259,
-        },
-        0,
-        0,
-    );
-    ps.get_bytes(&format!("/v1/tenant/{T}/timeline/{TL}/getpage?key={key}"))
-        .0
-}
-
 #[test]
 fn hostile_block_numbers_are_refused_and_lose_nothing() {
     let ps = Pageserver::start(&[]);
-    let (s, _) = ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
-    assert_eq!(s, 201);
-    let (s, info) = ps.json(
-        "POST",
-        &format!("/v1/tenant/{T}/timeline"),
-        Some(&json!({"new_timeline_id": TL}).to_string()),
-    );
-    assert_eq!(s, 201, "{info}");
+    ps.create_tenant(T);
+    let info = ps.bootstrap(T, TL);
     let prev: Lsn = info["prev_record_lsn"].as_str().unwrap().parse().unwrap();
     let last = info["last_record_lsn"].clone();
-    assert_eq!(pg_class_page(&ps), 200);
+    assert_eq!(ps.pg_class_page(T, TL), (200, 8192));
 
     for (blkno, expect) in [
         (0xFFFF_FFFFu32, "not a valid block number"),
@@ -260,7 +251,11 @@ fn hostile_block_numbers_are_refused_and_lose_nothing() {
         );
         assert_eq!(info["walreceiver_status"], "retrying", "{info}");
         assert_eq!(info["last_record_lsn"], last, "the bad record was applied");
-        assert_eq!(pg_class_page(&ps), 200, "earlier pages still read");
+        assert_eq!(
+            ps.pg_class_page(T, TL),
+            (200, 8192),
+            "earlier pages still read"
+        );
         assert!(rss_kib(ps.pid()) < 1 << 20, "peak RSS over 1 GiB");
     }
     ps.set_wal_source(T, TL, Value::Null);
@@ -276,39 +271,27 @@ fn oversized_imports_and_idle_connections_are_bounded() {
         "page_service_idle_timeout='2s'",
         "http_header_read_timeout='1s'",
     ]);
-    let (s, _) = ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
-    assert_eq!(s, 201);
+    ps.create_tenant(T);
 
     // An import body over the limit, with and without a Content-Length that says so.
     let path = format!(
         "/v1/tenant/{T}/timeline/{TL}/import_basebackup?base_lsn=0/1000000&end_lsn=0/1000000&pg_version=15"
     );
-    let big = vec![0u8; 2 << 20];
-    let (s, body) = ps.request("PUT", &path, Some(std::str::from_utf8(&big).unwrap()));
-    assert_eq!(s, 413, "{body}");
-    assert!(body.contains("import_max_bytes"), "{body}");
-    let mut sock = TcpStream::connect(&ps.http_addr).unwrap();
-    write!(
-        sock,
-        "PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    for _ in 0..3 {
-        let chunk = vec![b'a'; 512 * 1024];
-        if write!(sock, "{:x}\r\n", chunk.len()).is_err()
-            || sock.write_all(&chunk).is_err()
-            || sock.write_all(b"\r\n").is_err()
-        {
-            break;
-        }
-    }
-    let _ = sock.write_all(b"0\r\n\r\n");
-    let mut answer = String::new();
-    let _ = sock.read_to_string(&mut answer);
+    // By Content-Length: refused before any of the body is read (none is sent).
+    let answer = raw_http(
+        &ps.http_addr,
+        format!("PUT {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2097152\r\n\r\n").as_bytes(),
+    );
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("import_max_bytes"), "{answer}");
+    // Chunked, with no length up front: refused once the body passes the limit (one byte over).
+    let mut request =
+        format!("PUT {path} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
+    request.extend_from_slice(format!("{:x}\r\n", 1 << 20).as_bytes());
+    request.extend(std::iter::repeat_n(b'a', 1 << 20));
+    request.extend_from_slice(b"\r\n1\r\na\r\n0\r\n\r\n");
+    let answer = raw_http(&ps.http_addr, &request);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     let (s, _) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
     assert_eq!(s, 404, "a refused import left a timeline");
@@ -421,12 +404,7 @@ fn wal_source_passwords_stay_secret() {
     std::thread::sleep(Duration::from_millis(500));
 
     let ps = Pageserver::start(&[]);
-    let (s, _) = ps.json(
-        "POST",
-        "/v1/tenant",
-        Some(&json!({"new_tenant_id": T}).to_string()),
-    );
-    assert_eq!(s, 201);
+    ps.create_tenant(T);
     let secret = "Wr0ng-Pa55word-XYZ";
     let mut answers = Vec::new();
     for connstr in [

@@ -1,9 +1,14 @@
 //! The WAL receiver of one timeline: connects to its WAL source, makes sure the slot exists, streams from the
 //! timeline's last record, decodes and ingests, and reports write = last_record_lsn, flush = apply =
-//! disk_consistent_lsn (never more than is durable here, so the slot keeps everything else). When it has caught
-//! up with the source and holds WAL that is not durable yet, it flushes at once (a primary's clean shutdown waits
-//! for its standbys' flush position). Errors (a source that refuses or drops the connection, a slot another
-//! client holds, WAL that does not decode) are logged, shown in its state with the time of the next attempt
+//! disk_consistent_lsn every second (never more than is durable here, so the slot keeps everything else). When
+//! it has caught up with a source that has sent no WAL for a second (idle), or that asks for a reply, and holds
+//! WAL that is not durable yet, it flushes at once: an idle primary sees its last commit flushed within seconds
+//! (a primary's clean shutdown, and synchronous replication, wait for their standbys' flush position).
+//! Silence: the time since the last message, not counting our own work on it. After half of
+//! `lagging_wal_timeout` in silence each status update asks for a reply (a healthy idle source answers with a
+//! keepalive); at the timeout the source is lost (a partition without RST or FIN) and the connection is
+//! dropped and retried. Errors (a source that refuses, drops the connection or goes silent, a slot another
+//! client holds, WAL that does not decode or ingest) are logged, shown in its state with the time of the next attempt
 //! and retried with exponential backoff (1 s doubling to 30 s, from 1 s again after a connection that
 //! streamed); each attempt streams from the timeline's last record, so nothing ingested is lost or applied
 //! twice. After a restart it resumes from disk_consistent_lsn, which is where the timeline's last record is

@@ -229,6 +229,43 @@ impl Pageserver {
         info
     }
 
+    /// Creates tenant `tenant` with the default config; panics unless 201.
+    pub fn create_tenant(&self, tenant: &str) {
+        let body = serde_json::json!({ "new_tenant_id": tenant });
+        let (s, answer) = self.json("POST", "/v1/tenant", Some(&body.to_string()));
+        assert_eq!(s, 201, "{answer}");
+    }
+
+    /// Bootstraps timeline `timeline` of `tenant` with the bundle's initdb; panics unless 201. Returns its info.
+    pub fn bootstrap(&self, tenant: &str, timeline: &str) -> serde_json::Value {
+        let body = serde_json::json!({ "new_timeline_id": timeline });
+        let (s, info) = self.json(
+            "POST",
+            &format!("/v1/tenant/{tenant}/timeline"),
+            Some(&body.to_string()),
+        );
+        assert_eq!(s, 201, "{info}");
+        info
+    }
+
+    /// The status and length of the first page of pg_class in database `postgres` (5) as the debug route
+    /// `getpage` answers it: (200, 8192) for any timeline made from initdb.
+    pub fn pg_class_page(&self, tenant: &str, timeline: &str) -> (u16, usize) {
+        let key = pageserver::repository::Key::rel_block(
+            pageserver::pg::RelFileNode {
+                spc: 1663,
+                db: 5,
+                rel: 1259,
+            },
+            0,
+            0,
+        );
+        let (s, page) = self.get_bytes(&format!(
+            "/v1/tenant/{tenant}/timeline/{timeline}/getpage?key={key}"
+        ));
+        (s, page.len())
+    }
+
     /// `PUT .../wal_source` with `source` (`{"connstr", "slot_name"}` or null); panics unless 200.
     pub fn set_wal_source(&self, tenant: &str, timeline: &str, source: serde_json::Value) {
         let (s, body) = self.json(
