@@ -20,6 +20,8 @@ export PAGESERVER_WALREDO_BUNDLE
 log "walredo bundle smoke test"
 python3 walredo-bundle/test/smoke.py --bundle "$PAGESERVER_WALREDO_BUNDLE"
 
+log "no citations of documents outside the repository"
+scripts/check-refs.sh
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
