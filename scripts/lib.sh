@@ -98,3 +98,27 @@ ensure_venv() {
   unset PYTHONHOME
   hash -r
 }
+
+# ensure_npm_package NAME@VERSION BIN: an npm package in $PAGESERVER_CACHE_DIR/npm (never global), with its
+# commands' directory (node_modules/.bin) first on PATH; BIN is one of its commands, checked to run. Node.js and
+# npm come from Debian when the machine has none.
+ensure_npm_package() {
+  local spec="$1" bin="$2"
+  local dir="$PAGESERVER_CACHE_DIR/npm"
+  if ! command -v npm >/dev/null 2>&1; then
+    ensure_apt_packages nodejs npm
+  fi
+  mkdir -p "$dir"
+  if [ "$(cat "$dir/.stamp-${spec%@*}" 2>/dev/null)" != "$spec" ] ||
+    ! "$dir/node_modules/.bin/$bin" --version >/dev/null 2>&1; then
+    log "installing into $dir (npm): $spec"
+    npm install --prefix "$dir" --no-audit --no-fund --loglevel=error "$spec" >/dev/null
+    printf '%s\n' "$spec" >"$dir/.stamp-${spec%@*}"
+  fi
+  case "$PATH" in
+    "$dir/node_modules/.bin:"*) ;;
+    *) PATH="$dir/node_modules/.bin:$PATH" ;;
+  esac
+  export PATH
+  hash -r
+}

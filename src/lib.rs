@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod page_service;
 pub mod pagebench;
 pub mod pg;
+pub mod remote_storage;
 pub mod repository;
 pub mod service;
 pub mod waldump;

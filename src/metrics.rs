@@ -90,13 +90,157 @@ pub static GETPAGE_SECONDS: Histogram = Histogram::new(
 /// GetPage requests answered with an error (their time is in pageserver_getpage_seconds too).
 pub static GETPAGE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
-pub static HISTOGRAMS: [&Histogram; 5] = [
+pub static REMOTE_REQUEST_SECONDS: Histogram = Histogram::new(
+    "pageserver_remote_request_seconds",
+    "Time of one remote storage request (list, head, get, put, delete), failures included",
+);
+
+pub static LAYER_DOWNLOAD_SECONDS: Histogram = Histogram::new(
+    "pageserver_layer_download_seconds",
+    "Time to download one layer file from remote storage, retries included",
+);
+
+pub static HISTOGRAMS: [&Histogram; 7] = [
     &FLUSH_SECONDS,
     &COMPACTION_SECONDS,
     &GC_SECONDS,
     &REDO_SECONDS,
     &GETPAGE_SECONDS,
+    &REMOTE_REQUEST_SECONDS,
+    &LAYER_DOWNLOAD_SECONDS,
 ];
+
+use crate::remote_storage::{RemoteError, RequestKind};
+
+const REQUEST_KINDS: [RequestKind; 5] = [
+    RequestKind::List,
+    RequestKind::Head,
+    RequestKind::Get,
+    RequestKind::Put,
+    RequestKind::Delete,
+];
+
+fn kind_index(kind: RequestKind) -> usize {
+    REQUEST_KINDS.iter().position(|k| *k == kind).unwrap_or(0)
+}
+
+/// Remote storage requests, failed ones and bytes moved, by request kind.
+static REMOTE_REQUESTS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+static REMOTE_FAILURES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+static REMOTE_BYTES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+/// Faults injected by `test_remote_failures_probability`.
+pub static REMOTE_FAULTS_INJECTED: Counter = Counter::new();
+/// Layer files downloaded (on demand or at attach) and evicted from the local disk.
+pub static LAYER_DOWNLOADS: Counter = Counter::new();
+pub static LAYER_DOWNLOADED_BYTES: Counter = Counter::new();
+pub static LAYER_EVICTIONS: Counter = Counter::new();
+/// Remote deletions executed, and dropped because a newer generation exists (their keys leak, safely).
+pub static REMOTE_DELETIONS_EXECUTED: Counter = Counter::new();
+pub static REMOTE_DELETIONS_DROPPED: Counter = Counter::new();
+
+/// A monotonic counter.
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Counter {
+        Counter(AtomicU64::new(0))
+    }
+
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for Counter {
+    fn default() -> Self {
+        Counter::new()
+    }
+}
+
+pub fn remote_request(kind: RequestKind, took: Duration, err: Option<&RemoteError>) {
+    REMOTE_REQUEST_SECONDS.observe(took);
+    REMOTE_REQUESTS[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
+    if err.is_some() {
+        REMOTE_FAILURES[kind_index(kind)].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn remote_bytes(kind: RequestKind, n: u64) {
+    REMOTE_BYTES[kind_index(kind)].fetch_add(n, Ordering::Relaxed);
+}
+
+/// The remote storage counters in the Prometheus text format.
+pub fn encode_remote(out: &mut String) {
+    for (name, help, values) in [
+        (
+            "pageserver_remote_requests_total",
+            "Remote storage requests, by kind",
+            &REMOTE_REQUESTS,
+        ),
+        (
+            "pageserver_remote_request_failures_total",
+            "Remote storage requests that failed (each retry counts), by kind",
+            &REMOTE_FAILURES,
+        ),
+        (
+            "pageserver_remote_bytes_total",
+            "Bytes uploaded (put) and downloaded (get) to and from remote storage",
+            &REMOTE_BYTES,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for kind in REQUEST_KINDS {
+            let v = values[kind_index(kind)].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{kind=\"{}\"}} {v}", kind.as_str());
+        }
+    }
+    for (name, help, c) in [
+        (
+            "pageserver_remote_faults_injected_total",
+            "Remote storage faults injected by test_remote_failures_probability",
+            &REMOTE_FAULTS_INJECTED,
+        ),
+        (
+            "pageserver_layer_downloads_total",
+            "Layer files downloaded from remote storage",
+            &LAYER_DOWNLOADS,
+        ),
+        (
+            "pageserver_layer_downloaded_bytes_total",
+            "Bytes of layer files downloaded from remote storage",
+            &LAYER_DOWNLOADED_BYTES,
+        ),
+        (
+            "pageserver_layer_evictions_total",
+            "Layer files evicted from the local disk (they stay in remote storage)",
+            &LAYER_EVICTIONS,
+        ),
+        (
+            "pageserver_remote_deletions_executed_total",
+            "Remote objects deleted after their generation was validated",
+            &REMOTE_DELETIONS_EXECUTED,
+        ),
+        (
+            "pageserver_remote_deletions_dropped_total",
+            "Remote deletions dropped because a newer generation attached the tenant",
+            &REMOTE_DELETIONS_DROPPED,
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+            c.get()
+        );
+    }
+}
 
 #[cfg(test)]
 mod tests {

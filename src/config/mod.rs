@@ -18,7 +18,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub use node::{
-    AuthType, AzureConfig, LocalFsConfig, LogFormat, NodeConfig, RemoteStorageConfig, S3Config,
+    AuthType, AzureConfig, LocalFsConfig, LogFormat, NodeConfig, RemoteStorageConfig,
+    RemoteStorageKind, S3Config,
 };
 pub use overrides::TenantConfigOverrides;
 pub use tenant::{TENANT_CONFIG_KEYS, TenantConfig};

@@ -52,6 +52,9 @@ pub struct NodeConfig {
     /// Where layer files, indexes and the WAL archive are uploaded; none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_storage: Option<RemoteStorageConfig>,
+    /// Tests only: this percentage of remote storage requests fails on purpose (503s, resets, timeouts,
+    /// half of them after the request took effect). 0: off.
+    pub test_remote_failures_probability: u8,
     /// Defaults for every tenant; a tenant may override them.
     pub tenant_config: TenantConfig,
 }
@@ -78,6 +81,7 @@ impl Default for NodeConfig {
             pg_auth_type: AuthType::Trust,
             http_auth_type: AuthType::Trust,
             remote_storage: None,
+            test_remote_failures_probability: 0,
             tenant_config: TenantConfig::default(),
         }
     }
@@ -95,11 +99,21 @@ pub enum AuthType {
     Trust,
 }
 
-/// Where remote storage lives; the kind is told by which of `local_path`, `bucket_name` or
-/// `container_name` the table has (the same shapes as Neon's `remote_storage`).
+/// Where remote storage lives, and the request timeouts. The kind is told by which of `local_path`,
+/// `bucket_name` or `container_name` the table has (the same shapes as Neon's `remote_storage`); `timeout`
+/// and `small_timeout` go beside them in the same table.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "toml::Table", into = "toml::Table")]
-pub enum RemoteStorageConfig {
+pub struct RemoteStorageConfig {
+    pub storage: RemoteStorageKind,
+    /// Longest time of one request that moves a large object (an upload or download of a layer).
+    pub timeout: HumanDuration,
+    /// Longest time of one small request: a listing page, a head, a delete, an object up to 1 MiB.
+    pub small_timeout: HumanDuration,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RemoteStorageKind {
     LocalFs(LocalFsConfig),
     AwsS3(S3Config),
     AzureContainer(AzureConfig),
@@ -121,8 +135,12 @@ pub struct S3Config {
     /// An S3-compatible endpoint such as `http://127.0.0.1:5000`; AWS's when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Most requests in flight at once, per kind (reads, writes).
     #[serde(default = "default_concurrency_limit")]
     pub concurrency_limit: usize,
+    /// Keys per listing page (S3's and the default: 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys_per_list_response: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -137,48 +155,75 @@ pub struct AzureConfig {
     /// A Blob service endpoint such as Azurite's `http://127.0.0.1:10000/devstoreaccount1`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
+    /// Most requests in flight at once, per kind (reads, writes).
     #[serde(default = "default_concurrency_limit")]
     pub concurrency_limit: usize,
+    /// Results per listing page (default 1000; Azure's most is 5000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keys_per_list_response: Option<u32>,
 }
 
 fn default_concurrency_limit() -> usize {
     100
 }
 
+/// Neon's defaults for the request timeouts.
+pub const DEFAULT_REMOTE_TIMEOUT: HumanDuration = HumanDuration::from_secs(120);
+pub const DEFAULT_REMOTE_SMALL_TIMEOUT: HumanDuration = HumanDuration::from_secs(30);
+
 impl TryFrom<toml::Table> for RemoteStorageConfig {
     type Error = String;
 
-    fn try_from(table: toml::Table) -> Result<Self, String> {
-        fn parse<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, String> {
-            T::deserialize(toml::Value::Table(table)).map_err(|e| super::one_line(&e.to_string()))
+    fn try_from(mut table: toml::Table) -> Result<Self, String> {
+        fn parse<T: serde::de::DeserializeOwned>(value: toml::Value) -> Result<T, String> {
+            T::deserialize(value).map_err(|e| super::one_line(&e.to_string()))
         }
-        if table.contains_key("local_path") {
-            parse(table).map(RemoteStorageConfig::LocalFs)
+        let mut timeout_of = |key: &str, default: HumanDuration| -> Result<HumanDuration, String> {
+            match table.remove(key) {
+                Some(v) => parse(v).map_err(|e| format!("{key}: {e}")),
+                None => Ok(default),
+            }
+        };
+        let timeout = timeout_of("timeout", DEFAULT_REMOTE_TIMEOUT)?;
+        let small_timeout = timeout_of("small_timeout", DEFAULT_REMOTE_SMALL_TIMEOUT)?;
+        let storage = if table.contains_key("local_path") {
+            parse(toml::Value::Table(table)).map(RemoteStorageKind::LocalFs)
         } else if table.contains_key("bucket_name") {
-            parse(table).map(RemoteStorageConfig::AwsS3)
+            parse(toml::Value::Table(table)).map(RemoteStorageKind::AwsS3)
         } else if table.contains_key("container_name") {
-            parse(table).map(RemoteStorageConfig::AzureContainer)
+            parse(toml::Value::Table(table)).map(RemoteStorageKind::AzureContainer)
         } else {
             Err(
                 "a table with one of `local_path`, `bucket_name` (S3) or `container_name` (Azure)"
                     .into(),
             )
-        }
+        }?;
+        Ok(RemoteStorageConfig {
+            storage,
+            timeout,
+            small_timeout,
+        })
     }
 }
 
 impl From<RemoteStorageConfig> for toml::Table {
     fn from(config: RemoteStorageConfig) -> toml::Table {
-        let value = match config {
-            RemoteStorageConfig::LocalFs(c) => toml::Value::try_from(c),
-            RemoteStorageConfig::AwsS3(c) => toml::Value::try_from(c),
-            RemoteStorageConfig::AzureContainer(c) => toml::Value::try_from(c),
+        let value = match config.storage {
+            RemoteStorageKind::LocalFs(c) => toml::Value::try_from(c),
+            RemoteStorageKind::AwsS3(c) => toml::Value::try_from(c),
+            RemoteStorageKind::AzureContainer(c) => toml::Value::try_from(c),
         };
-        match value {
+        let mut table = match value {
             Ok(toml::Value::Table(t)) => t,
             // Plain structs of strings and numbers always serialize to a table.
             _ => toml::Table::new(),
-        }
+        };
+        table.insert("timeout".into(), config.timeout.to_string().into());
+        table.insert(
+            "small_timeout".into(),
+            config.small_timeout.to_string().into(),
+        );
+        table
     }
 }
 
@@ -226,10 +271,24 @@ impl NodeConfig {
         if self.superuser.is_empty() {
             return bad("superuser", "a non-empty role name");
         }
-        if let Some(RemoteStorageConfig::LocalFs(c)) = &self.remote_storage
-            && !c.local_path.is_absolute()
-        {
-            return bad("remote_storage.local_path", "an absolute path");
+        if let Some(rs) = &self.remote_storage {
+            if let RemoteStorageKind::LocalFs(c) = &rs.storage
+                && !c.local_path.is_absolute()
+            {
+                return bad("remote_storage.local_path", "an absolute path");
+            }
+            if rs.timeout.get().is_zero() {
+                return bad("remote_storage.timeout", "a duration greater than 0");
+            }
+            if rs.small_timeout.get().is_zero() {
+                return bad("remote_storage.small_timeout", "a duration greater than 0");
+            }
+        }
+        if self.test_remote_failures_probability > 100 {
+            return bad(
+                "test_remote_failures_probability",
+                "a percentage from 0 to 100",
+            );
         }
         self.tenant_config.validate("tenant_config.")
     }

@@ -58,18 +58,22 @@ fn remote_storage_kinds() {
     let config = load_str("", &["remote_storage={local_path='/x'}"]).unwrap();
     assert_eq!(
         config.remote_storage,
-        Some(RemoteStorageConfig::LocalFs(LocalFsConfig {
-            local_path: "/x".into()
-        }))
+        Some(RemoteStorageConfig {
+            storage: RemoteStorageKind::LocalFs(LocalFsConfig {
+                local_path: "/x".into()
+            }),
+            timeout: HumanDuration::from_secs(120),
+            small_timeout: HumanDuration::from_secs(30),
+        })
     );
     let config = load_str(
-        "[remote_storage]\nbucket_name='b'\nbucket_region='r'\nendpoint='http://127.0.0.1:5000'\n",
+        "[remote_storage]\nbucket_name='b'\nbucket_region='r'\nendpoint='http://127.0.0.1:5000'\ntimeout='5 s'\n",
         &[],
     )
     .unwrap();
-    assert!(
-        matches!(config.remote_storage, Some(RemoteStorageConfig::AwsS3(ref c)) if c.concurrency_limit == 100)
-    );
+    let rs = config.remote_storage.unwrap();
+    assert!(matches!(rs.storage, RemoteStorageKind::AwsS3(ref c) if c.concurrency_limit == 100));
+    assert_eq!(rs.timeout, HumanDuration::from_secs(5));
     let err = load_str("", &["remote_storage={path='/x'}"])
         .unwrap_err()
         .to_string();
@@ -81,6 +85,50 @@ fn remote_storage_kinds() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bogus"), "{err}");
+    let err = load_str(
+        "",
+        &["remote_storage={local_path='/x', small_timeout='soon'}"],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("small_timeout"), "{err}");
+    let err = load_str("", &["remote_storage={local_path='/x', timeout='0s'}"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("remote_storage.timeout"), "{err}");
+}
+
+/// The forms of Neon's services overview ("Backup service"), as a `-c` override and as a TOML table.
+#[test]
+fn remote_storage_forms_of_the_services_overview() {
+    let s3 = load_str(
+        "",
+        &["remote_storage={bucket_name='some-sample-bucket',bucket_region='eu-north-1', prefix_in_bucket='/test_prefix/'}"],
+    )
+    .unwrap();
+    assert!(matches!(
+        s3.remote_storage.unwrap().storage,
+        RemoteStorageKind::AwsS3(ref c) if c.bucket_name == "some-sample-bucket"
+            && c.prefix_in_bucket.as_deref() == Some("/test_prefix/")
+    ));
+    let local = load_str(
+        "[remote_storage]\nlocal_path = '/Users/someonetoignore/Downloads/tmp_dir/'\n",
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        local.remote_storage.unwrap().storage,
+        RemoteStorageKind::LocalFs(_)
+    ));
+    let azure = load_str(
+        "[remote_storage]\ncontainer_name = 'some-container-name'\nstorage_account = 'somestorageaccnt'\ncontainer_region = 'us-east'\nprefix_in_container = '/test-prefix/'\n",
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        azure.remote_storage.unwrap().storage,
+        RemoteStorageKind::AzureContainer(ref c) if c.storage_account.as_deref() == Some("somestorageaccnt")
+    ));
 }
 
 #[test]

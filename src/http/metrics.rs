@@ -120,6 +120,7 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
     for h in HISTOGRAMS {
         h.encode(&mut out);
     }
+    crate::metrics::encode_remote(&mut out);
     let mut f = Families::new(FAMILIES);
     let tenants = ctx.state.mgr.list().await;
     let (hits, misses) = ctx.state.mgr.page_cache().stats();
