@@ -81,7 +81,7 @@ impl From<MgrError> for ApiError {
             MgrError::Config(_) => ApiError::BadRequest(e.to_string()),
             MgrError::Tenant(t) => t.into(),
             MgrError::Redo(_) | MgrError::ShuttingDown => ApiError::ShuttingDown(e.to_string()),
-            MgrError::File { .. } => ApiError::Internal(e.to_string()),
+            MgrError::File { .. } | MgrError::Remote(_) => ApiError::Internal(e.to_string()),
         }
     }
 }

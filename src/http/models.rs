@@ -65,6 +65,8 @@ pub struct TimelineInfo {
     pub walreceiver_connect_attempts: Option<u64>,
     /// While the receiver waits to retry: when it tries next, microseconds since the Unix epoch.
     pub walreceiver_next_attempt_ts: Option<u64>,
+    /// The upload queue, with remote storage.
+    pub upload_queue: Option<crate::remote_storage::upload_queue::QueueStatus>,
 }
 
 impl TimelineInfo {
@@ -80,8 +82,8 @@ impl TimelineInfo {
             last_record_lsn: tl.last_record_lsn(),
             prev_record_lsn: tl.prev_record_lsn(),
             disk_consistent_lsn: tl.disk_consistent_lsn(),
-            remote_consistent_lsn: Lsn(0),
-            remote_consistent_lsn_visible: Lsn(0),
+            remote_consistent_lsn: tl.remote_consistent_lsn().unwrap_or(Lsn(0)),
+            remote_consistent_lsn_visible: tl.remote_consistent_lsn().unwrap_or(Lsn(0)),
             applied_gc_cutoff_lsn: cutoff,
             min_readable_lsn: cutoff.max(ancestor.map_or(Lsn(0), |(_, lsn)| lsn).min(cutoff)),
             initdb_lsn: meta.initdb_lsn,
@@ -96,6 +98,7 @@ impl TimelineInfo {
             walreceiver_last_error: None,
             walreceiver_connect_attempts: None,
             walreceiver_next_attempt_ts: None,
+            upload_queue: tl.upload_queue.as_ref().map(|q| q.status()),
         }
     }
 
@@ -163,9 +166,9 @@ pub struct BootstrapRequest {
 #[serde(deny_unknown_fields)]
 pub struct LocationConfig {
     pub mode: LocationMode,
-    /// Accepted for compatibility; this pageserver has no generations (no storage controller).
+    /// The generation of this attachment (with remote storage); absent: one above every generation found in
+    /// remote storage.
     #[serde(default)]
-    #[allow(dead_code)]
     pub generation: Option<u32>,
     /// Accepted for compatibility; secondary locations are not supported.
     #[serde(default)]

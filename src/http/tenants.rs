@@ -19,7 +19,7 @@ async fn tenant_info(a: &Attached) -> TenantInfo {
         broken_reason: None,
         current_physical_size: a.tenant.timelines().iter().map(|t| t.physical_size()).sum(),
         attachment_status: AttachmentStatus { slug: "attached" },
-        generation: 0,
+        generation: a.generation.0,
     }
 }
 
@@ -133,7 +133,10 @@ pub async fn location_config(mut ctx: RequestContext) -> HandlerResult {
     }
     match conf.mode {
         LocationMode::AttachedSingle => {
-            ctx.state.mgr.attach(id, conf.tenant_conf).await?;
+            ctx.state
+                .mgr
+                .attach(id, conf.tenant_conf, conf.generation)
+                .await?;
         }
         LocationMode::Detached => ctx.state.mgr.detach(id).await.or_else(|e| match e {
             crate::repository::mgr::MgrError::NotFound(_) => Ok(()),

@@ -21,10 +21,13 @@
 //! forever and reports the second.
 
 pub mod azure;
+pub mod deletion_queue;
+pub mod index;
 pub mod local;
 pub mod retry;
 pub mod s3;
 pub mod unreliable;
+pub mod upload_queue;
 
 use std::fmt;
 use std::num::NonZeroU32;

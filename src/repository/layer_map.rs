@@ -5,42 +5,48 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 
 use crate::pg::Lsn;
+use crate::remote_storage::index::Generation;
+use crate::remote_storage::{GenericRemoteStorage, RemotePath};
 use crate::repository::layers::delta::DeltaLayer;
 use crate::repository::layers::image::ImageLayer;
 use crate::repository::layers::inmemory::InMemoryLayer;
 use crate::repository::layers::{LayerError, LayerName};
 use crate::repository::{Key, Value};
 
+/// An open layer file.
 #[derive(Clone)]
-pub enum HistoricLayer {
+pub enum Resident {
     Delta(Arc<DeltaLayer>),
     Image(Arc<ImageLayer>),
 }
 
-impl HistoricLayer {
+impl Resident {
     pub fn name(&self) -> &LayerName {
         match self {
-            HistoricLayer::Delta(d) => d.name(),
-            HistoricLayer::Image(i) => i.name(),
+            Resident::Delta(d) => d.name(),
+            Resident::Image(i) => i.name(),
         }
     }
 
     pub fn file_size(&self) -> u64 {
         match self {
-            HistoricLayer::Delta(d) => d.file_size(),
-            HistoricLayer::Image(i) => i.file_size(),
+            Resident::Delta(d) => d.file_size(),
+            Resident::Image(i) => i.file_size(),
         }
     }
 
-    pub fn path(&self) -> &std::path::Path {
+    /// A second handle on the open file: readable even after the file was unlinked (a layer compacted away
+    /// while its upload waits).
+    pub fn file_handle(&self) -> std::io::Result<std::fs::File> {
         match self {
-            HistoricLayer::Delta(d) => d.path(),
-            HistoricLayer::Image(i) => i.path(),
+            Resident::Delta(d) => d.file_handle(),
+            Resident::Image(i) => i.file_handle(),
         }
     }
 
@@ -51,8 +57,8 @@ impl HistoricLayer {
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, LayerError> {
         match self {
-            HistoricLayer::Delta(d) => d.get_values(key, lsn_range),
-            HistoricLayer::Image(i) => {
+            Resident::Delta(d) => d.get_values(key, lsn_range),
+            Resident::Image(i) => {
                 let lsn = i.name().lsn_range().start;
                 if !lsn_range.contains(&lsn) {
                     return Ok(vec![]);
@@ -68,8 +74,8 @@ impl HistoricLayer {
     /// The LSN of `key`'s newest version in `lsn_range`, from the layer's index alone.
     pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
         match self {
-            HistoricLayer::Delta(d) => d.newest_lsn(key, lsn_range),
-            HistoricLayer::Image(i) => {
+            Resident::Delta(d) => d.newest_lsn(key, lsn_range),
+            Resident::Image(i) => {
                 let lsn = i.name().lsn_range().start;
                 (lsn_range.contains(&lsn) && i.contains(key)).then_some(lsn)
             }
@@ -83,17 +89,183 @@ impl HistoricLayer {
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, LayerError> {
         match self {
-            HistoricLayer::Delta(d) => d.get_values_newest_first(key, lsn_range),
-            HistoricLayer::Image(_) => self.get_values(key, lsn_range),
+            Resident::Delta(d) => d.get_values_newest_first(key, lsn_range),
+            Resident::Image(_) => self.get_values(key, lsn_range),
         }
     }
 
     /// Distinct keys of the layer within `range`.
     pub fn keys_in(&self, range: &Range<Key>) -> Vec<Key> {
         match self {
-            HistoricLayer::Delta(d) => d.keys().filter(|k| range.contains(k)).collect(),
-            HistoricLayer::Image(i) => i.keys().filter(|k| range.contains(k)).collect(),
+            Resident::Delta(d) => d.keys().filter(|k| range.contains(k)).collect(),
+            Resident::Image(i) => i.keys().filter(|k| range.contains(k)).collect(),
         }
+    }
+}
+
+/// A historic layer of a timeline: known by name, size and generation whether or not its file is on the
+/// local disk. Resident: open, readable now. Evicted: only in remote storage, downloaded on first use
+/// (`repository::remote`). Only a layer that is safely in remote storage may be evicted.
+#[derive(Clone)]
+pub struct HistoricLayer(Arc<LayerState>);
+
+pub struct LayerState {
+    name: LayerName,
+    file_size: u64,
+    generation: Generation,
+    path: std::path::PathBuf,
+    resident: RwLock<Option<Resident>>,
+    /// In remote storage (uploaded, or named by the index it was attached from).
+    uploaded: AtomicBool,
+    /// Unix milliseconds of the last read, for eviction.
+    last_access: AtomicU64,
+    /// Where to download it from when evicted; None without remote storage.
+    pub(crate) remote: Option<RemoteLayer>,
+    /// One download at a time.
+    pub(crate) download: tokio::sync::Mutex<()>,
+}
+
+/// The remote copy of a layer.
+#[derive(Clone)]
+pub struct RemoteLayer {
+    pub storage: GenericRemoteStorage,
+    pub path: RemotePath,
+}
+
+impl std::fmt::Debug for HistoricLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoricLayer")
+            .field("name", &self.0.name.to_string())
+            .field("resident", &self.is_resident())
+            .finish()
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl HistoricLayer {
+    /// A layer just written (or found on disk) and open.
+    pub fn resident(
+        layer: Resident,
+        generation: Generation,
+        remote: Option<RemoteLayer>,
+        uploaded: bool,
+    ) -> HistoricLayer {
+        let path = match &layer {
+            Resident::Delta(d) => d.path().to_path_buf(),
+            Resident::Image(i) => i.path().to_path_buf(),
+        };
+        HistoricLayer(Arc::new(LayerState {
+            name: layer.name().clone(),
+            file_size: layer.file_size(),
+            generation,
+            path,
+            resident: RwLock::new(Some(layer)),
+            uploaded: AtomicBool::new(uploaded),
+            last_access: AtomicU64::new(now_millis()),
+            remote,
+            download: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// A layer in remote storage only; its file would be `path`.
+    pub fn evicted(
+        name: LayerName,
+        file_size: u64,
+        generation: Generation,
+        path: std::path::PathBuf,
+        remote: Option<RemoteLayer>,
+    ) -> HistoricLayer {
+        HistoricLayer(Arc::new(LayerState {
+            name,
+            file_size,
+            generation,
+            path,
+            resident: RwLock::new(None),
+            uploaded: AtomicBool::new(true),
+            last_access: AtomicU64::new(0),
+            remote,
+            download: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn name(&self) -> &LayerName {
+        &self.0.name
+    }
+
+    pub fn file_size(&self) -> u64 {
+        self.0.file_size
+    }
+
+    pub fn generation(&self) -> Generation {
+        self.0.generation
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0.path
+    }
+
+    pub(crate) fn state(&self) -> &LayerState {
+        &self.0
+    }
+
+    pub fn is_resident(&self) -> bool {
+        self.0
+            .resident
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    pub fn is_uploaded(&self) -> bool {
+        self.0.uploaded.load(Ordering::Acquire)
+    }
+
+    pub fn set_uploaded(&self) {
+        self.0.uploaded.store(true, Ordering::Release);
+    }
+
+    pub fn last_access_millis(&self) -> u64 {
+        self.0.last_access.load(Ordering::Relaxed)
+    }
+
+    /// The open layer, if resident; counts as a use for eviction.
+    pub fn get_resident(&self) -> Option<Resident> {
+        let r = self
+            .0
+            .resident
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if r.is_some() {
+            self.0.last_access.store(now_millis(), Ordering::Relaxed);
+        }
+        r
+    }
+
+    pub(crate) fn set_resident(&self, layer: Resident) {
+        *self.0.resident.write().unwrap_or_else(|p| p.into_inner()) = Some(layer);
+        self.0.last_access.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// Drops the local file of an uploaded, resident layer; readers holding it keep reading their open
+    /// handle. Returns the bytes freed (0 if the layer is not uploaded or not resident).
+    pub fn evict(&self) -> u64 {
+        if !self.is_uploaded() || self.0.remote.is_none() {
+            return 0;
+        }
+        let mut guard = self.0.resident.write().unwrap_or_else(|p| p.into_inner());
+        if guard.take().is_none() {
+            return 0;
+        }
+        drop(guard);
+        let _ = std::fs::remove_file(&self.0.path);
+        crate::metrics::LAYER_EVICTIONS.inc();
+        self.0.file_size
     }
 }
 
@@ -129,7 +301,7 @@ impl SearchLayer {
     }
 
     pub fn is_image(&self) -> bool {
-        matches!(self, SearchLayer::Historic(HistoricLayer::Image(_)))
+        matches!(self, SearchLayer::Historic(h) if !h.name().is_delta())
     }
 }
 

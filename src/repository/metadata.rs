@@ -6,6 +6,7 @@
 //! File `metadata`: line 1 is the crc32c of the rest as 8 hex digits, the rest is JSON. Written to
 //! `metadata.tmp`, fsynced, renamed over `metadata`, directory fsynced.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -33,8 +34,20 @@ pub struct TimelineMetadata {
     pub pg_version: u32,
     /// The live layer files, by name.
     pub layers: Vec<String>,
+    /// Size and generation of each layer named in `layers` (written since remote storage exists; a workdir
+    /// from before has none, and the sizes are read from the files).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub layer_meta: BTreeMap<String, LayerFileMeta>,
     /// (unix seconds, LSN) samples, oldest first, for the PITR cutoff of GC.
     pub lsn_times: Vec<(u64, Lsn)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerFileMeta {
+    pub file_size: u64,
+    /// The generation of the attachment that wrote the layer (0: none); part of its remote key.
+    pub generation: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +89,7 @@ impl TimelineMetadata {
             initdb_lsn,
             pg_version,
             layers: vec![],
+            layer_meta: BTreeMap::new(),
             lsn_times: vec![],
         }
     }

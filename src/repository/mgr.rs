@@ -16,13 +16,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{error, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::{ConfigError, NodeConfig, TenantConfig, TenantConfigOverrides};
 use crate::id::TenantId;
+use crate::remote_storage::GenericRemoteStorage;
+use crate::remote_storage::deletion_queue::DeletionQueue;
+use crate::remote_storage::index::Generation;
 use crate::repository::metadata::fsync_dir;
 use crate::repository::page_cache::PageCache;
-use crate::repository::tenant::{DELETED_SUFFIX, Tenant, TenantError};
+use crate::repository::tenant::{DELETED_SUFFIX, Tenant, TenantError, TenantRemote};
 use crate::walredo::{PostgresRedoManager, RedoConfig, RedoError};
 
 pub const TENANT_FILE: &str = "tenant.json";
@@ -47,7 +50,12 @@ pub enum MgrError {
     ShuttingDown,
     #[error("tenant {id} is broken: {reason}")]
     Broken { id: TenantId, reason: String },
+    #[error("remote storage: {0}")]
+    Remote(String),
 }
+
+/// How long a detach waits for the uploads of its tenant before it keeps the local files instead.
+const DETACH_DRAIN_BUDGET: Duration = Duration::from_secs(60);
 
 /// What `tenant.json` holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -56,6 +64,9 @@ pub struct TenantFile {
     pub attached: bool,
     #[serde(default)]
     pub config: TenantConfigOverrides,
+    /// The generation of this attachment (with remote storage; 0 or absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
 }
 
 /// An attached tenant, the redo manager it owns and its WAL receivers.
@@ -64,6 +75,7 @@ pub struct Attached {
     pub tenant: Arc<Tenant>,
     pub redo: Arc<PostgresRedoManager>,
     pub overrides: TenantConfigOverrides,
+    pub generation: Generation,
     pub wal_sources: Arc<crate::walreceiver::sources::WalSources>,
 }
 
@@ -77,6 +89,16 @@ pub struct TenantManager {
     /// Tenants on disk that could not be loaded, with the reason.
     broken: Mutex<HashMap<TenantId, String>>,
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Remote storage and the node's deletion queue, when configured.
+    remote: Option<NodeRemote>,
+    /// Stops the deletion queue's executor.
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+#[derive(Clone)]
+pub struct NodeRemote {
+    pub storage: GenericRemoteStorage,
+    pub deletions: Arc<DeletionQueue>,
 }
 
 impl TenantManager {
@@ -84,7 +106,31 @@ impl TenantManager {
     pub async fn load(workdir: &Path, node: NodeConfig) -> Result<Arc<TenantManager>, MgrError> {
         let tenants_dir = workdir.join("tenants");
         std::fs::create_dir_all(&tenants_dir).map_err(|e| file_err(&tenants_dir, e))?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let remote = match &node.remote_storage {
+            Some(config) => {
+                let storage = Box::pin(GenericRemoteStorage::from_config(
+                    config,
+                    node.test_remote_failures_probability,
+                ))
+                .await
+                .map_err(|e| MgrError::Remote(e.to_string()))?;
+                let deletions = DeletionQueue::open(workdir, storage.clone())
+                    .map_err(|e| file_err(&workdir.join("deletion"), e))?;
+                tokio::spawn(
+                    deletions
+                        .clone()
+                        .run(cancel.clone())
+                        .instrument(info_span!("deletion_queue")),
+                );
+                info!(storage = ?storage, "remote storage configured");
+                Some(NodeRemote { storage, deletions })
+            }
+            None => None,
+        };
         let mgr = Arc::new(TenantManager {
+            remote,
+            cancel,
             page_cache: Arc::new(PageCache::new(node.page_cache_size)),
             tenants_dir: tenants_dir.clone(),
             node,
@@ -122,7 +168,20 @@ impl TenantManager {
         }
         let file = read_tenant_file(dir)?;
         if file.attached {
-            let attached = self.activate(id, file.config).await?;
+            let generation = match file.generation {
+                Some(g) => Generation(g),
+                None => self.choose_generation(id, None).await?,
+            };
+            if file.generation != Some(generation.0) && self.remote.is_some() {
+                write_tenant_file(
+                    dir,
+                    &TenantFile {
+                        generation: Some(generation.0),
+                        ..file.clone()
+                    },
+                )?;
+            }
+            let attached = self.activate(id, file.config, generation).await?;
             self.attached.lock().await.insert(id, attached);
         } else {
             self.detached_lock().insert(id, file.config);
@@ -171,23 +230,61 @@ impl TenantManager {
         }
     }
 
+    /// The generation of a new attachment: the one asked for, else (with remote storage) one above every
+    /// generation in remote storage, so that this attachment's reads and deletions win over older ones.
+    async fn choose_generation(
+        &self,
+        id: TenantId,
+        requested: Option<u32>,
+    ) -> Result<Generation, MgrError> {
+        match (&self.remote, requested) {
+            (_, Some(g)) if g > 0 => Ok(Generation(g)),
+            (None, _) => Ok(Generation::NONE),
+            (Some(r), _) => Ok(Box::pin(crate::repository::remote::highest_generation(
+                &r.storage, id,
+            ))
+            .await
+            .map_err(|e| MgrError::Remote(e.to_string()))?
+            .next()),
+        }
+    }
+
+    pub fn remote(&self) -> Option<&NodeRemote> {
+        self.remote.as_ref()
+    }
+
     async fn activate(
         &self,
         id: TenantId,
         overrides: TenantConfigOverrides,
+        generation: Generation,
     ) -> Result<Attached, MgrError> {
         let conf = overrides.apply(&self.node.tenant_config)?;
         let span = info_span!("tenant", tenant_id = %id);
         let redo = Arc::new(PostgresRedoManager::new(&self.redo_config(&conf), span)?);
         let dir = self.tenant_dir(id);
-        let tenant =
-            match Tenant::load(id, &dir, conf, redo.clone(), self.page_cache.clone(), true).await {
-                Ok(t) => t,
-                Err(e) => {
-                    redo.shutdown().await;
-                    return Err(e.into());
-                }
-            };
+        let remote = self.remote.as_ref().map(|r| TenantRemote {
+            storage: r.storage.clone(),
+            generation,
+            deletions: r.deletions.clone(),
+        });
+        let loaded = Tenant::load_with_remote(
+            id,
+            &dir,
+            conf,
+            redo.clone(),
+            self.page_cache.clone(),
+            true,
+            remote,
+        )
+        .await;
+        let tenant = match loaded {
+            Ok(t) => t,
+            Err(e) => {
+                redo.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let file_err = |msg| MgrError::File {
             path: dir.clone(),
             msg,
@@ -212,6 +309,7 @@ impl TenantManager {
             tenant,
             redo,
             overrides,
+            generation,
             wal_sources: Arc::new(sources),
         })
     }
@@ -264,6 +362,7 @@ impl TenantManager {
         if let err @ MgrError::Broken { .. } = self.broken_or_not_found(id) {
             return Err(err);
         }
+        let generation = self.choose_generation(id, None).await?;
         let dir = self.tenant_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
         write_tenant_file(
@@ -271,20 +370,24 @@ impl TenantManager {
             &TenantFile {
                 attached: true,
                 config: overrides.clone(),
+                generation: (generation != Generation::NONE).then_some(generation.0),
             },
         )?;
         fsync_dir(&self.tenants_dir).map_err(|e| file_err(&self.tenants_dir, e))?;
-        let a = self.activate(id, overrides).await?;
+        let a = self.activate(id, overrides, generation).await?;
         attached.insert(id, a.clone());
         info!(tenant_id = %id, "tenant created");
         Ok((a, true))
     }
 
     /// Attaches a tenant: loads it from disk if it is there, else creates it empty.
+    /// With remote storage and no local files, the tenant's timelines come from remote storage.
+    /// `generation`: of this attachment (Neon's location_config); when absent, the next one.
     pub async fn attach(
         &self,
         id: TenantId,
         overrides: TenantConfigOverrides,
+        generation: Option<u32>,
     ) -> Result<Attached, MgrError> {
         self.check_running()?;
         overrides.apply(&self.node.tenant_config)?;
@@ -296,6 +399,10 @@ impl TenantManager {
             }
             return Ok(attached[&id].clone());
         }
+        let generation = match self.choose_generation(id, generation).await {
+            Ok(g) => g,
+            Err(e) => return Err(e),
+        };
         let dir = self.tenant_dir(id);
         std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
         write_tenant_file(
@@ -303,10 +410,11 @@ impl TenantManager {
             &TenantFile {
                 attached: true,
                 config: overrides.clone(),
+                generation: (generation != Generation::NONE).then_some(generation.0),
             },
         )?;
         self.detached_lock().remove(&id);
-        let a = match self.activate(id, overrides).await {
+        let a = match self.activate(id, overrides, generation).await {
             Ok(a) => a,
             Err(e) => {
                 self.broken_lock().insert(id, e.to_string());
@@ -334,10 +442,22 @@ impl TenantManager {
             &TenantFile {
                 attached: false,
                 config: a.overrides.clone(),
+                generation: None,
             },
         )?;
-        a.tenant.shutdown(true).await;
+        // With remote storage the local files are a cache: once everything is uploaded they go, and a later
+        // attach (here or on another node) reads remote storage. If the uploads do not drain in time, the
+        // files stay and the tenant is detached as without remote storage.
+        let drained = a.tenant.shutdown_drained(DETACH_DRAIN_BUDGET).await;
         a.redo.shutdown().await;
+        if self.remote.is_some() && drained {
+            let dir = self.tenant_dir(id);
+            let trash = self.tenants_dir.join(format!("{id}{DELETED_SUFFIX}"));
+            std::fs::rename(&dir, &trash).map_err(|e| file_err(&dir, e))?;
+            std::fs::remove_dir_all(&trash).map_err(|e| file_err(&trash, e))?;
+            info!(tenant_id = %id, "tenant detached; its local files removed (all of it is in remote storage)");
+            return Ok(());
+        }
         self.detached_lock().insert(id, a.overrides);
         info!(tenant_id = %id, "tenant detached");
         Ok(())
@@ -354,10 +474,19 @@ impl TenantManager {
         {
             return Err(MgrError::NotFound(id));
         }
+        if let Some(r) = &self.remote {
+            Box::pin(crate::repository::remote::delete_tenant_objects(
+                &r.storage, id,
+            ))
+            .await
+            .map_err(|e| MgrError::Remote(e.to_string()))?;
+        }
         let dir = self.tenant_dir(id);
         let trash = self.tenants_dir.join(format!("{id}{DELETED_SUFFIX}"));
-        std::fs::rename(&dir, &trash).map_err(|e| file_err(&dir, e))?;
-        std::fs::remove_dir_all(&trash).map_err(|e| file_err(&trash, e))?;
+        if dir.exists() {
+            std::fs::rename(&dir, &trash).map_err(|e| file_err(&dir, e))?;
+            std::fs::remove_dir_all(&trash).map_err(|e| file_err(&trash, e))?;
+        }
         info!(tenant_id = %id, "tenant deleted");
         Ok(())
     }
@@ -387,6 +516,7 @@ impl TenantManager {
             &TenantFile {
                 attached: true,
                 config: overrides.clone(),
+                generation: (a.generation != Generation::NONE).then_some(a.generation.0),
             },
         )?;
         a.tenant.set_conf(conf);
@@ -421,6 +551,7 @@ impl TenantManager {
                 a.redo.shutdown().await;
             }
         }
+        self.cancel.cancel();
     }
 }
 

@@ -8,6 +8,7 @@ pub mod layers;
 pub mod metadata;
 pub mod mgr;
 pub mod page_cache;
+pub mod remote;
 pub mod stress;
 pub mod tasks;
 pub mod tenant;

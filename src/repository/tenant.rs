@@ -16,11 +16,16 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::TenantConfig;
 use crate::id::{TenantId, TimelineId};
 use crate::pg::Lsn;
-use crate::repository::layer_map::{HistoricLayer, LayerMap};
+use crate::remote_storage::GenericRemoteStorage;
+use crate::remote_storage::deletion_queue::DeletionQueue;
+use crate::remote_storage::index::Generation;
+use crate::repository::layer_map::{HistoricLayer, LayerMap, RemoteLayer, Resident};
 use crate::repository::layers::delta::DeltaLayer;
 use crate::repository::layers::image::ImageLayer;
 use crate::repository::layers::{LayerError, LayerName};
-use crate::repository::metadata::{METADATA_FILE, MetadataError, TimelineMetadata, fsync_dir};
+use crate::repository::metadata::{
+    LayerFileMeta, METADATA_FILE, MetadataError, TimelineMetadata, fsync_dir,
+};
 use crate::repository::page_cache::PageCache;
 use crate::repository::timeline::{Timeline, TimelineResources};
 use crate::walredo::RedoManager;
@@ -63,6 +68,17 @@ pub enum TenantError {
         timeline: TimelineId,
         ancestor: TimelineId,
     },
+    #[error("remote storage: {0}")]
+    Remote(#[from] crate::remote_storage::RemoteError),
+}
+
+/// What a tenant uses of remote storage: the storage, the generation of this attachment, the node's
+/// deletion queue.
+#[derive(Clone)]
+pub struct TenantRemote {
+    pub storage: GenericRemoteStorage,
+    pub generation: Generation,
+    pub deletions: Arc<DeletionQueue>,
 }
 
 /// Suffixes of a timeline or tenant directory being created (renamed into place when complete) and being
@@ -104,9 +120,29 @@ impl Tenant {
         page_cache: Arc<PageCache>,
         background: bool,
     ) -> Result<Arc<Tenant>, TenantError> {
+        Self::load_with_remote(id, dir, conf, redo, page_cache, background, None).await
+    }
+
+    /// [`load`](Self::load) with remote storage: a tenant without local timelines first gets those in remote
+    /// storage (their metadata from their indexes; layers are downloaded when first read).
+    pub async fn load_with_remote(
+        id: TenantId,
+        dir: &Path,
+        conf: TenantConfig,
+        redo: Arc<dyn RedoManager>,
+        page_cache: Arc<PageCache>,
+        background: bool,
+        remote: Option<TenantRemote>,
+    ) -> Result<Arc<Tenant>, TenantError> {
         let timelines_dir = dir.join("timelines");
         std::fs::create_dir_all(&timelines_dir).map_err(io_err(&timelines_dir))?;
         remove_temp_files(dir)?;
+        if let Some(r) = &remote
+            && !has_timelines(&timelines_dir)?
+        {
+            // Boxed: remote storage futures are deep, and so are the callers of a load.
+            Box::pin(attach_from_remote(id, r, &timelines_dir)).await?;
+        }
         let tenant = Arc::new(Tenant {
             id,
             dir: dir.to_path_buf(),
@@ -115,6 +151,9 @@ impl Tenant {
                 conf: Arc::new(RwLock::new(conf)),
                 redo,
                 page_cache,
+                remote_storage: remote.as_ref().map(|r| r.storage.clone()),
+                generation: remote.as_ref().map_or(Generation::NONE, |r| r.generation),
+                deletions: remote.as_ref().map(|r| r.deletions.clone()),
             },
             timelines: Arc::new(Mutex::new(HashMap::new())),
             cancel: CancellationToken::new(),
@@ -381,23 +420,13 @@ impl Tenant {
                 continue;
             }
         }
-        for name in &meta.layers {
-            let path = dir.join(name);
-            let parsed: Result<LayerName, _> = name.parse();
-            let layer = match parsed {
-                Ok(LayerName::Delta { .. }) => {
-                    HistoricLayer::Delta(Arc::new(DeltaLayer::open(&path)?))
-                }
-                Ok(LayerName::Image { .. }) => {
-                    HistoricLayer::Image(Arc::new(ImageLayer::open(&path)?))
-                }
-                Err(_) => {
-                    return Err(TenantError::Metadata(MetadataError::Corrupt {
-                        path: dir.join(METADATA_FILE),
-                        msg: format!("names {name:?}, which is not a layer file name"),
-                    }));
-                }
-            };
+        let mut meta = meta;
+        for name in meta.layers.clone() {
+            let layer = self.open_layer(id, &dir, &name, &meta)?;
+            meta.layer_meta.entry(name).or_insert(LayerFileMeta {
+                file_size: layer.file_size(),
+                generation: layer.generation().0,
+            });
             map.historic.push(layer);
         }
         let timeline = Arc::new(Timeline::new(
@@ -417,9 +446,67 @@ impl Tenant {
         Ok(timeline)
     }
 
+    /// Layer `name` of timeline `id`: open if its file is here, else (with remote storage and a known size)
+    /// evicted, to be downloaded when read. A local file of the wrong size is a torn download or copy: with
+    /// remote storage it is removed and downloaded again; without, the layer is missing.
+    fn open_layer(
+        &self,
+        id: TimelineId,
+        dir: &Path,
+        name: &str,
+        meta: &TimelineMetadata,
+    ) -> Result<HistoricLayer, TenantError> {
+        let path = dir.join(name);
+        let parsed: LayerName = name.parse().map_err(|_| {
+            TenantError::Metadata(MetadataError::Corrupt {
+                path: dir.join(METADATA_FILE),
+                msg: format!("names {name:?}, which is not a layer file name"),
+            })
+        })?;
+        let known = meta.layer_meta.get(name).copied();
+        let generation = Generation(known.map_or(0, |m| m.generation));
+        let remote = self
+            .resources
+            .remote_storage
+            .as_ref()
+            .map(|storage| RemoteLayer {
+                storage: storage.clone(),
+                path: crate::remote_storage::index::layer_path(self.id, id, name, generation),
+            });
+        let local_size = std::fs::metadata(&path).ok().map(|m| m.len());
+        if let (Some(k), Some(_)) = (known, &remote) {
+            if local_size != Some(k.file_size) {
+                if local_size.is_some() {
+                    warn!(timeline = %id, layer = %name, "local layer file has the wrong size; it will be downloaded again");
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Ok(HistoricLayer::evicted(
+                    parsed,
+                    k.file_size,
+                    generation,
+                    path,
+                    remote,
+                ));
+            }
+        }
+        let resident = match parsed {
+            LayerName::Delta { .. } => Resident::Delta(Arc::new(DeltaLayer::open(&path)?)),
+            LayerName::Image { .. } => Resident::Image(Arc::new(ImageLayer::open(&path)?)),
+        };
+        Ok(HistoricLayer::resident(resident, generation, remote, false))
+    }
+
     fn spawn_tasks(&self, timeline: &Arc<Timeline>) {
         let span =
             info_span!("timeline", tenant_id = %self.id, timeline_id = %timeline.timeline_id);
+        if let Some(queue) = &timeline.upload_queue {
+            self.tasks.spawn(
+                queue
+                    .clone()
+                    .run(timeline.cancel.clone())
+                    .instrument(span.clone()),
+            );
+        }
         self.tasks
             .spawn(timeline.clone().flush_loop().instrument(span.clone()));
         if self.background {
@@ -456,7 +543,39 @@ impl Tenant {
             .join(format!("{id}{DELETED_SUFFIX}"));
         std::fs::rename(&dir, &trash).map_err(io_err(&dir))?;
         std::fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        if let Some(storage) = &self.resources.remote_storage {
+            Box::pin(crate::repository::remote::delete_timeline_objects(
+                storage, self.id, id,
+            ))
+            .await?;
+        }
         Ok(())
+    }
+
+    /// [`shutdown`](Self::shutdown) with a flush, after which every timeline's upload queue is drained,
+    /// within `budget`; true if everything reached remote storage (or there is none).
+    pub async fn shutdown_drained(&self, budget: std::time::Duration) -> bool {
+        for tl in self.timelines() {
+            if let Err(e) = tl.checkpoint().await {
+                warn!(timeline = %tl.timeline_id, error = %e, "flush at detach failed");
+            }
+        }
+        let drain = async {
+            for tl in self.timelines() {
+                if let Some(q) = &tl.upload_queue
+                    && !q.wait_drained(&tl.cancel).await
+                {
+                    return false;
+                }
+            }
+            true
+        };
+        let drained = tokio::time::timeout(budget, drain).await.unwrap_or(false);
+        if !drained {
+            warn!(tenant = %self.id, "uploads did not finish within {budget:?}");
+        }
+        self.shutdown(false).await;
+        drained
     }
 
     /// Stops every task; with `flush`, first writes out what the in-memory layers hold.
@@ -492,6 +611,51 @@ impl Tenant {
 
 /// Removes the `*.tmp` files directly in the tenant directory: an atomic write's temp file (tenant.json,
 /// wal_sources.json) or the spool of an import, left by a crash.
+/// Whether `timelines_dir` holds any timeline directory.
+fn has_timelines(timelines_dir: &Path) -> Result<bool, TenantError> {
+    for entry in std::fs::read_dir(timelines_dir).map_err(io_err(timelines_dir))? {
+        let entry = entry.map_err(io_err(timelines_dir))?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .parse::<TimelineId>()
+            .is_ok()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Writes, for every timeline of the tenant in remote storage, a local timeline directory holding the
+/// metadata of the index this attachment claims (`repository::remote::claim_index`); no layer files: they
+/// are downloaded on first use.
+async fn attach_from_remote(
+    id: TenantId,
+    remote: &TenantRemote,
+    timelines_dir: &Path,
+) -> Result<(), TenantError> {
+    let timelines = crate::repository::remote::remote_timelines(&remote.storage, id).await?;
+    for tl in &timelines {
+        let Some(index) =
+            crate::repository::remote::claim_index(&remote.storage, id, *tl, remote.generation)
+                .await?
+        else {
+            continue;
+        };
+        let meta = index.to_metadata();
+        let tmp = timelines_dir.join(format!("{tl}{TEMP_SUFFIX}"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        meta.save(&tmp)?;
+        let dir = timelines_dir.join(tl.to_string());
+        std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        info!(tenant = %id, timeline = %tl, layers = meta.layers.len(), disk_consistent_lsn = %meta.disk_consistent_lsn, "timeline attached from remote storage");
+    }
+    fsync_dir(timelines_dir).map_err(io_err(timelines_dir))?;
+    Ok(())
+}
+
 fn remove_temp_files(dir: &Path) -> Result<(), TenantError> {
     for entry in std::fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;

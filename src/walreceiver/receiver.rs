@@ -256,7 +256,7 @@ async fn flush_if_caught_up(
 }
 
 async fn send_status(tl: &Timeline, stream: &WalStream, reply: bool) -> Result<(), String> {
-    let durable = tl.disk_consistent_lsn();
+    let durable = tl.feedback_flush_lsn();
     stream
         .send_status(tl.last_record_lsn(), durable, durable, reply)
         .await

@@ -138,6 +138,11 @@ impl DeltaLayer {
         self.file.name()
     }
 
+    /// Another handle on the open file (positional reads; survives an unlink of the path).
+    pub fn file_handle(&self) -> std::io::Result<std::fs::File> {
+        self.file.file_handle()
+    }
+
     pub fn path(&self) -> &Path {
         self.file.path()
     }

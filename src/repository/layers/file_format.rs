@@ -110,6 +110,8 @@ pub enum LayerError {
     InvalidRange { path: PathBuf, msg: String },
     #[error("layer file {}: an earlier write failed; the writer accepts nothing more", path.display())]
     WriterFailed { path: PathBuf },
+    #[error("layer file {}: not on the local disk, and the download failed: {msg}", path.display())]
+    Download { path: PathBuf, msg: String },
 }
 
 impl LayerError {
@@ -125,7 +127,8 @@ impl LayerError {
             | LayerError::OutOfOrder { path, .. }
             | LayerError::OutOfRange { path, .. }
             | LayerError::InvalidRange { path, .. }
-            | LayerError::WriterFailed { path } => path,
+            | LayerError::WriterFailed { path }
+            | LayerError::Download { path, .. } => path,
         }
     }
 }
@@ -474,6 +477,10 @@ impl LayerFile {
             return Err(self.corrupt("the last block overlaps the index"));
         }
         Ok(())
+    }
+
+    pub fn file_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
     }
 
     pub fn corrupt(&self, msg: impl Into<String>) -> LayerError {

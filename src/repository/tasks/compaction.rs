@@ -11,7 +11,7 @@ use tracing::{info, warn};
 
 use super::plan::{plan_image_layers, plan_l0_compaction};
 use crate::pg::Lsn;
-use crate::repository::layer_map::HistoricLayer;
+use crate::repository::layer_map::{HistoricLayer, Resident};
 use crate::repository::layers::delta::{DeltaLayer, DeltaLayerWriter};
 use crate::repository::layers::image::ImageLayerWriter;
 use crate::repository::layers::{LayerError, LayerName};
@@ -132,18 +132,19 @@ impl Timeline {
             .unwrap_or_else(|p| p.into_inner())
             .historic_names();
         if let Some(inputs) = plan_l0_compaction(&names, conf.compaction_threshold) {
-            let layers: Vec<Arc<DeltaLayer>> = {
+            let handles: Vec<HistoricLayer> = {
                 let map = self.layers.read().unwrap_or_else(|p| p.into_inner());
                 inputs
                     .iter()
-                    .filter_map(|n| {
-                        map.historic.iter().find_map(|h| match h {
-                            HistoricLayer::Delta(d) if d.name() == n => Some(d.clone()),
-                            _ => None,
-                        })
-                    })
+                    .filter_map(|n| map.historic.iter().find(|h| h.name() == n).cloned())
                     .collect()
             };
+            let mut layers: Vec<Arc<DeltaLayer>> = Vec::with_capacity(handles.len());
+            for h in &handles {
+                if let Resident::Delta(d) = h.download().await? {
+                    layers.push(d);
+                }
+            }
             let dir = self.dir.clone();
             let target = conf.compaction_target_size;
             let to_merge = layers.clone();
@@ -155,7 +156,7 @@ impl Timeline {
             result.l1_written = outputs.len();
             let new: Vec<HistoricLayer> = outputs
                 .into_iter()
-                .map(|d| HistoricLayer::Delta(Arc::new(d)))
+                .map(|d| self.new_layer(Resident::Delta(Arc::new(d))))
                 .collect();
             self.swap_layers(&inputs, new).await?;
         }
@@ -185,7 +186,7 @@ impl Timeline {
         range: &Range<Key>,
         lsn: Lsn,
     ) -> Result<Option<HistoricLayer>, CompactionError> {
-        let keys = self.keys_in_range(range, lsn);
+        let keys = self.keys_in_range(range, lsn).await?;
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             match self.get(key, lsn).await {
@@ -214,7 +215,7 @@ impl Timeline {
         })
         .await
         .map_err(|e| CompactionError::Panicked(e.to_string()))??;
-        Ok(Some(HistoricLayer::Image(Arc::new(image))))
+        Ok(Some(self.new_layer(Resident::Image(Arc::new(image)))))
     }
 
     /// Commits `new` in place of `old` (metadata, then the map), then deletes the old files.
@@ -223,13 +224,7 @@ impl Timeline {
         old: &[LayerName],
         new: Vec<HistoricLayer>,
     ) -> Result<(), MetadataError> {
-        let old_names: Vec<String> = old.iter().map(|n| n.to_string()).collect();
-        let new_names: Vec<String> = new.iter().map(|h| h.name().to_string()).collect();
-        self.commit_metadata(|m| {
-            m.layers.retain(|l| !old_names.contains(l));
-            m.layers.extend(new_names.iter().cloned());
-        })
-        .await?;
+        self.commit_layers(&new, old, |_| {}).await?;
         let removed = {
             let mut map = self.layers.write().unwrap_or_else(|p| p.into_inner());
             let (gone, kept): (Vec<_>, Vec<_>) =

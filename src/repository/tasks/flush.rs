@@ -9,12 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 use crate::pg::Lsn;
+use crate::remote_storage::index::Generation;
 use crate::repository::Key;
-use crate::repository::layer_map::{Frozen, HistoricLayer};
-use crate::repository::layers::LayerError;
+use crate::repository::layer_map::{Frozen, HistoricLayer, RemoteLayer, Resident};
 use crate::repository::layers::delta::DeltaLayerWriter;
 use crate::repository::layers::inmemory::InMemoryError;
-use crate::repository::metadata::{MetadataError, TimelineMetadata};
+use crate::repository::layers::{LayerError, LayerName};
+use crate::repository::metadata::{LayerFileMeta, MetadataError, TimelineMetadata};
 use crate::repository::timeline::Timeline;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,17 +69,17 @@ impl Timeline {
         .map_err(|e| FlushError::Panicked(e.to_string()))??;
         let name = delta.name().to_string();
         crate::failpoint::hit("flush-before-commit");
-        self.commit_metadata(|m| {
+        let layer = self.new_layer(Resident::Delta(Arc::new(delta)));
+        self.commit_layers(std::slice::from_ref(&layer), &[], |m| {
             m.disk_consistent_lsn = frozen.last_lsn;
             m.prev_record_lsn = frozen.prev_lsn;
-            m.layers.push(name.clone());
             record_lsn_time(m, frozen.last_lsn);
         })
         .await?;
         {
             let mut map = self.layers.write().unwrap_or_else(|p| p.into_inner());
             map.frozen.pop_front();
-            map.historic.push(HistoricLayer::Delta(Arc::new(delta)));
+            map.historic.push(layer);
         }
         self.set_disk_consistent_lsn(frozen.last_lsn);
         crate::metrics::FLUSH_SECONDS.observe(started.elapsed());
@@ -91,9 +92,42 @@ impl Timeline {
         &self,
         change: impl FnOnce(&mut TimelineMetadata),
     ) -> Result<(), MetadataError> {
+        self.commit_layers(&[], &[], change).await
+    }
+
+    /// Commits metadata that names `added` and no longer names `removed`, with `change` applied. With remote
+    /// storage, then schedules, in this order and under the same lock (so the upload queue sees commits in
+    /// the order they were made): the uploads of `added`, the index of this metadata, the remote deletion of
+    /// `removed`. That order is what keeps the queue's invariants (remote_storage/upload_queue.rs).
+    pub(crate) async fn commit_layers(
+        &self,
+        added: &[HistoricLayer],
+        removed: &[LayerName],
+        change: impl FnOnce(&mut TimelineMetadata),
+    ) -> Result<(), MetadataError> {
         let _guard = self.metadata_write.lock().await;
         let mut m = self.metadata();
         change(&mut m);
+        let removed_names: Vec<String> = removed.iter().map(|n| n.to_string()).collect();
+        let mut gone = Vec::with_capacity(removed.len());
+        m.layers.retain(|l| !removed_names.contains(l));
+        for name in &removed_names {
+            let generation = m.layer_meta.remove(name).map_or(0, |x| x.generation);
+            gone.push((name.clone(), Generation(generation)));
+        }
+        for h in added {
+            let name = h.name().to_string();
+            if !m.layers.contains(&name) {
+                m.layers.push(name.clone());
+            }
+            m.layer_meta.insert(
+                name,
+                LayerFileMeta {
+                    file_size: h.file_size(),
+                    generation: h.generation().0,
+                },
+            );
+        }
         let dir = self.dir.clone();
         let to_save = m.clone();
         tokio::task::spawn_blocking(move || to_save.save(&dir))
@@ -102,8 +136,40 @@ impl Timeline {
                 path: self.dir.clone(),
                 source: std::io::Error::other(e),
             })??;
+        if let Some(queue) = &self.upload_queue {
+            for h in added {
+                queue.schedule_layer_upload(h.clone());
+            }
+            queue.schedule_index_upload(&m);
+            if !gone.is_empty() {
+                queue.schedule_deletion(gone);
+            }
+        }
         *self.metadata.lock().unwrap_or_else(|p| p.into_inner()) = m;
         Ok(())
+    }
+
+    /// A layer this timeline just wrote, in its generation, with its remote copy's key.
+    pub(crate) fn new_layer(&self, layer: Resident) -> HistoricLayer {
+        let generation = self.resources.generation;
+        let remote = self.remote_layer(&layer.name().to_string(), generation);
+        HistoricLayer::resident(layer, generation, remote, false)
+    }
+
+    /// Where layer `name` of `generation` lives in remote storage; None without remote storage.
+    pub(crate) fn remote_layer(&self, name: &str, generation: Generation) -> Option<RemoteLayer> {
+        self.resources
+            .remote_storage
+            .as_ref()
+            .map(|storage| RemoteLayer {
+                storage: storage.clone(),
+                path: crate::remote_storage::index::layer_path(
+                    self.tenant_id,
+                    self.timeline_id,
+                    name,
+                    generation,
+                ),
+            })
     }
 
     /// Freezes what the open layer holds and flushes everything frozen; if nothing was written since the last

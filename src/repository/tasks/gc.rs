@@ -74,10 +74,8 @@ impl Timeline {
             result.elapsed_ms = started.elapsed().as_millis() as u64;
             return Ok(result);
         }
-        let removed_names: Vec<String> = remove.iter().map(|n| n.to_string()).collect();
-        self.commit_metadata(|m| {
+        self.commit_layers(&[], &remove, |m| {
             m.latest_gc_cutoff_lsn = m.latest_gc_cutoff_lsn.max(cutoff);
-            m.layers.retain(|l| !removed_names.contains(l));
         })
         .await?;
         self.set_gc_cutoff(cutoff);

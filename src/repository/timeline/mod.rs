@@ -26,6 +26,10 @@ pub use write::{PutError, TimelineWriter};
 use crate::config::TenantConfig;
 use crate::id::{TenantId, TimelineId};
 use crate::pg::Lsn;
+use crate::remote_storage::GenericRemoteStorage;
+use crate::remote_storage::deletion_queue::DeletionQueue;
+use crate::remote_storage::index::Generation;
+use crate::remote_storage::upload_queue::UploadQueue;
 use crate::repository::layer_map::LayerMap;
 use crate::repository::metadata::TimelineMetadata;
 use crate::repository::page_cache::PageCache;
@@ -38,6 +42,11 @@ pub struct TimelineResources {
     pub conf: Arc<RwLock<TenantConfig>>,
     pub redo: Arc<dyn RedoManager>,
     pub page_cache: Arc<PageCache>,
+    /// Remote storage, when configured; with it, the generation of this attachment and the node's deletion
+    /// queue.
+    pub remote_storage: Option<GenericRemoteStorage>,
+    pub generation: Generation,
+    pub deletions: Option<Arc<DeletionQueue>>,
 }
 
 pub struct Timeline {
@@ -68,6 +77,8 @@ pub struct Timeline {
     /// WAL records and bytes ingested since this process loaded the timeline (metrics: the ingest rate).
     pub ingested_records: AtomicU64,
     pub ingested_wal_bytes: AtomicU64,
+    /// Uploads to remote storage, when configured.
+    pub upload_queue: Option<Arc<UploadQueue>>,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -103,6 +114,19 @@ impl Timeline {
         cancel: CancellationToken,
     ) -> Timeline {
         let disk = metadata.disk_consistent_lsn;
+        let upload_queue = match (&resources.remote_storage, &resources.deletions) {
+            (Some(storage), Some(deletions)) => Some(Arc::new(UploadQueue::new(
+                storage.clone(),
+                resources.tenant_id,
+                timeline_id,
+                resources.generation,
+                deletions.clone(),
+                layers.historic.clone(),
+                metadata.clone(),
+                Lsn(0),
+            ))),
+            _ => None,
+        };
         Timeline {
             tenant_id: resources.tenant_id,
             timeline_id,
@@ -124,6 +148,24 @@ impl Timeline {
             cancel,
             ingested_records: AtomicU64::new(0),
             ingested_wal_bytes: AtomicU64::new(0),
+            upload_queue,
+        }
+    }
+
+    /// The `disk_consistent_lsn` of the newest index in remote storage; None without remote storage.
+    pub fn remote_consistent_lsn(&self) -> Option<Lsn> {
+        self.upload_queue
+            .as_ref()
+            .map(|q| q.remote_consistent_lsn())
+    }
+
+    /// What the WAL source may let go of (DESIGN D13): disk_consistent_lsn, and with remote storage no more
+    /// than remote_consistent_lsn, so that losing the whole workdir loses nothing the source dropped.
+    pub fn feedback_flush_lsn(&self) -> Lsn {
+        let disk = self.disk_consistent_lsn();
+        match self.remote_consistent_lsn() {
+            Some(remote) => disk.min(remote),
+            None => disk,
         }
     }
 

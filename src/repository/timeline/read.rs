@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::Timeline;
 use crate::pg::Lsn;
-use crate::repository::layer_map::SearchLayer;
+use crate::repository::layer_map::{HistoricLayer, Resident, SearchLayer};
 use crate::repository::layers::LayerError;
 use crate::repository::layers::inmemory::InMemoryError;
 use crate::repository::{Key, Value};
@@ -42,6 +42,9 @@ pub enum GetError {
         lsn: Lsn,
         source: RedoError,
     },
+    /// The read needs a layer that is only in remote storage: [`Timeline::get`] downloads it and reads again.
+    #[error("layer {} is not on the local disk", .0.name())]
+    Evicted(HistoricLayer),
 }
 
 /// The versions of `key` in `range` of one layer, newest first, down to the first that needs no older one.
@@ -52,13 +55,34 @@ fn read_layer(
 ) -> Result<Vec<(Lsn, Value)>, GetError> {
     Ok(match layer {
         SearchLayer::Memory(m) => m.get_values_newest_first(key, range)?,
-        SearchLayer::Historic(h) => h.get_values_newest_first(key, range)?,
+        SearchLayer::Historic(h) => resident(h)?.get_values_newest_first(key, range)?,
     })
 }
 
+fn resident(h: &HistoricLayer) -> Result<Resident, GetError> {
+    h.get_resident().ok_or_else(|| GetError::Evicted(h.clone()))
+}
+
+/// Downloads one read may trigger before it gives up (each layer at most once, unless evicted again at once).
+const MAX_DOWNLOADS_PER_READ: usize = 1000;
+
 impl Timeline {
-    /// The value of `key` as of `lsn`.
+    /// The value of `key` as of `lsn`. Layers that are only in remote storage are downloaded on the way.
     pub async fn get(&self, key: Key, lsn: Lsn) -> Result<Bytes, GetError> {
+        let mut downloads = 0;
+        loop {
+            match self.get_local(key, lsn).await {
+                Err(GetError::Evicted(layer)) if downloads < MAX_DOWNLOADS_PER_READ => {
+                    layer.download().await?;
+                    downloads += 1;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// [`get`](Self::get) from resident layers only: `Evicted` names the first layer that is not.
+    async fn get_local(&self, key: Key, lsn: Lsn) -> Result<Bytes, GetError> {
         let cutoff = self.read_cutoff(lsn);
         if lsn < cutoff {
             return Err(GetError::BelowGcCutoff { lsn, cutoff });
@@ -125,7 +149,7 @@ impl Timeline {
         self.walk_layers(key, lsn, |layer, range| {
             newest = match layer {
                 SearchLayer::Memory(m) => m.newest_lsn(key, range),
-                SearchLayer::Historic(h) => h.newest_lsn(key, range),
+                SearchLayer::Historic(h) => resident(h)?.newest_lsn(key, range),
             };
             Ok(newest.is_some())
         })?;
@@ -238,16 +262,40 @@ impl Timeline {
         .map_err(|source| GetError::Redo { key, lsn, source })
     }
 
-    /// Keys with a version at or below `lsn` in `range`, through the ancestors (for image layers).
-    pub(crate) fn keys_in_range(&self, range: &std::ops::Range<Key>, lsn: Lsn) -> Vec<Key> {
+    /// Keys with a version at or below `lsn` in `range`, through the ancestors (for image layers); downloads
+    /// the layers it needs.
+    pub(crate) async fn keys_in_range(
+        &self,
+        range: &std::ops::Range<Key>,
+        lsn: Lsn,
+    ) -> Result<Vec<Key>, LayerError> {
+        loop {
+            match self.keys_in_range_local(range, lsn) {
+                Ok(keys) => return Ok(keys),
+                Err(layer) => {
+                    layer.download().await?;
+                }
+            }
+        }
+    }
+
+    fn keys_in_range_local(
+        &self,
+        range: &std::ops::Range<Key>,
+        lsn: Lsn,
+    ) -> Result<Vec<Key>, HistoricLayer> {
         let mut keys = std::collections::BTreeSet::new();
         let mut timeline: &Timeline = self;
         let mut limit = lsn;
         loop {
             let map = timeline.layers.read().unwrap_or_else(|p| p.into_inner());
             for h in &map.historic {
-                if h.name().lsn_range().start <= limit {
-                    keys.extend(h.keys_in(range));
+                let name = h.name();
+                let overlaps =
+                    name.key_range().start < range.end && range.start < name.key_range().end;
+                if name.lsn_range().start <= limit && overlaps {
+                    let r = h.get_resident().ok_or_else(|| h.clone())?;
+                    keys.extend(r.keys_in(range));
                 }
             }
             let memory = map.open.iter().chain(map.frozen.iter().map(|f| &f.layer));
@@ -265,6 +313,6 @@ impl Timeline {
                 None => break,
             }
         }
-        keys.into_iter().collect()
+        Ok(keys.into_iter().collect())
     }
 }
