@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod compare;
+pub mod dump;
 pub mod objstore;
 pub mod pageserver;
 pub mod pg;

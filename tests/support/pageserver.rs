@@ -27,6 +27,11 @@ pub struct Pageserver {
 impl Pageserver {
     /// Starts a pageserver with a new workdir and waits until its HTTP API answers.
     pub fn start(overrides: &[&str]) -> Pageserver {
+        Self::start_with_env(overrides, Vec::new())
+    }
+
+    /// [`start`](Self::start) with extra environment (e.g. remote storage credentials), kept for restarts.
+    pub fn start_with_env(overrides: &[&str], env: Vec<(String, String)>) -> Pageserver {
         let workdir = tempfile::Builder::new()
             .prefix("pageserver-test-")
             .tempdir()
@@ -40,7 +45,7 @@ impl Pageserver {
             http_addr,
             pg_addr,
             log,
-            env: Vec::new(),
+            env,
         };
         // A port that was free when picked may be taken by a parallel test before the pageserver binds it:
         // then pick others.

@@ -1,0 +1,328 @@
+//! Remote storage end to end, once on S3 (SeaweedFS) and once on Azure (Azurite): a pageserver follows a
+//! primary running the ingest workload and uploads as it goes; it is killed with SIGKILL in the middle of
+//! pgbench and its workdir is thrown away. A new pageserver on an empty workdir attaches the tenant from remote
+//! storage and follows the primary again. Then every page equals the primary's (masked), a fullbackup boots
+//! plain PostgreSQL with the primary's `pg_dumpall`, the slot never let go of WAL above what remote storage
+//! held, streaming resumed at the index's LSN, and every index in the bucket names only layers that exist.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use pageserver::config::RemoteStorageConfig;
+use pageserver::page_service::client::PageServiceClient;
+use pageserver::pg::Lsn;
+use pageserver::remote_storage::{
+    ByteRange, GenericRemoteStorage, ListingMode, RemotePath, StaticCredentials,
+};
+use serde_json::json;
+use support::compare::{compare_over_http, stop_primary_and_wait};
+use support::dump::{as_wal_derived, dumpall, first_difference, snapshot};
+use support::objstore::{AZURITE_KEY, AzuriteServer, S3Server};
+use support::pageserver::Pageserver;
+use support::pg::{PgCluster, PgOptions};
+use support::workload::{WORKLOAD_CONF, ingest_workload};
+
+const T: &str = "0123456789abcdef0123456789abcdef";
+const TL: &str = "abababababababababababababababab";
+
+/// One of the two real object stores, and how to reach it.
+struct Store {
+    table: String,
+    env: Vec<(String, String)>,
+    credentials: StaticCredentials,
+    _s3: Option<S3Server>,
+    _azure: Option<AzuriteServer>,
+}
+
+fn s3_store(prefix: &str) -> Store {
+    let s = S3Server::start();
+    Store {
+        table: s.remote_storage(prefix),
+        env: s.env(),
+        credentials: StaticCredentials {
+            access_key: s.access_key.clone(),
+            secret_key: s.secret_key.clone(),
+        },
+        _s3: Some(s),
+        _azure: None,
+    }
+}
+
+fn azure_store(prefix: &str) -> Store {
+    let a = AzuriteServer::start();
+    Store {
+        table: a.remote_storage(prefix),
+        env: a.env(),
+        credentials: StaticCredentials {
+            access_key: String::new(),
+            secret_key: AZURITE_KEY.into(),
+        },
+        _s3: None,
+        _azure: Some(a),
+    }
+}
+
+/// The test's own client of the same bucket, to look at what the pageserver left there.
+pub struct Bucket {
+    rt: tokio::runtime::Runtime,
+    storage: GenericRemoteStorage,
+}
+
+impl Bucket {
+    fn open(store: &Store) -> Bucket {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let table: toml::Table = toml::from_str(&format!("rs = {}", store.table)).unwrap();
+        let config: RemoteStorageConfig = table["rs"].clone().try_into().unwrap();
+        let storage = rt
+            .block_on(GenericRemoteStorage::from_config_with(
+                &config,
+                0,
+                Some(store.credentials.clone()),
+            ))
+            .unwrap();
+        Bucket { rt, storage }
+    }
+
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        self.rt
+            .block_on(self.storage.list(Some(prefix), ListingMode::NoDelimiter))
+            .unwrap()
+            .keys
+            .into_iter()
+            .map(|o| o.key.to_string())
+            .collect()
+    }
+
+    fn get(&self, key: &str) -> Vec<u8> {
+        self.rt
+            .block_on(
+                self.storage
+                    .download_bytes(&RemotePath::new(key).unwrap(), ByteRange::ALL),
+            )
+            .unwrap()
+            .to_vec()
+    }
+
+    /// Every index of the timeline names only layers that exist in the bucket; returns the newest index's
+    /// disk_consistent_lsn and the number of (indexes, layer objects).
+    fn check_indexes(&self, tenant: &str, timeline: &str) -> (Lsn, usize, usize) {
+        let prefix = format!("tenants/{tenant}/timelines/{timeline}/");
+        let keys = self.keys(&prefix);
+        let objects: BTreeSet<String> = keys
+            .iter()
+            .map(|k| k.trim_start_matches(&prefix).to_string())
+            .collect();
+        let indexes: Vec<&String> = objects
+            .iter()
+            .filter(|k| k.starts_with("index_part.json"))
+            .collect();
+        assert!(!indexes.is_empty(), "no index in {prefix}: {objects:?}");
+        let mut newest: Option<(String, Lsn)> = None;
+        for name in &indexes {
+            let index: serde_json::Value =
+                serde_json::from_slice(&self.get(&format!("{prefix}{name}"))).unwrap();
+            for (layer, meta) in index["layer_metadata"].as_object().unwrap() {
+                let generation = meta["generation"].as_u64().unwrap_or(0);
+                let key = if generation == 0 {
+                    layer.clone()
+                } else {
+                    format!("{layer}-{generation:08x}")
+                };
+                assert!(
+                    objects.contains(&key),
+                    "{name} names {key}, which is not in the bucket"
+                );
+            }
+            let lsn: Lsn = index["disk_consistent_lsn"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            if newest
+                .as_ref()
+                .is_none_or(|(n, _)| name.as_str() > n.as_str())
+            {
+                newest = Some((name.to_string(), lsn));
+            }
+        }
+        let layers = objects.len() - indexes.len();
+        (newest.unwrap().1, indexes.len(), layers)
+    }
+}
+
+fn lsn_of(info: &serde_json::Value, field: &str) -> Lsn {
+    info[field].as_str().unwrap_or("0/0").parse().unwrap()
+}
+
+fn metric(ps: &Pageserver, name: &str) -> u64 {
+    let (_, text) = ps.get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the timeline's remote_consistent_lsn reaches `lsn`.
+fn wait_remote(ps: &Pageserver, lsn: Lsn) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        if lsn_of(&info, "remote_consistent_lsn") >= lsn {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "remote_consistent_lsn stuck below {lsn}: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn kill_wipe_attach(store: Store) {
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    });
+    let remote = format!("remote_storage={}", store.table);
+    let overrides = [
+        remote.as_str(),
+        // Many small layers, compacted (and so deleted remotely) while the workload runs.
+        "checkpoint_distance=2097152",
+        "compaction_threshold=4",
+        "compaction_period='2s'",
+    ];
+    let mut ps = Pageserver::start_with_env(&overrides, store.env.clone());
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
+    let wal_log_db = ingest_workload(&pg, "rs");
+    let after_workload: Lsn = pg.current_lsn().parse().unwrap();
+    let info = wait_remote(&ps, after_workload);
+    println!(
+        "after the ingest workload: remote_consistent_lsn {}, upload queue {}",
+        info["remote_consistent_lsn"], info["upload_queue"]
+    );
+    let bucket = Bucket::open(&store);
+
+    // SIGKILL in the middle of pgbench; the workdir goes with it.
+    let (remote_at_kill, slot_at_kill) = std::thread::scope(|scope| {
+        let bench = scope.spawn(|| pg.pgbench("postgres", &["-n", "-c", "4", "-T", "14"]));
+        std::thread::sleep(Duration::from_secs(6));
+        ps.kill9();
+        // What the primary keeps for us, read right after the kill.
+        let slot: Lsn = pg
+            .sql("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'pageserver'")
+            .parse()
+            .unwrap();
+        let (remote, indexes, layers) = bucket.check_indexes(T, TL);
+        println!(
+            "killed: slot restart_lsn {slot}, newest remote index at {remote} ({indexes} indexes, {layers} layer objects)"
+        );
+        std::fs::remove_dir_all(ps.workdir()).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+
+        // A new pageserver with an empty workdir attaches the tenant (a newer generation) and follows again.
+        let fresh = Pageserver::start_with_env(&overrides, store.env.clone());
+        let body = json!({"mode": "AttachedSingle", "generation": 2, "tenant_conf": {}});
+        let (s, answer) = fresh.json(
+            "PUT",
+            &format!("/v1/tenant/{T}/location_config"),
+            Some(&body.to_string()),
+        );
+        assert_eq!(s, 200, "{answer}");
+        let (_, info) = fresh.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        assert_eq!(lsn_of(&info, "disk_consistent_lsn"), remote, "{info}");
+        assert_eq!(lsn_of(&info, "last_record_lsn"), remote, "{info}");
+        fresh.set_wal_source(
+            T,
+            TL,
+            json!({"connstr": pg.connstr("postgres"), "slot_name": "pageserver"}),
+        );
+        let out = bench.join().unwrap();
+        assert!(
+            out.contains("number of transactions actually processed"),
+            "{out}"
+        );
+        ps = fresh;
+        (remote, slot)
+    });
+    assert!(
+        remote_at_kill > after_workload,
+        "uploads went on during pgbench: {remote_at_kill} vs {after_workload}"
+    );
+    assert!(
+        slot_at_kill <= remote_at_kill.align(),
+        "the slot moved to {slot_at_kill}, past what remote storage held ({remote_at_kill})"
+    );
+    let log = ps.log_text();
+    let resumed: Lsn = log
+        .lines()
+        .find(|l| l.contains("streaming WAL"))
+        .and_then(|l| l.split("start=").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .map(|s| s.parse().unwrap())
+        .expect("the receiver streams after the attach");
+    assert!(
+        resumed >= slot_at_kill && resumed <= remote_at_kill.align(),
+        "resumed at {resumed}: the index was at {remote_at_kill}, the slot at {slot_at_kill}"
+    );
+
+    pg.sql("CHECKPOINT");
+    let snap = snapshot(&pg);
+    let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
+    let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
+    let downloads = metric(&ps, "pageserver_layer_downloads_total");
+    cmp.print(&format!(
+        "attached on an empty workdir at {remote_at_kill} (slot at {slot_at_kill}), resumed streaming at \
+         {resumed}, followed to {last}; {downloads} layers downloaded"
+    ));
+    assert!(
+        cmp.mismatches.is_empty(),
+        "{} mismatches",
+        cmp.mismatches.len()
+    );
+    assert!(cmp.equal.get("main").copied().unwrap_or(0) > 1000);
+    assert!(downloads > 0, "pages were read from downloaded layers");
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tar = rt.block_on(async {
+        let mut c = PageServiceClient::connect(&ps.pg_addr).await.unwrap();
+        c.backup(&format!("fullbackup {T} {TL} {last}"))
+            .await
+            .unwrap()
+    });
+    let mut restored = PgCluster::start_from_tar(&tar);
+    let ours = dumpall(&restored);
+    let expected = as_wal_derived(&snap);
+    assert!(
+        ours == expected,
+        "pg_dumpall of the fullbackup differs from the primary's: {}",
+        first_difference(&expected, &ours)
+    );
+    println!(
+        "fullbackup at {last}: pg_dumpall of {} lines equal",
+        ours.lines().count()
+    );
+    restored.stop();
+
+    // Everything the second pageserver uploaded keeps the invariant too.
+    wait_remote(&ps, last);
+    let (newest, indexes, layers) = bucket.check_indexes(T, TL);
+    println!("at the end: newest index at {newest}, {indexes} indexes, {layers} layer objects");
+}
+
+#[test]
+fn s3_kill_wipe_attach() {
+    kill_wipe_attach(s3_store("e2e"));
+}
+
+#[test]
+fn azure_kill_wipe_attach() {
+    kill_wipe_attach(azure_store("e2e"));
+}
