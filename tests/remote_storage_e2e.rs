@@ -326,3 +326,98 @@ fn s3_kill_wipe_attach() {
 fn azure_kill_wipe_attach() {
     kill_wipe_attach(azure_store("e2e"));
 }
+
+/// Faults: a fifth of all requests to the S3 server fail (503 SlowDown, connection resets, timeouts; half of
+/// them after the request took effect), and the pageserver is killed with SIGKILL while its upload queue is
+/// busy and restarted on the same workdir (the queue reconciles with the bucket), then once more thrown away
+/// and attached on an empty workdir. The pages still equal the primary's, and every index in the bucket names
+/// only layers that exist.
+#[test]
+fn faults_and_kill_during_uploads() {
+    let store = s3_store("faults");
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    });
+    let remote = format!("remote_storage={}", store.table);
+    let overrides = [
+        remote.as_str(),
+        "test_remote_failures_probability=20",
+        "checkpoint_distance=1048576",
+        "compaction_threshold=4",
+        "compaction_period='2s'",
+    ];
+    let mut ps = Pageserver::start_with_env(&overrides, store.env.clone());
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
+    let bucket = Bucket::open(&store);
+    let (wal_log_db, killed_with) = std::thread::scope(|scope| {
+        let work = scope.spawn(|| ingest_workload(&pg, "ft"));
+        // Kill while uploads are queued or in flight.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let busy = loop {
+            let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+            let q = &info["upload_queue"];
+            let pending = q["queued"].as_u64().unwrap_or(0) + q["in_flight"].as_u64().unwrap_or(0);
+            if pending > 0 && q["layers_uploaded"].as_u64().unwrap_or(0) > 3 {
+                break q.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the upload queue was never busy: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        ps.kill9();
+        let (remote_lsn, _, _) = bucket.check_indexes(T, TL);
+        println!("killed with the upload queue at {busy}; newest index at {remote_lsn}");
+        std::thread::sleep(Duration::from_millis(500));
+        ps.spawn(&overrides);
+        (work.join().unwrap(), busy)
+    });
+    let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+    let failures = info["upload_queue"]["failures"].as_u64().unwrap_or(0);
+    pg.sql("CHECKPOINT");
+    let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
+    let info = wait_remote(&ps, last);
+    let injected = metric(&ps, "pageserver_remote_faults_injected_total");
+    let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
+    cmp.print(&format!(
+        "restarted after a kill with the queue at {killed_with}; {injected} faults injected since, \
+         {failures} queue failures; followed to {last}"
+    ));
+    assert!(
+        cmp.mismatches.is_empty(),
+        "{} mismatches",
+        cmp.mismatches.len()
+    );
+    assert!(
+        injected > 0 && info["upload_queue"]["failures"].as_u64().unwrap_or(0) > 0,
+        "{info}"
+    );
+    let (newest, indexes, layers) = bucket.check_indexes(T, TL);
+    assert_eq!(newest, last);
+
+    // And from the bucket alone, faults still on: a new pageserver on an empty workdir.
+    ps.kill9();
+    let fresh = Pageserver::start_with_env(&overrides, store.env.clone());
+    let body = json!({"mode": "AttachedSingle", "tenant_conf": {}});
+    let (s, answer) = fresh.json(
+        "PUT",
+        &format!("/v1/tenant/{T}/location_config"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{answer}");
+    let cmp = compare_over_http(&fresh, T, TL, last, &pg, &[wal_log_db]);
+    cmp.print(&format!(
+        "attached with faults on: {indexes} indexes, {layers} layer objects in the bucket"
+    ));
+    assert!(
+        cmp.mismatches.is_empty(),
+        "{} mismatches",
+        cmp.mismatches.len()
+    );
+    let (_, body) = fresh.json("GET", &format!("/v1/tenant/{T}"), None);
+    assert_eq!(
+        body["generation"], 2,
+        "the generation after the one in the bucket: {body}"
+    );
+}
