@@ -421,3 +421,118 @@ fn faults_and_kill_during_uploads() {
         "the generation after the one in the bucket: {body}"
     );
 }
+
+/// Two pageservers that both believe they own the tenant: generation 1 keeps following the primary and
+/// compacts (deleting the L0 layers it merged), generation 2 attached from the bucket in between. The older
+/// one's deletions are dropped (a newer index exists), every layer generation 2's index names is still in the
+/// bucket, and generation 2 still serves what it attached: its fullbackup has the primary's `pg_dumpall` of
+/// that moment.
+#[test]
+fn an_older_generation_deletes_nothing_the_newer_index_names() {
+    let store = s3_store("generations");
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    });
+    let remote = format!("remote_storage={}", store.table);
+    let overrides = [
+        remote.as_str(),
+        "checkpoint_distance=1048576",
+        "compaction_threshold=2",
+        "compaction_period='0s'",
+        "gc_period='0s'",
+        "pitr_interval='0s'",
+    ];
+    let ps1 = Pageserver::start_with_env(&overrides, store.env.clone());
+    ps1.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
+    pg.pgbench_init("postgres", 2);
+    pg.sql("CHECKPOINT");
+    let snap = snapshot(&pg);
+    wait_remote(&ps1, snap.lsn);
+    let bucket = Bucket::open(&store);
+
+    let ps2 = Pageserver::start_with_env(&overrides, store.env.clone());
+    let body = json!({"mode": "AttachedSingle", "generation": 2, "tenant_conf": {}});
+    let (s, answer) = ps2.json(
+        "PUT",
+        &format!("/v1/tenant/{T}/location_config"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{answer}");
+    let prefix = format!("tenants/{T}/timelines/{TL}/");
+    let index2: serde_json::Value =
+        serde_json::from_slice(&bucket.get(&format!("{prefix}index_part.json-00000002"))).unwrap();
+    let named: Vec<String> = index2["layer_metadata"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, meta)| {
+            format!(
+                "{prefix}{name}-{:08x}",
+                meta["generation"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    assert!(named.len() > 2, "{index2}");
+
+    // Generation 1 goes on: more WAL, a flush, a compaction that merges the L0s index 2 names, a GC.
+    pg.pgbench("postgres", &["-n", "-c", "2", "-t", "500"]);
+    pg.sql("CHECKPOINT");
+    let now: Lsn = pg.current_lsn().parse().unwrap();
+    wait_remote(&ps1, now);
+    for (what, body) in [
+        ("checkpoint", None),
+        ("compact", None),
+        ("do_gc", Some(r#"{"gc_horizon": 0}"#)),
+    ] {
+        let (s, answer) = ps1.request("PUT", &format!("/v1/tenant/{T}/timeline/{TL}/{what}"), body);
+        assert_eq!(s, 200, "{what}: {answer}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&ps1, "pageserver_remote_deletions_dropped_total") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "generation 1 scheduled no deletion:\n{}",
+            ps1.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dropped = metric(&ps1, "pageserver_remote_deletions_dropped_total");
+    let executed = metric(&ps1, "pageserver_remote_deletions_executed_total");
+    let keys: BTreeSet<String> = bucket.keys(&prefix).into_iter().collect();
+    let missing: Vec<&String> = named.iter().filter(|k| !keys.contains(*k)).collect();
+    println!(
+        "generation 1 dropped {dropped} deletions and executed {executed}; generation 2's index names {} layers, {} missing",
+        named.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "generation 1 deleted layers of generation 2's index: {missing:?}"
+    );
+    assert_eq!(executed, 0);
+
+    // Generation 2 reads them all: its fullbackup boots with the primary's dump of when it attached.
+    let (_, info) = ps2.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+    let at = lsn_of(&info, "last_record_lsn");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tar = rt.block_on(async {
+        let mut c = PageServiceClient::connect(&ps2.pg_addr).await.unwrap();
+        c.backup(&format!("fullbackup {T} {TL} {at}"))
+            .await
+            .unwrap()
+    });
+    let mut restored = PgCluster::start_from_tar(&tar);
+    let ours = dumpall(&restored);
+    let expected = as_wal_derived(&snap);
+    assert!(
+        ours == expected,
+        "generation 2's fullbackup at {at} differs from the primary at {}: {}",
+        snap.lsn,
+        first_difference(&expected, &ours)
+    );
+    restored.stop();
+    pg.stop();
+}
