@@ -536,3 +536,128 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
     restored.stop();
     pg.stop();
 }
+
+/// Bytes of layer files (and downloads in progress) under a workdir's timelines.
+fn local_layer_bytes(workdir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let tenants = workdir.join("tenants");
+    let mut stack = vec![tenants];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            let name = e.file_name().to_string_lossy().to_string();
+            if meta.is_dir() {
+                stack.push(e.path());
+            } else if name.contains("__") {
+                total += meta.len();
+            }
+        }
+    }
+    total
+}
+
+/// Eviction: a tenant several times larger than `disk_usage_max_bytes`, attached on an empty workdir, and
+/// every page of every relation read through it. The layer files on disk never exceed the limit plus one
+/// layer (sampled every 10 ms), every page is right, and the metrics show the downloads and evictions.
+#[test]
+fn eviction_keeps_the_local_disk_under_the_limit() {
+    const LIMIT: u64 = 12 << 20;
+    let store = s3_store("eviction");
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    });
+    let remote = format!("remote_storage={}", store.table);
+    let writer = [
+        remote.as_str(),
+        "checkpoint_distance=2097152",
+        // Every L0 (even a lone one) merged into L1s of about 2 MiB: many small layers.
+        "compaction_threshold=1",
+        "compaction_target_size=2097152",
+        // No image layers: their size is not bounded by compaction_target_size.
+        "image_creation_threshold=1000",
+        "compaction_period='1s'",
+    ];
+    let ps1 = Pageserver::start_with_env(&writer, store.env.clone());
+    ps1.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
+    pg.pgbench_init("postgres", 4);
+    pg.sql("CHECKPOINT");
+    let (last, _) = stop_primary_and_wait(&mut pg, &ps1, T, TL);
+    for what in ["checkpoint", "compact"] {
+        let (s, answer) = ps1.request("PUT", &format!("/v1/tenant/{T}/timeline/{TL}/{what}"), None);
+        assert_eq!(s, 200, "{what}: {answer}");
+    }
+    wait_remote(&ps1, last);
+    let (_, ps1_info) = ps1.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+    let drained = Instant::now() + Duration::from_secs(60);
+    while ps1
+        .json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None)
+        .1["upload_queue"]["queued"]
+        != 0
+    {
+        assert!(Instant::now() < drained, "upload queue never drained");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(ps1);
+    let bucket = Bucket::open(&store);
+    let prefix = format!("tenants/{T}/timelines/{TL}/");
+    let index: serde_json::Value =
+        serde_json::from_slice(&bucket.get(&format!("{prefix}index_part.json-00000001"))).unwrap();
+    let sizes: Vec<u64> = index["layer_metadata"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|m| m["file_size"].as_u64().unwrap())
+        .collect();
+    let tenant_size: u64 = sizes.iter().sum();
+    let largest = sizes.iter().copied().max().unwrap();
+    assert!(
+        tenant_size > 3 * LIMIT,
+        "the tenant ({tenant_size} bytes) is not much larger than the limit"
+    );
+
+    let limit = format!("disk_usage_max_bytes={LIMIT}");
+    let reader = Pageserver::start_with_env(&[remote.as_str(), limit.as_str()], store.env.clone());
+    let body = json!({"mode": "AttachedSingle", "tenant_conf": {}});
+    let (s, answer) = reader.json(
+        "PUT",
+        &format!("/v1/tenant/{T}/location_config"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{answer}");
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (cmp, peak) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(local_layer_bytes(reader.workdir()));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        let cmp = compare_over_http(&reader, T, TL, last, &pg, &[]);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (cmp, sampler.join().unwrap())
+    });
+    let downloads = metric(&reader, "pageserver_layer_downloads_total");
+    let evictions = metric(&reader, "pageserver_layer_evictions_total");
+    cmp.print(&format!(
+        "tenant of {} layers, {tenant_size} bytes (largest {largest}), read under a limit of {LIMIT}: peak \
+         {peak} bytes on disk, {downloads} downloads, {evictions} evictions (writer: {})",
+        sizes.len(),
+        ps1_info["current_physical_size"]
+    ));
+    assert!(
+        cmp.mismatches.is_empty(),
+        "{} mismatches",
+        cmp.mismatches.len()
+    );
+    assert!(
+        peak <= LIMIT + largest,
+        "peak {peak} above {LIMIT} + one layer ({largest})"
+    );
+    assert!(downloads > 10, "{downloads} downloads");
+    assert!(evictions > 0);
+}

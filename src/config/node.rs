@@ -52,6 +52,9 @@ pub struct NodeConfig {
     /// Where layer files, indexes and the WAL archive are uploaded; none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_storage: Option<RemoteStorageConfig>,
+    /// With remote storage: most bytes of layer files kept on the local disk; beyond it the least recently
+    /// read uploaded layers are evicted (and downloaded again when read). 0: no limit.
+    pub disk_usage_max_bytes: u64,
     /// Tests only: this percentage of remote storage requests fails on purpose (503s, resets, timeouts,
     /// half of them after the request took effect). 0: off.
     pub test_remote_failures_probability: u8,
@@ -81,6 +84,7 @@ impl Default for NodeConfig {
             pg_auth_type: AuthType::Trust,
             http_auth_type: AuthType::Trust,
             remote_storage: None,
+            disk_usage_max_bytes: 0,
             test_remote_failures_probability: 0,
             tenant_config: TenantConfig::default(),
         }

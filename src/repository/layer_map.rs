@@ -213,6 +213,19 @@ impl HistoricLayer {
         &self.0
     }
 
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<LayerState> {
+        Arc::downgrade(&self.0)
+    }
+
+    pub(crate) fn upgrade(weak: &std::sync::Weak<LayerState>) -> Option<HistoricLayer> {
+        weak.upgrade().map(HistoricLayer)
+    }
+
+    /// The same layer (not just the same name).
+    pub fn same_as(&self, other: &HistoricLayer) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn is_resident(&self) -> bool {
         self.0
             .resident

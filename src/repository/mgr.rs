@@ -99,6 +99,8 @@ pub struct TenantManager {
 pub struct NodeRemote {
     pub storage: GenericRemoteStorage,
     pub deletions: Arc<DeletionQueue>,
+    /// `disk_usage_max_bytes`, when set.
+    pub disk: Option<Arc<crate::repository::eviction::DiskBudget>>,
 }
 
 impl TenantManager {
@@ -124,7 +126,17 @@ impl TenantManager {
                         .instrument(info_span!("deletion_queue")),
                 );
                 info!(storage = ?storage, "remote storage configured");
-                Some(NodeRemote { storage, deletions })
+                let disk = (node.disk_usage_max_bytes > 0).then(|| {
+                    let disk =
+                        crate::repository::eviction::DiskBudget::new(node.disk_usage_max_bytes);
+                    tokio::spawn(disk.clone().run(cancel.clone()));
+                    disk
+                });
+                Some(NodeRemote {
+                    storage,
+                    deletions,
+                    disk,
+                })
             }
             None => None,
         };
@@ -267,6 +279,7 @@ impl TenantManager {
             storage: r.storage.clone(),
             generation,
             deletions: r.deletions.clone(),
+            disk: r.disk.clone(),
         });
         let loaded = Tenant::load_with_remote(
             id,

@@ -79,6 +79,7 @@ pub struct TenantRemote {
     pub storage: GenericRemoteStorage,
     pub generation: Generation,
     pub deletions: Arc<DeletionQueue>,
+    pub disk: Option<Arc<crate::repository::eviction::DiskBudget>>,
 }
 
 /// Suffixes of a timeline or tenant directory being created (renamed into place when complete) and being
@@ -154,6 +155,7 @@ impl Tenant {
                 remote_storage: remote.as_ref().map(|r| r.storage.clone()),
                 generation: remote.as_ref().map_or(Generation::NONE, |r| r.generation),
                 deletions: remote.as_ref().map(|r| r.deletions.clone()),
+                disk: remote.as_ref().and_then(|r| r.disk.clone()),
             },
             timelines: Arc::new(Mutex::new(HashMap::new())),
             cancel: CancellationToken::new(),
@@ -423,6 +425,9 @@ impl Tenant {
         let mut meta = meta;
         for name in meta.layers.clone() {
             let layer = self.open_layer(id, &dir, &name, &meta)?;
+            if let Some(disk) = &self.resources.disk {
+                disk.register(&layer);
+            }
             meta.layer_meta.entry(name).or_insert(LayerFileMeta {
                 file_size: layer.file_size(),
                 generation: layer.generation().0,

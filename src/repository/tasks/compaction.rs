@@ -144,6 +144,7 @@ impl Timeline {
                 if let Resident::Delta(d) = h.download().await? {
                     layers.push(d);
                 }
+                self.after_download(h);
             }
             let dir = self.dir.clone();
             let target = conf.compaction_target_size;

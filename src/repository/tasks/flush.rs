@@ -153,7 +153,11 @@ impl Timeline {
     pub(crate) fn new_layer(&self, layer: Resident) -> HistoricLayer {
         let generation = self.resources.generation;
         let remote = self.remote_layer(&layer.name().to_string(), generation);
-        HistoricLayer::resident(layer, generation, remote, false)
+        let layer = HistoricLayer::resident(layer, generation, remote, false);
+        if let Some(disk) = &self.resources.disk {
+            disk.register(&layer);
+        }
+        layer
     }
 
     /// Where layer `name` of `generation` lives in remote storage; None without remote storage.

@@ -47,6 +47,8 @@ pub struct TimelineResources {
     pub remote_storage: Option<GenericRemoteStorage>,
     pub generation: Generation,
     pub deletions: Option<Arc<DeletionQueue>>,
+    /// The node's limit on resident layer bytes (`disk_usage_max_bytes`), when set.
+    pub disk: Option<Arc<crate::repository::eviction::DiskBudget>>,
 }
 
 pub struct Timeline {
@@ -149,6 +151,13 @@ impl Timeline {
             ingested_records: AtomicU64::new(0),
             ingested_wal_bytes: AtomicU64::new(0),
             upload_queue,
+        }
+    }
+
+    /// After a download: keeps the node's resident layers within its disk budget (never evicting `layer`).
+    pub(crate) fn after_download(&self, layer: &crate::repository::layer_map::HistoricLayer) {
+        if let Some(disk) = &self.resources.disk {
+            disk.enforce(Some(layer));
         }
     }
 

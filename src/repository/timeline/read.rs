@@ -74,6 +74,7 @@ impl Timeline {
             match self.get_local(key, lsn).await {
                 Err(GetError::Evicted(layer)) if downloads < MAX_DOWNLOADS_PER_READ => {
                     layer.download().await?;
+                    self.after_download(&layer);
                     downloads += 1;
                 }
                 r => return r,
@@ -274,6 +275,7 @@ impl Timeline {
                 Ok(keys) => return Ok(keys),
                 Err(layer) => {
                     layer.download().await?;
+                    self.after_download(&layer);
                 }
             }
         }
