@@ -661,3 +661,136 @@ fn eviction_keeps_the_local_disk_under_the_limit() {
     assert!(downloads > 10, "{downloads} downloads");
     assert!(evictions > 0);
 }
+
+/// A bootstrapped timeline on a local-path remote storage: its initdb output is uploaded once as
+/// `initdb.tar.zst` (the local copy then removed), a branch gets an index of its own, and a detach removes
+/// the local files (everything is remote): the attach that follows reads both timelines from remote storage.
+#[test]
+fn initdb_archive_detach_and_attach_from_a_local_path() {
+    let remote_dir = tempfile::tempdir().unwrap();
+    let remote = format!(
+        "remote_storage={{local_path='{}'}}",
+        remote_dir.path().display()
+    );
+    let ps = Pageserver::start(&[remote.as_str()]);
+    ps.create_tenant(T);
+    let info = ps.bootstrap(T, TL);
+    let start = lsn_of(&info, "last_record_lsn");
+    let branch = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+    let body = json!({"new_timeline_id": branch, "ancestor_timeline_id": TL});
+    let (s, answer) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 201, "{answer}");
+    wait_remote(&ps, start);
+
+    let archive = remote_dir
+        .path()
+        .join(format!("tenants/{T}/timelines/{TL}/initdb.tar.zst"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !archive.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no initdb archive uploaded:\n{}",
+            ps.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let data = zstd::decode_all(std::fs::File::open(&archive).unwrap()).unwrap();
+    let mut tar = tar::Archive::new(&data[..]);
+    let names: Vec<String> = tar
+        .entries()
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string()
+        })
+        .collect();
+    for want in ["PG_VERSION", "global/pg_control", "base/5/1259"] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} not in the archive: {names:?}"
+        );
+    }
+    let local = ps
+        .workdir()
+        .join(format!("tenants/{T}/timelines/{TL}/initdb.tar.zst"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the local archive is still there after its upload"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let branch_index = remote_dir.path().join(format!(
+        "tenants/{T}/timelines/{branch}/index_part.json-00000001"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !branch_index.exists() {
+        assert!(Instant::now() < deadline, "the branch has no index");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "initdb.tar.zst: {} bytes ({} uncompressed), {} entries",
+        std::fs::metadata(&archive).unwrap().len(),
+        data.len(),
+        names.len()
+    );
+
+    // Detach: everything is uploaded, so the local files go; the attach reads remote storage.
+    let body = json!({"mode": "Detached", "tenant_conf": {}});
+    let (s, answer) = ps.json(
+        "PUT",
+        &format!("/v1/tenant/{T}/location_config"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{answer}");
+    assert!(
+        !ps.workdir().join(format!("tenants/{T}")).exists(),
+        "local files kept after detach"
+    );
+    let body = json!({"mode": "AttachedSingle", "tenant_conf": {}});
+    let (s, answer) = ps.json(
+        "PUT",
+        &format!("/v1/tenant/{T}/location_config"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(s, 200, "{answer}");
+    let (_, tenant) = ps.json("GET", &format!("/v1/tenant/{T}"), None);
+    assert_eq!(tenant["generation"], 2, "{tenant}");
+    for tl in [TL, branch] {
+        assert_eq!(ps.pg_class_page(T, tl), (200, 8192), "timeline {tl}");
+    }
+    let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{branch}"), None);
+    assert_eq!(info["ancestor_timeline_id"], TL, "{info}");
+
+    // Delete: the tenant's remote objects go too.
+    let (s, answer) = ps.request("DELETE", &format!("/v1/tenant/{T}"), None);
+    assert_eq!(s, 200, "{answer}");
+    let left: Vec<_> = walk(remote_dir.path().join("tenants").as_path());
+    assert!(
+        left.is_empty(),
+        "remote objects left after the delete: {left:?}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

@@ -84,6 +84,26 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Size of the timeline's layer files",
     ),
     (
+        "pageserver_timeline_remote_consistent_lsn",
+        "gauge",
+        "disk_consistent_lsn of the newest index uploaded to remote storage",
+    ),
+    (
+        "pageserver_timeline_upload_queue_ops",
+        "gauge",
+        "Operations in the timeline's upload queue, queued and in flight",
+    ),
+    (
+        "pageserver_timeline_upload_failures_total",
+        "counter",
+        "Failed attempts of the timeline's upload queue (each retry counts)",
+    ),
+    (
+        "pageserver_timeline_upload_permanent_error",
+        "gauge",
+        "1 while the last upload failure is one a retry cannot cure (credentials, a missing bucket)",
+    ),
+    (
         "pageserver_timeline_layers",
         "gauge",
         "Layer files by kind (l0, l1, image)",
@@ -145,6 +165,24 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
             f.sample("pageserver_timeline_disk_consistent_lsn", &labels, durable);
             let size = tl.physical_size();
             f.sample("pageserver_timeline_physical_size_bytes", &labels, size);
+            if let Some(q) = &tl.upload_queue {
+                let st = q.status();
+                let remote = q.remote_consistent_lsn().0;
+                f.sample("pageserver_timeline_remote_consistent_lsn", &labels, remote);
+                let ops = (st.queued + st.in_flight) as u64;
+                f.sample("pageserver_timeline_upload_queue_ops", &labels, ops);
+                f.sample(
+                    "pageserver_timeline_upload_failures_total",
+                    &labels,
+                    st.failures,
+                );
+                let permanent = st.last_error.as_ref().is_some_and(|e| e.permanent) as u64;
+                f.sample(
+                    "pageserver_timeline_upload_permanent_error",
+                    &labels,
+                    permanent,
+                );
+            }
             let (mut l0, mut l1, mut images) = (0, 0, 0);
             for name in tl
                 .layers

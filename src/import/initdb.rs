@@ -89,11 +89,49 @@ pub async fn bootstrap_timeline(
 ) -> Result<(Arc<Timeline>, Lsn), BootstrapError> {
     let initdb = run_initdb(bundle_dir, superuser, locale, run_as_user).await?;
     let result = import_initdb_dir(tenant, timeline_id, initdb.pgdata()).await;
+    if let Ok(done) = &result
+        && done.timeline.upload_queue.is_some()
+    {
+        archive_initdb(&done.timeline, initdb.pgdata()).await;
+    }
     initdb.remove().await;
     let done = result?;
     info!(timeline = %timeline_id, lsn = %done.lsn, relations = done.stats.relations,
           blocks = done.stats.blocks, "bootstrapped timeline from initdb");
     Ok((done.timeline, done.lsn))
+}
+
+/// With remote storage: the initdb output as `<timeline dir>/initdb.tar.zst` (a tar of the data directory,
+/// zstd-compressed), uploaded once by the upload queue, which then removes the local copy (a load finding it
+/// schedules the upload again). So a later attach or recovery never needs to run initdb. A failure here is
+/// logged, not fatal: the timeline itself is complete.
+async fn archive_initdb(timeline: &Arc<Timeline>, pgdata: &Path) {
+    let path = timeline
+        .dir()
+        .join(crate::remote_storage::index::INITDB_ARCHIVE_NAME);
+    let (src, dst) = (pgdata.to_path_buf(), path.clone());
+    let made = tokio::task::spawn_blocking(move || write_initdb_archive(&src, &dst)).await;
+    match made {
+        Ok(Ok(())) => timeline.schedule_initdb_upload(),
+        Ok(Err(e)) => warn!(error = %e, "cannot archive the initdb output; it is not uploaded"),
+        Err(e) => warn!(error = %e, "cannot archive the initdb output; it is not uploaded"),
+    }
+}
+
+fn write_initdb_archive(pgdata: &Path, dst: &Path) -> std::io::Result<()> {
+    let tmp = dst.with_extension("zst.tmp");
+    let file = std::fs::File::create(&tmp)?;
+    let encoder = zstd::Encoder::new(file, 3)?;
+    let mut tar = tar::Builder::new(encoder);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(".", pgdata)?;
+    let file = tar.into_inner()?.finish()?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dst)?;
+    if let Some(dir) = dst.parent() {
+        crate::durable::fsync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// A new cluster made by initdb, in a scratch directory that is removed on drop.

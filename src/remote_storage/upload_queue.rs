@@ -52,7 +52,7 @@ const READ_CHUNK: usize = 1 << 20;
 enum Op {
     UploadLayer(HistoricLayer),
     UploadIndex(Box<IndexPart>),
-    /// A local file uploaded once as is (the initdb archive).
+    /// A local file uploaded once as is, then removed (the initdb archive).
     UploadFile {
         path: PathBuf,
         to: RemotePath,
@@ -123,9 +123,6 @@ pub struct UploadQueue {
     failures: AtomicU64,
 }
 
-/// Queue depth of every timeline together (metrics).
-pub static QUEUED_OPS: AtomicU64 = AtomicU64::new(0);
-
 impl UploadQueue {
     /// A queue that will reconcile `layers` (the timeline's layers when it was opened) and `metadata` with
     /// remote storage before anything else; `remote_lsn` is what the index the timeline was attached from
@@ -169,7 +166,6 @@ impl UploadQueue {
 
     fn push(&self, op: Op) {
         self.lock().ops.push_back(op);
-        QUEUED_OPS.fetch_add(1, Ordering::Relaxed);
         self.wakeup.notify_one();
     }
 
@@ -280,10 +276,10 @@ impl UploadQueue {
     /// The worker: reconciles, then runs the queue until `cancel`.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let initial = self.lock().initial.take();
-        if let Some((layers, metadata)) = initial {
-            if !self.reconcile(layers, metadata, &cancel).await {
-                return;
-            }
+        if let Some((layers, metadata)) = initial
+            && !self.reconcile(layers, metadata, &cancel).await
+        {
+            return;
         }
         self.lock().reconciled = true;
         loop {
@@ -294,13 +290,10 @@ impl UploadQueue {
                     _ = self.wakeup.notified() => continue,
                 }
             }
-            let n = batch.len();
             if !self.execute(batch, &cancel).await {
                 return;
             }
-            let mut inner = self.lock();
-            inner.in_flight = 0;
-            QUEUED_OPS.fetch_sub(n as u64, Ordering::Relaxed);
+            self.lock().in_flight = 0;
         }
     }
 
@@ -383,6 +376,10 @@ impl UploadQueue {
                         self.storage.upload_bytes(Bytes::from(data), &to).await
                     })
                     .await;
+                if done.is_some() {
+                    let _ = std::fs::remove_file(&path);
+                    info!(key = %to, "uploaded {}", path.display());
+                }
                 done.is_some()
             }
             Op::Delete(layers) => {
@@ -503,12 +500,10 @@ impl UploadQueue {
             layers_to_upload = missing,
             "upload queue reconciled with remote storage"
         );
-        let n = front.len();
         let mut inner = self.lock();
         for op in front.into_iter().rev() {
             inner.ops.push_front(op);
         }
-        QUEUED_OPS.fetch_add(n as u64, Ordering::Relaxed);
         true
     }
 }

@@ -408,7 +408,10 @@ impl Tenant {
         for entry in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let entry = entry.map_err(io_err(&dir))?;
             let fname = entry.file_name().to_string_lossy().to_string();
-            if fname == METADATA_FILE || fname == IMPORTING_MARKER {
+            if fname == METADATA_FILE
+                || fname == IMPORTING_MARKER
+                || fname == crate::remote_storage::index::INITDB_ARCHIVE_NAME
+            {
                 continue;
             }
             if !meta.layers.contains(&fname) {
@@ -448,6 +451,8 @@ impl Tenant {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, timeline.clone());
         self.spawn_tasks(&timeline);
+        // An initdb archive left by a crash before its upload.
+        timeline.schedule_initdb_upload();
         Ok(timeline)
     }
 
@@ -479,20 +484,20 @@ impl Tenant {
                 path: crate::remote_storage::index::layer_path(self.id, id, name, generation),
             });
         let local_size = std::fs::metadata(&path).ok().map(|m| m.len());
-        if let (Some(k), Some(_)) = (known, &remote) {
-            if local_size != Some(k.file_size) {
-                if local_size.is_some() {
-                    warn!(timeline = %id, layer = %name, "local layer file has the wrong size; it will be downloaded again");
-                    let _ = std::fs::remove_file(&path);
-                }
-                return Ok(HistoricLayer::evicted(
-                    parsed,
-                    k.file_size,
-                    generation,
-                    path,
-                    remote,
-                ));
+        if let (Some(k), Some(_)) = (known, &remote)
+            && local_size != Some(k.file_size)
+        {
+            if local_size.is_some() {
+                warn!(timeline = %id, layer = %name, "local layer file has the wrong size; it will be downloaded again");
+                let _ = std::fs::remove_file(&path);
             }
+            return Ok(HistoricLayer::evicted(
+                parsed,
+                k.file_size,
+                generation,
+                path,
+                remote,
+            ));
         }
         let resident = match parsed {
             LayerName::Delta { .. } => Resident::Delta(Arc::new(DeltaLayer::open(&path)?)),

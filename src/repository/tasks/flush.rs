@@ -149,6 +149,21 @@ impl Timeline {
         Ok(())
     }
 
+    /// Uploads `<dir>/initdb.tar.zst` (then removes it), if it is there and remote storage is configured.
+    pub fn schedule_initdb_upload(&self) {
+        let path = self
+            .dir
+            .join(crate::remote_storage::index::INITDB_ARCHIVE_NAME);
+        if let Some(queue) = &self.upload_queue
+            && path.exists()
+        {
+            queue.schedule_file_upload(
+                path,
+                crate::remote_storage::index::initdb_path(self.tenant_id, self.timeline_id),
+            );
+        }
+    }
+
     /// A layer this timeline just wrote, in its generation, with its remote copy's key.
     pub(crate) fn new_layer(&self, layer: Resident) -> HistoricLayer {
         let generation = self.resources.generation;
