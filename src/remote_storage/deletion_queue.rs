@@ -1,5 +1,5 @@
 //! The deletion queue of the node: remote layer deletions wait here, persisted, until their generation is
-//! validated (DESIGN D14, after Neon's `pageserver/src/deletion_queue.rs`).
+//! validated (after Neon's `pageserver/src/deletion_queue.rs`; docs/remote-storage.md "Generations").
 //!
 //! Each list is a file `<workdir>/deletion/<sequence:016x>.list` (JSON: tenant, timeline, the generation that
 //! scheduled it, the keys), written atomically before the upload queue moves past the deletion, so a crash

@@ -168,7 +168,7 @@ impl Timeline {
             .map(|q| q.remote_consistent_lsn())
     }
 
-    /// What the WAL source may let go of (DESIGN D13): disk_consistent_lsn, and with remote storage no more
+    /// What the WAL source may let go of (docs/remote-storage.md): disk_consistent_lsn, and with remote storage no more
     /// than remote_consistent_lsn, so that losing the whole workdir loses nothing the source dropped.
     pub fn feedback_flush_lsn(&self) -> Lsn {
         let disk = self.disk_consistent_lsn();
