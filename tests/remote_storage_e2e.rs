@@ -11,14 +11,13 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use pageserver::config::RemoteStorageConfig;
-use pageserver::page_service::client::PageServiceClient;
 use pageserver::pg::Lsn;
 use pageserver::remote_storage::{
     ByteRange, GenericRemoteStorage, ListingMode, RemotePath, StaticCredentials,
 };
 use serde_json::json;
 use support::compare::{compare_over_http, stop_primary_and_wait};
-use support::dump::{as_wal_derived, dumpall, first_difference, snapshot};
+use support::dump::{Snapshot, as_wal_derived, dumpall, first_difference, snapshot};
 use support::objstore::{AZURITE_KEY, AzuriteServer, S3Server};
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
@@ -156,6 +155,23 @@ impl Bucket {
     }
 }
 
+/// Boots plain PostgreSQL on a fullbackup of `ps` at `lsn` and checks that its `pg_dumpall` is the primary's at
+/// `snap`; returns the dump's line count.
+fn assert_fullbackup_dump(ps: &Pageserver, lsn: Lsn, snap: &Snapshot) -> usize {
+    let tar = ps.fullbackup(T, TL, lsn);
+    let mut restored = PgCluster::start_from_tar(&tar);
+    let ours = dumpall(&restored);
+    restored.stop();
+    let expected = as_wal_derived(snap);
+    assert!(
+        ours == expected,
+        "pg_dumpall of the fullbackup at {lsn} differs from the primary's at {}: {}",
+        snap.lsn,
+        first_difference(&expected, &ours)
+    );
+    ours.lines().count()
+}
+
 fn lsn_of(info: &serde_json::Value, field: &str) -> Lsn {
     info[field].as_str().unwrap_or("0/0").parse().unwrap()
 }
@@ -226,13 +242,7 @@ fn kill_wipe_attach(store: Store) {
 
         // A new pageserver with an empty workdir attaches the tenant (a newer generation) and follows again.
         let fresh = Pageserver::start_with_env(&overrides, store.env.clone());
-        let body = json!({"mode": "AttachedSingle", "generation": 2, "tenant_conf": {}});
-        let (s, answer) = fresh.json(
-            "PUT",
-            &format!("/v1/tenant/{T}/location_config"),
-            Some(&body.to_string()),
-        );
-        assert_eq!(s, 200, "{answer}");
+        fresh.attach(T, Some(2));
         let (_, info) = fresh.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
         assert_eq!(lsn_of(&info, "disk_consistent_lsn"), remote, "{info}");
         assert_eq!(lsn_of(&info, "last_record_lsn"), remote, "{info}");
@@ -287,29 +297,8 @@ fn kill_wipe_attach(store: Store) {
     assert!(cmp.equal.get("main").copied().unwrap_or(0) > 1000);
     assert!(downloads > 0, "pages were read from downloaded layers");
 
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let tar = rt.block_on(async {
-        let mut c = PageServiceClient::connect(&ps.pg_addr).await.unwrap();
-        c.backup(&format!("fullbackup {T} {TL} {last}"))
-            .await
-            .unwrap()
-    });
-    let mut restored = PgCluster::start_from_tar(&tar);
-    let ours = dumpall(&restored);
-    let expected = as_wal_derived(&snap);
-    assert!(
-        ours == expected,
-        "pg_dumpall of the fullbackup differs from the primary's: {}",
-        first_difference(&expected, &ours)
-    );
-    println!(
-        "fullbackup at {last}: pg_dumpall of {} lines equal",
-        ours.lines().count()
-    );
-    restored.stop();
+    let lines = assert_fullbackup_dump(&ps, last, &snap);
+    println!("fullbackup at {last}: pg_dumpall of {lines} lines equal");
 
     // Everything the second pageserver uploaded keeps the invariant too.
     wait_remote(&ps, last);
@@ -399,13 +388,7 @@ fn faults_and_kill_during_uploads() {
     // And from the bucket alone, faults still on: a new pageserver on an empty workdir.
     ps.kill9();
     let fresh = Pageserver::start_with_env(&overrides, store.env.clone());
-    let body = json!({"mode": "AttachedSingle", "tenant_conf": {}});
-    let (s, answer) = fresh.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/location_config"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(s, 200, "{answer}");
+    fresh.attach(T, None);
     let cmp = compare_over_http(&fresh, T, TL, last, &pg, &[wal_log_db]);
     cmp.print(&format!(
         "attached with faults on: {indexes} indexes, {layers} layer objects in the bucket"
@@ -451,13 +434,7 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
     let bucket = Bucket::open(&store);
 
     let ps2 = Pageserver::start_with_env(&overrides, store.env.clone());
-    let body = json!({"mode": "AttachedSingle", "generation": 2, "tenant_conf": {}});
-    let (s, answer) = ps2.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/location_config"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(s, 200, "{answer}");
+    ps2.attach(T, Some(2));
     let prefix = format!("tenants/{T}/timelines/{TL}/");
     let index2: serde_json::Value =
         serde_json::from_slice(&bucket.get(&format!("{prefix}index_part.json-00000002"))).unwrap();
@@ -514,26 +491,7 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
     // Generation 2 reads them all: its fullbackup boots with the primary's dump of when it attached.
     let (_, info) = ps2.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
     let at = lsn_of(&info, "last_record_lsn");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let tar = rt.block_on(async {
-        let mut c = PageServiceClient::connect(&ps2.pg_addr).await.unwrap();
-        c.backup(&format!("fullbackup {T} {TL} {at}"))
-            .await
-            .unwrap()
-    });
-    let mut restored = PgCluster::start_from_tar(&tar);
-    let ours = dumpall(&restored);
-    let expected = as_wal_derived(&snap);
-    assert!(
-        ours == expected,
-        "generation 2's fullbackup at {at} differs from the primary at {}: {}",
-        snap.lsn,
-        first_difference(&expected, &ours)
-    );
-    restored.stop();
+    assert_fullbackup_dump(&ps2, at, &snap);
     pg.stop();
 }
 
@@ -620,13 +578,7 @@ fn eviction_keeps_the_local_disk_under_the_limit() {
 
     let limit = format!("disk_usage_max_bytes={LIMIT}");
     let reader = Pageserver::start_with_env(&[remote.as_str(), limit.as_str()], store.env.clone());
-    let body = json!({"mode": "AttachedSingle", "tenant_conf": {}});
-    let (s, answer) = reader.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/location_config"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(s, 200, "{answer}");
+    reader.attach(T, None);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (cmp, peak) = std::thread::scope(|scope| {
         let sampler = scope.spawn(|| {
@@ -756,13 +708,7 @@ fn initdb_archive_detach_and_attach_from_a_local_path() {
         !ps.workdir().join(format!("tenants/{T}")).exists(),
         "local files kept after detach"
     );
-    let body = json!({"mode": "AttachedSingle", "tenant_conf": {}});
-    let (s, answer) = ps.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/location_config"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(s, 200, "{answer}");
+    ps.attach(T, None);
     let (_, tenant) = ps.json("GET", &format!("/v1/tenant/{T}"), None);
     assert_eq!(tenant["generation"], 2, "{tenant}");
     for tl in [TL, branch] {
@@ -793,4 +739,96 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// A permanent error (the S3 server refuses the secret): the pageserver keeps serving and ingesting, timeline
+/// detail and the metrics say the error is permanent, nothing is lost; with the right secret again the
+/// queue catches up.
+#[test]
+fn permanent_errors_show_and_heal() {
+    let store = s3_store("permanent");
+    let remote = format!("remote_storage={}", store.table);
+    let overrides = [remote.as_str(), "superuser='postgres'"];
+    let mut ps = Pageserver::start_with_env(&overrides, store.env.clone());
+    ps.create_tenant(T);
+    let info = ps.bootstrap(T, TL);
+    wait_remote(&ps, lsn_of(&info, "last_record_lsn"));
+    ps.kill9();
+
+    // The wrong secret: the signature check fails on every request.
+    ps.env = store
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "AWS_SECRET_ACCESS_KEY" {
+                "wrong-secret".to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    ps.spawn(&overrides);
+    let branch = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
+    let body = json!({"new_timeline_id": branch, "ancestor_timeline_id": TL});
+    let (s, answer) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&body.to_string()),
+    );
+    assert_eq!(
+        s, 201,
+        "the node works without its remote storage: {answer}"
+    );
+    assert_eq!(ps.pg_class_page(T, branch), (200, 8192));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let error = loop {
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{branch}"), None);
+        let e = info["upload_queue"]["last_error"].clone();
+        if e.is_object() {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "no error shown: {info}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    println!("with a wrong secret, timeline detail shows {error}");
+    assert_eq!(error["permanent"], true, "{error}");
+    assert!(
+        !error.to_string().contains("wrong-secret"),
+        "the secret is not shown: {error}"
+    );
+    let (_, text) = ps.get("/metrics");
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("pageserver_timeline_upload_permanent_error{") && l.ends_with(" 1")
+        ),
+        "{text}"
+    );
+    assert!(
+        !ps.log_text().contains("wrong-secret"),
+        "the secret is in the log"
+    );
+
+    // The right secret: the queue reconciles, the branch's index arrives.
+    ps.kill9();
+    ps.env = store.env.clone();
+    ps.spawn(&overrides);
+    let bucket = Bucket::open(&store);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while bucket
+        .keys(&format!("tenants/{T}/timelines/{branch}/index_part.json"))
+        .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the branch's index never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{branch}"), None);
+    assert_eq!(
+        info["upload_queue"]["last_error"],
+        serde_json::Value::Null,
+        "{info}"
+    );
 }

@@ -209,6 +209,24 @@ pub async fn claim_index(
     )))
 }
 
+/// The keys of the indexes of `timeline` older than `generation`.
+pub async fn older_indexes(
+    storage: &GenericRemoteStorage,
+    tenant: TenantId,
+    timeline: TimelineId,
+    generation: Generation,
+) -> Result<Vec<crate::remote_storage::RemotePath>, RemoteError> {
+    let gens = foreground("list indexes", || {
+        crate::remote_storage::upload_queue::index_generations(storage, tenant, timeline)
+    })
+    .await?;
+    Ok(gens
+        .into_iter()
+        .filter(|g| *g < generation)
+        .map(|g| index::index_path(tenant, timeline, g))
+        .collect())
+}
+
 /// Deletes every remote object of a timeline, its indexes last (while any remains, an attach still finds
 /// the timeline; once they are gone, nothing refers to what may be left).
 pub async fn delete_timeline_objects(

@@ -663,13 +663,9 @@ async fn attach_from_remote(
         info!(tenant = %id, timeline = %tl, layers = meta.layers.len(), disk_consistent_lsn = %meta.disk_consistent_lsn, "timeline attached from remote storage");
         // The indexes of older generations are superseded by ours: they go through the deletion queue (as
         // layers do), so that no index is left naming layers this attachment may delete.
-        let older: Vec<_> =
-            crate::remote_storage::upload_queue::index_generations(&remote.storage, id, *tl)
-                .await?
-                .into_iter()
-                .filter(|g| *g < remote.generation)
-                .map(|g| crate::remote_storage::index::index_path(id, *tl, g))
-                .collect();
+        let older =
+            crate::repository::remote::older_indexes(&remote.storage, id, *tl, remote.generation)
+                .await?;
         if !older.is_empty() {
             let list = crate::remote_storage::deletion_queue::DeletionList::new(
                 id,

@@ -111,14 +111,62 @@ impl S3Server {
             .stderr(log);
         let mut child = cmd.spawn().expect("spawn weed mini");
         wait_listening(&mut child, s3_port, &dir, "SeaweedFS");
-        S3Server {
+        let server = S3Server {
             child,
             dir,
             endpoint: format!("http://127.0.0.1:{s3_port}"),
             bucket,
             access_key,
             secret_key,
-        }
+        };
+        server.wait_bucket();
+        server
+    }
+
+    /// A client of the AWS SDK for this server.
+    pub fn client(&self) -> aws_sdk_s3::Client {
+        let creds = aws_sdk_s3::config::Credentials::new(
+            &self.access_key,
+            &self.secret_key,
+            None,
+            None,
+            "test",
+        );
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(&self.endpoint)
+            .force_path_style(true)
+            .request_checksum_calculation(
+                aws_sdk_s3::config::RequestChecksumCalculation::WhenRequired,
+            )
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+
+    /// Waits until the bucket answers a signed listing (`weed mini` creates it after it starts listening).
+    fn wait_bucket(&self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = self.client();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        rt.block_on(async {
+            loop {
+                match client.list_objects_v2().bucket(&self.bucket).send().await {
+                    Ok(_) => return,
+                    Err(e) => assert!(
+                        Instant::now() < deadline,
+                        "bucket {} not usable after 60 s: {e:?}\n{}",
+                        self.bucket,
+                        self.log()
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
     }
 
     /// The `remote_storage` table of a pageserver using this server under `prefix`.

@@ -234,6 +234,36 @@ impl Pageserver {
         info
     }
 
+    /// Attaches `tenant` (`location_config` AttachedSingle, with `generation` if given); panics unless 200.
+    pub fn attach(&self, tenant: &str, generation: Option<u32>) {
+        let mut body = serde_json::json!({"mode": "AttachedSingle", "tenant_conf": {}});
+        if let Some(g) = generation {
+            body["generation"] = g.into();
+        }
+        let (s, answer) = self.json(
+            "PUT",
+            &format!("/v1/tenant/{tenant}/location_config"),
+            Some(&body.to_string()),
+        );
+        assert_eq!(s, 200, "{answer}");
+    }
+
+    /// The tar of `fullbackup <tenant> <timeline> <lsn>` over the page service.
+    pub fn fullbackup(&self, tenant: &str, timeline: &str, lsn: pageserver::pg::Lsn) -> Vec<u8> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let mut c = pageserver::page_service::client::PageServiceClient::connect(&self.pg_addr)
+                .await
+                .expect("connect to the page service");
+            c.backup(&format!("fullbackup {tenant} {timeline} {lsn}"))
+                .await
+                .expect("fullbackup")
+        })
+    }
+
     /// Creates tenant `tenant` with the default config; panics unless 201.
     pub fn create_tenant(&self, tenant: &str) {
         let body = serde_json::json!({ "new_tenant_id": tenant });
