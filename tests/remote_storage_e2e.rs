@@ -717,6 +717,26 @@ fn initdb_archive_detach_and_attach_from_a_local_path() {
     let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{branch}"), None);
     assert_eq!(info["ancestor_timeline_id"], TL, "{info}");
 
+    // Timeline delete: its remote objects go, the others stay.
+    let (s, answer) = ps.request("DELETE", &format!("/v1/tenant/{T}/timeline/{branch}"), None);
+    assert_eq!(s, 200, "{answer}");
+    let branch_left = walk(
+        remote_dir
+            .path()
+            .join(format!("tenants/{T}/timelines/{branch}"))
+            .as_path(),
+    );
+    assert!(branch_left.is_empty(), "{branch_left:?}");
+    assert!(
+        !walk(
+            remote_dir
+                .path()
+                .join(format!("tenants/{T}/timelines/{TL}"))
+                .as_path()
+        )
+        .is_empty()
+    );
+
     // Delete: the tenant's remote objects go too.
     let (s, answer) = ps.request("DELETE", &format!("/v1/tenant/{T}"), None);
     assert_eq!(s, 200, "{answer}");
