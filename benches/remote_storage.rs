@@ -38,14 +38,6 @@ fn detail(ps: &Pageserver) -> Value {
         .1
 }
 
-fn metric(ps: &Pageserver, name: &str) -> u64 {
-    let (_, text) = ps.get("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
@@ -150,20 +142,14 @@ fn main() {
     ps.kill9();
     let fresh = Pageserver::start_with_env(&overrides, server.env());
     let t = Instant::now();
-    let body = json!({"mode": "AttachedSingle", "tenant_conf": {}});
-    let (s, answer) = fresh.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/location_config"),
-        Some(&body.to_string()),
-    );
-    assert_eq!(s, 200, "{answer}");
+    fresh.attach(T, None);
     let attached = t.elapsed();
     assert_eq!(fresh.pg_class_page(T, TL), (200, 8192));
     let first_page = t.elapsed();
     let tar = fresh.fullbackup(T, TL, remote_lsn);
     let every_layer = t.elapsed();
-    let downloads = metric(&fresh, "pageserver_layer_downloads_total");
-    let downloaded = metric(&fresh, "pageserver_layer_downloaded_bytes_total");
+    let downloads = fresh.metric("pageserver_layer_downloads_total");
+    let downloaded = fresh.metric("pageserver_layer_downloaded_bytes_total");
     let (_, layers) = fresh.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}/layer"), None);
     let layer_count = layers["historic_layers"].as_array().map_or(0, |a| a.len());
     pg.stop();

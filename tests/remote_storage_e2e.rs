@@ -172,16 +172,15 @@ fn assert_fullbackup_dump(ps: &Pageserver, lsn: Lsn, snap: &Snapshot) -> usize {
     ours.lines().count()
 }
 
-fn lsn_of(info: &serde_json::Value, field: &str) -> Lsn {
-    info[field].as_str().unwrap_or("0/0").parse().unwrap()
+/// A primary set up for the ingest workload.
+fn workload_primary() -> PgCluster {
+    PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    })
 }
 
-fn metric(ps: &Pageserver, name: &str) -> u64 {
-    let (_, text) = ps.get("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+fn lsn_of(info: &serde_json::Value, field: &str) -> Lsn {
+    info[field].as_str().unwrap_or("0/0").parse().unwrap()
 }
 
 /// Waits until the timeline's remote_consistent_lsn reaches `lsn`.
@@ -201,9 +200,7 @@ fn wait_remote(ps: &Pageserver, lsn: Lsn) -> serde_json::Value {
 }
 
 fn kill_wipe_attach(store: Store) {
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
-    });
+    let mut pg = workload_primary();
     let remote = format!("remote_storage={}", store.table);
     let overrides = [
         remote.as_str(),
@@ -284,7 +281,7 @@ fn kill_wipe_attach(store: Store) {
     let snap = snapshot(&pg);
     let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
     let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
-    let downloads = metric(&ps, "pageserver_layer_downloads_total");
+    let downloads = ps.metric("pageserver_layer_downloads_total");
     cmp.print(&format!(
         "attached on an empty workdir at {remote_at_kill} (slot at {slot_at_kill}), resumed streaming at \
          {resumed}, followed to {last}; {downloads} layers downloaded"
@@ -324,9 +321,7 @@ fn azure_kill_wipe_attach() {
 #[test]
 fn faults_and_kill_during_uploads() {
     let store = s3_store("faults");
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
-    });
+    let mut pg = workload_primary();
     let remote = format!("remote_storage={}", store.table);
     let overrides = [
         remote.as_str(),
@@ -367,7 +362,7 @@ fn faults_and_kill_during_uploads() {
     pg.sql("CHECKPOINT");
     let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
     let info = wait_remote(&ps, last);
-    let injected = metric(&ps, "pageserver_remote_faults_injected_total");
+    let injected = ps.metric("pageserver_remote_faults_injected_total");
     let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
     cmp.print(&format!(
         "restarted after a kill with the queue at {killed_with}; {injected} faults injected since, \
@@ -413,9 +408,7 @@ fn faults_and_kill_during_uploads() {
 #[test]
 fn an_older_generation_deletes_nothing_the_newer_index_names() {
     let store = s3_store("generations");
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
-    });
+    let mut pg = workload_primary();
     let remote = format!("remote_storage={}", store.table);
     let overrides = [
         remote.as_str(),
@@ -465,7 +458,7 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
         assert_eq!(s, 200, "{what}: {answer}");
     }
     let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&ps1, "pageserver_remote_deletions_dropped_total") == 0 {
+    while ps1.metric("pageserver_remote_deletions_dropped_total") == 0 {
         assert!(
             Instant::now() < deadline,
             "generation 1 scheduled no deletion:\n{}",
@@ -473,8 +466,8 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let dropped = metric(&ps1, "pageserver_remote_deletions_dropped_total");
-    let executed = metric(&ps1, "pageserver_remote_deletions_executed_total");
+    let dropped = ps1.metric("pageserver_remote_deletions_dropped_total");
+    let executed = ps1.metric("pageserver_remote_deletions_executed_total");
     let keys: BTreeSet<String> = bucket.keys(&prefix).into_iter().collect();
     let missing: Vec<&String> = named.iter().filter(|k| !keys.contains(*k)).collect();
     println!(
@@ -524,9 +517,7 @@ fn local_layer_bytes(workdir: &std::path::Path) -> u64 {
 fn eviction_keeps_the_local_disk_under_the_limit() {
     const LIMIT: u64 = 12 << 20;
     let store = s3_store("eviction");
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
-    });
+    let mut pg = workload_primary();
     let remote = format!("remote_storage={}", store.table);
     let writer = [
         remote.as_str(),
@@ -593,8 +584,8 @@ fn eviction_keeps_the_local_disk_under_the_limit() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (cmp, sampler.join().unwrap())
     });
-    let downloads = metric(&reader, "pageserver_layer_downloads_total");
-    let evictions = metric(&reader, "pageserver_layer_evictions_total");
+    let downloads = reader.metric("pageserver_layer_downloads_total");
+    let evictions = reader.metric("pageserver_layer_evictions_total");
     cmp.print(&format!(
         "tenant of {} layers, {tenant_size} bytes (largest {largest}), read under a limit of {LIMIT}: peak \
          {peak} bytes on disk, {downloads} downloads, {evictions} evictions (writer: {})",

@@ -234,6 +234,15 @@ impl Pageserver {
         info
     }
 
+    /// The value of the unlabelled metric `name` in `/metrics` (0 if absent).
+    pub fn metric(&self, name: &str) -> u64 {
+        let (_, text) = self.get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Attaches `tenant` (`location_config` AttachedSingle, with `generation` if given); panics unless 200.
     pub fn attach(&self, tenant: &str, generation: Option<u32>) {
         let mut body = serde_json::json!({"mode": "AttachedSingle", "tenant_conf": {}});
