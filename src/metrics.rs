@@ -137,6 +137,15 @@ pub static LAYER_EVICTIONS: Counter = Counter::new();
 /// Remote deletions executed, and dropped because a newer generation exists (their keys leak, safely).
 pub static REMOTE_DELETIONS_EXECUTED: Counter = Counter::new();
 pub static REMOTE_DELETIONS_DROPPED: Counter = Counter::new();
+/// WAL bytes replayed by recoveries; recoveries and scrubs finished; scrub mismatches found.
+pub static RECOVERY_REPLAYED_BYTES: Counter = Counter::new();
+pub static RECOVERIES_FAILED: Counter = Counter::new();
+pub static SCRUBS_DONE: Counter = Counter::new();
+pub static SCRUB_MISMATCHED_KEYS: Counter = Counter::new();
+
+pub fn recovery_replayed(bytes: u64) {
+    RECOVERY_REPLAYED_BYTES.add(bytes);
+}
 
 /// A monotonic counter.
 pub struct Counter(AtomicU64);
@@ -232,6 +241,26 @@ pub fn encode_remote(out: &mut String) {
             "pageserver_remote_deletions_dropped_total",
             "Remote deletions dropped because a newer generation attached the tenant",
             &REMOTE_DELETIONS_DROPPED,
+        ),
+        (
+            "pageserver_recovery_replayed_bytes_total",
+            "WAL bytes replayed from the WAL archive by recovery jobs",
+            &RECOVERY_REPLAYED_BYTES,
+        ),
+        (
+            "pageserver_recoveries_failed_total",
+            "Recovery jobs that failed (a check of the archive, or an error)",
+            &RECOVERIES_FAILED,
+        ),
+        (
+            "pageserver_scrubs_total",
+            "Scrub jobs finished",
+            &SCRUBS_DONE,
+        ),
+        (
+            "pageserver_scrub_mismatched_keys_total",
+            "Keys that differed between the two timelines of a scrub",
+            &SCRUB_MISMATCHED_KEYS,
         ),
     ] {
         let _ = writeln!(

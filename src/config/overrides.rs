@@ -62,6 +62,9 @@ overrides! {
     walreceiver_connect_timeout: HumanDuration,
     lagging_wal_timeout: HumanDuration,
     walredo_pool_size: usize,
+    wal_archive_partial_interval: HumanDuration,
+    wal_archive_retention: HumanDuration,
+    scrub_period: HumanDuration,
 }
 
 #[cfg(test)]

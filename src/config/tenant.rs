@@ -38,6 +38,15 @@ pub struct TenantConfig {
     pub lagging_wal_timeout: HumanDuration,
     /// Number of `postgres --wal-redo` processes the tenant may run at once.
     pub walredo_pool_size: usize,
+    /// How often the tail of the WAL segment being archived is uploaded (also when the source is idle and at
+    /// shutdown); "0 s" uploads it only then.
+    pub wal_archive_partial_interval: HumanDuration,
+    /// Completed WAL archive segments older than this are removed; "0 s" keeps them all. Independent of
+    /// `pitr_interval` and GC: a recovery without `from_lsn` needs every segment since the base.
+    pub wal_archive_retention: HumanDuration,
+    /// How often a background recovery plus scrub checks one of the tenant's timelines against its archive
+    /// (docs/wal-archive.md); "0 s" (the default) never.
+    pub scrub_period: HumanDuration,
 }
 
 impl Default for TenantConfig {
@@ -55,6 +64,9 @@ impl Default for TenantConfig {
             walreceiver_connect_timeout: HumanDuration::from_secs(10),
             lagging_wal_timeout: HumanDuration::from_secs(10),
             walredo_pool_size: 1,
+            wal_archive_partial_interval: HumanDuration::from_secs(60),
+            wal_archive_retention: HumanDuration::from_secs(0),
+            scrub_period: HumanDuration::from_secs(0),
         }
     }
 }
@@ -74,6 +86,9 @@ pub const TENANT_CONFIG_KEYS: &[&str] = &[
     "walreceiver_connect_timeout",
     "lagging_wal_timeout",
     "walredo_pool_size",
+    "wal_archive_partial_interval",
+    "wal_archive_retention",
+    "scrub_period",
 ];
 
 impl TenantConfig {

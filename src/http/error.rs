@@ -173,3 +173,17 @@ impl From<BootstrapError> for ApiError {
         }
     }
 }
+
+impl From<crate::recover::RecoverError> for ApiError {
+    fn from(e: crate::recover::RecoverError) -> ApiError {
+        use crate::recover::RecoverError as R;
+        match e {
+            R::BadRequest(m) => ApiError::BadRequest(m),
+            R::Conflict(m) => ApiError::Conflict(m),
+            R::NotFound(_) => ApiError::NotFound(e.to_string()),
+            R::NoArchive(_) => ApiError::BadRequest(e.to_string()),
+            R::Cancelled => ApiError::ShuttingDown(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
+    }
+}

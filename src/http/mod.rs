@@ -4,6 +4,7 @@
 mod error;
 mod metrics;
 mod models;
+mod recover;
 mod request;
 mod routes;
 mod server;

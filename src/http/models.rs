@@ -67,6 +67,10 @@ pub struct TimelineInfo {
     pub walreceiver_next_attempt_ts: Option<u64>,
     /// The upload queue, with remote storage.
     pub upload_queue: Option<crate::remote_storage::upload_queue::QueueStatus>,
+    /// The WAL archive of the timeline.
+    pub wal_archive: Option<crate::wal_archive::ArchiveStatus>,
+    /// Set while a recovery writes into the timeline, or after one failed (reads are refused).
+    pub recovery: Option<crate::repository::metadata::RecoveryMark>,
 }
 
 impl TimelineInfo {
@@ -74,6 +78,11 @@ impl TimelineInfo {
         let meta = tl.metadata();
         let ancestor = tl.ancestor();
         let cutoff = tl.gc_cutoff();
+        let recovery = tl
+            .recovery
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         TimelineInfo {
             tenant_id: tl.tenant_id,
             timeline_id: tl.timeline_id,
@@ -88,7 +97,11 @@ impl TimelineInfo {
             min_readable_lsn: cutoff.max(ancestor.map_or(Lsn(0), |(_, lsn)| lsn).min(cutoff)),
             initdb_lsn: meta.initdb_lsn,
             pg_version: meta.pg_version,
-            state: "Active",
+            state: match &recovery {
+                None => "Active",
+                Some(m) if m.state == "running" => "Recovering",
+                Some(_) => "Broken",
+            },
             wal_source_connstr: None,
             current_physical_size: tl.physical_size(),
             is_archived: false,
@@ -99,6 +112,8 @@ impl TimelineInfo {
             walreceiver_connect_attempts: None,
             walreceiver_next_attempt_ts: None,
             upload_queue: tl.upload_queue.as_ref().map(|q| q.status()),
+            wal_archive: tl.wal_archive.as_ref().map(|a| a.status()),
+            recovery,
         }
     }
 

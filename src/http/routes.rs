@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::error::{ApiError, json_response};
-use super::{tenants, timelines};
+use super::{recover, tenants, timelines};
 
 /// What handlers share: the node's state.
 pub struct ApiState {
@@ -155,6 +155,23 @@ pub static ROUTES: &[Route] = &[
         "/v1/tenant/:tenant_id/timeline/:timeline_id/layer",
         timelines::layers
     ),
+    route!(
+        POST,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/recover",
+        recover::recover
+    ),
+    route!(
+        POST,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/scrub",
+        recover::scrub
+    ),
+    route!(
+        POST,
+        "/v1/tenant/:tenant_id/recover",
+        recover::recover_tenant
+    ),
+    route!(GET, "/v1/tenant/:tenant_id/job", recover::jobs),
+    route!(GET, "/v1/tenant/:tenant_id/job/:job_id", recover::job),
 ];
 
 /// The OpenAPI document of the API.

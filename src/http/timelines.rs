@@ -206,10 +206,21 @@ async fn import_spooled(
         .map_err(|e| ApiError::Internal(format!("{}: {e}", spool.display())))?;
     let tl = a.tenant.create_timeline_for_import(id, 15).await?;
     let imported = async {
-        crate::import::datadir::import_tar(&tl, std::io::BufReader::new(file), lsn, None).await?;
+        let stats =
+            crate::import::datadir::import_tar(&tl, std::io::BufReader::new(file), lsn, None)
+                .await?;
         tl.finish_import(lsn)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
+        crate::wal_archive::base::archive_base(
+            &tl,
+            crate::wal_archive::base::BaseSource::Tar(spool.to_path_buf()),
+            crate::wal_archive::BaseKind::Basebackup,
+            lsn,
+            None,
+            stats.system_identifier,
+        )
+        .await;
         Ok::<_, ApiError>(())
     }
     .await;
@@ -292,6 +303,9 @@ pub async fn checkpoint(ctx: RequestContext) -> HandlerResult {
 /// GET .../getpage?key=<36 hex>&lsn=X/Y: the value of any key (application/octet-stream).
 pub async fn getpage(ctx: RequestContext) -> HandlerResult {
     let (_, tl) = timeline(&ctx).await?;
+    if let Some(why) = tl.not_serving() {
+        return Err(ApiError::Conflict(why));
+    }
     let key_text = ctx
         .query("key")
         .ok_or_else(|| ApiError::BadRequest("missing key parameter".into()))?;
@@ -340,7 +354,7 @@ pub async fn get_lsn_by_timestamp(ctx: RequestContext) -> HandlerResult {
 }
 
 /// An RFC 3339 time as PostgreSQL's TimestampTz (µs since 2000-01-01 UTC); None if malformed or out of range.
-fn pg_timestamp(text: &str) -> Option<i64> {
+pub(crate) fn pg_timestamp(text: &str) -> Option<i64> {
     const PG_EPOCH_UNIX_SECS: i128 = 946_684_800;
     let t = humantime::parse_rfc3339(text).ok()?;
     let unix_micros = match t.duration_since(std::time::UNIX_EPOCH) {

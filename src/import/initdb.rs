@@ -89,10 +89,19 @@ pub async fn bootstrap_timeline(
 ) -> Result<(Arc<Timeline>, Lsn), BootstrapError> {
     let initdb = run_initdb(bundle_dir, superuser, locale, run_as_user).await?;
     let result = import_initdb_dir(tenant, timeline_id, initdb.pgdata()).await;
-    if let Ok(done) = &result
-        && done.timeline.upload_queue.is_some()
-    {
-        archive_initdb(&done.timeline, initdb.pgdata()).await;
+    if let Ok(done) = &result {
+        if done.timeline.upload_queue.is_some() {
+            archive_initdb(&done.timeline, initdb.pgdata()).await;
+        }
+        crate::wal_archive::base::archive_base(
+            &done.timeline,
+            crate::wal_archive::base::BaseSource::Dir(initdb.pgdata().to_path_buf()),
+            crate::wal_archive::BaseKind::Initdb,
+            done.lsn,
+            Some(done.stats.control_checkpoint_lsn),
+            done.stats.system_identifier,
+        )
+        .await;
     }
     initdb.remove().await;
     let done = result?;

@@ -150,6 +150,8 @@ mod sqlstate {
     pub const INVALID_PARAMETER: &str = "22023";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const INTERNAL: &str = "XX000";
+    /// A timeline a recovery is writing into, or whose recovery failed.
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 }
 
 async fn connection(
@@ -344,10 +346,14 @@ async fn resolve(
         .get(tenant_id)
         .await
         .map_err(|e| (sqlstate::UNDEFINED_OBJECT, e.to_string()))?;
-    attached
+    let tl = attached
         .tenant
         .timeline(timeline_id)
-        .map_err(|e| (sqlstate::UNDEFINED_OBJECT, e.to_string()))
+        .map_err(|e| (sqlstate::UNDEFINED_OBJECT, e.to_string()))?;
+    if let Some(why) = tl.not_serving() {
+        return Err((sqlstate::OBJECT_NOT_IN_PREREQUISITE_STATE, why));
+    }
+    Ok(tl)
 }
 
 /// The CopyBoth session of `pagestream_vN`.

@@ -154,6 +154,9 @@ pub struct IndexPart {
     /// Set when the timeline is being deleted: an attach finishes the deletion instead of loading it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<String>,
+    /// Ours: a recovery writing into the timeline, or one that failed (the timeline refuses reads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<crate::repository::metadata::RecoveryMark>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +200,7 @@ impl IndexPart {
             lineage: Lineage {},
             lsn_times: m.lsn_times.clone(),
             deleted_at: None,
+            recovery: m.recovery.clone(),
         })
     }
 
@@ -213,6 +217,7 @@ impl IndexPart {
         m.prev_record_lsn = self.metadata.prev_record_lsn;
         m.latest_gc_cutoff_lsn = self.metadata.latest_gc_cutoff_lsn;
         m.lsn_times = self.lsn_times.clone();
+        m.recovery = self.recovery.clone();
         for (name, meta) in &self.layer_metadata {
             m.layers.push(name.clone());
             m.layer_meta.insert(

@@ -417,6 +417,24 @@ impl GenericRemoteStorage {
         })
     }
 
+    /// A storage in the local directory `root`, without faults: the WAL archive of a node that has no remote
+    /// storage lives in its workdir this way, in the same layout.
+    pub fn local(root: &std::path::Path) -> Result<Self, RemoteError> {
+        let max_keys = NonZeroU32::new(DEFAULT_MAX_KEYS_PER_LIST).expect("non-zero");
+        Ok(GenericRemoteStorage {
+            inner: Arc::new(Inner {
+                backend: AnyBackend::Local(local::LocalFs::new(root)?),
+                prefix: String::new(),
+                read_permits: Arc::new(Semaphore::new(local::CONCURRENCY_LIMIT)),
+                write_permits: Arc::new(Semaphore::new(local::CONCURRENCY_LIMIT)),
+                timeout: Duration::from_secs(120),
+                small_timeout: Duration::from_secs(30),
+                max_keys_per_list: max_keys,
+                faults: None,
+            }),
+        })
+    }
+
     fn full_key(&self, path: &RemotePath) -> String {
         if self.inner.prefix.is_empty() {
             path.0.clone()

@@ -222,6 +222,11 @@ impl Key {
         self.field1 == 0 && self.field4 != 0 && self.field6 != REL_SIZE_BLKNUM
     }
 
+    /// The size key of a relation fork.
+    pub fn is_rel_size(&self) -> bool {
+        self.field1 == 0 && self.field4 != 0 && self.field6 == REL_SIZE_BLKNUM
+    }
+
     pub fn is_slru_block(&self) -> bool {
         self.field1 == 1 && self.field3 == 1 && self.field6 != REL_SIZE_BLKNUM
     }

@@ -40,6 +40,40 @@ pub struct TimelineMetadata {
     pub layer_meta: BTreeMap<String, LayerFileMeta>,
     /// (unix seconds, LSN) samples, oldest first, for the PITR cutoff of GC.
     pub lsn_times: Vec<(u64, Lsn)>,
+    /// Set while a recovery writes into this timeline and kept if it fails: such a timeline refuses reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryMark>,
+}
+
+/// A recovery's mark on its target timeline (docs/wal-archive.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoveryMark {
+    pub job_id: String,
+    pub source_timeline: TimelineId,
+    /// "running" or "failed".
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RecoveryMark {
+    pub fn describe(&self) -> String {
+        match (&*self.state, &self.error) {
+            ("running", _) => format!(
+                "timeline is being recovered from timeline {} by job {}",
+                self.source_timeline, self.job_id
+            ),
+            (_, Some(e)) => format!(
+                "the recovery of this timeline (job {}) failed: {e}",
+                self.job_id
+            ),
+            _ => format!(
+                "the recovery of this timeline (job {}) did not finish",
+                self.job_id
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +125,7 @@ impl TimelineMetadata {
             layers: vec![],
             layer_meta: BTreeMap::new(),
             lsn_times: vec![],
+            recovery: None,
         }
     }
 

@@ -102,6 +102,8 @@ pub struct Tenant {
     /// Temp files and layers found at load that no metadata named (left by interrupted flushes, compactions
     /// or GCs), removed. Ephemeral files of in-memory layers are not counted.
     leftovers_removed: std::sync::atomic::AtomicUsize,
+    /// Recoveries and scrubs (docs/wal-archive.md).
+    pub jobs: crate::recover::Jobs,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TenantError + '_ {
@@ -162,6 +164,7 @@ impl Tenant {
             tasks: TaskTracker::new(),
             background,
             leftovers_removed: std::sync::atomic::AtomicUsize::new(0),
+            jobs: crate::recover::Jobs::default(),
         });
         if let Err(e) = tenant.load_timelines(&timelines_dir) {
             // Stop the tasks of the timelines opened before the failure: a broken tenant runs nothing.
@@ -411,6 +414,8 @@ impl Tenant {
             if fname == METADATA_FILE
                 || fname == IMPORTING_MARKER
                 || fname == crate::remote_storage::index::INITDB_ARCHIVE_NAME
+                || fname == crate::wal_archive::SPOOL_DIR
+                || fname == "wal"
             {
                 continue;
             }
@@ -517,6 +522,14 @@ impl Tenant {
                     .instrument(span.clone()),
             );
         }
+        if let Some(archive) = &timeline.wal_archive {
+            self.tasks.spawn(
+                archive
+                    .clone()
+                    .run(timeline.cancel.clone())
+                    .instrument(span.clone()),
+            );
+        }
         self.tasks
             .spawn(timeline.clone().flush_loop().instrument(span.clone()));
         if self.background {
@@ -531,6 +544,12 @@ impl Tenant {
                     .instrument(span),
             );
         }
+    }
+
+    /// Runs a job (a recovery or a scrub) among the tenant's tasks: a shutdown waits for it, and it watches
+    /// its timelines' cancellation tokens.
+    pub fn spawn_job(&self, job: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(job);
     }
 
     /// Deletes a timeline without children: stops its tasks, removes its directory.

@@ -141,7 +141,26 @@ async fn stream_once(
         Err(ReplicationError::SlotExists { .. }) => {}
         Err(e) => return Err(format!("create slot {}: {e}", source.slot_name)),
     }
-    let start = tl.last_record_lsn();
+    let last = tl.last_record_lsn();
+    // The archive may end below the last record (its tail was not durable yet when this process or its
+    // workdir was lost): stream from there, archive everything, and decode only from the last record.
+    let archive_end = match &tl.wal_archive {
+        Some(archive) => {
+            let system_id: u64 = system
+                .systemid
+                .parse()
+                .map_err(|_| format!("IDENTIFY_SYSTEM: bad system id {:?}", system.systemid))?;
+            archive
+                .begin(system_id, system.timeline)
+                .await
+                .map_err(|e| e.to_string())?
+        }
+        None => None,
+    };
+    let start = match archive_end {
+        Some(end) if end < last => end,
+        _ => last,
+    };
     let mut stream = conn
         .start_replication(Some(&source.slot_name), start, system.timeline)
         .await
@@ -152,7 +171,7 @@ async fn stream_once(
         s.last_error = None;
     });
     let mut decoder =
-        WalStreamDecoder::new(start, DEFAULT_WAL_SEGMENT_SIZE).map_err(|e| e.to_string())?;
+        WalStreamDecoder::new(last, DEFAULT_WAL_SEGMENT_SIZE).map_err(|e| e.to_string())?;
     if let Some(prev) = tl.prev_record_lsn() {
         decoder.set_prev_record(prev);
     }
@@ -191,12 +210,27 @@ async fn stream_once(
         };
         let Some(msg) = msg else { return Ok(()) };
         match msg {
-            ReplicationMessage::XLogData { wal_end, data, .. } => {
+            ReplicationMessage::XLogData {
+                wal_start,
+                wal_end,
+                data,
+                ..
+            } => {
                 if !data.is_empty() {
                     last_wal = Instant::now();
                 }
                 source_end = source_end.max(wal_end);
-                decoder.feed(data);
+                if let Some(archive) = &tl.wal_archive {
+                    archive
+                        .append(wal_start, &data)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                // Below the last record: archived only (the stream started at the archive's end).
+                let skip = last.checked_sub(wal_start).unwrap_or(0);
+                if skip < data.len() as u64 {
+                    decoder.feed(data.slice(skip as usize..));
+                }
                 let mut batch = Vec::new();
                 loop {
                     match decoder.poll_decode() {
@@ -249,13 +283,21 @@ async fn flush_if_caught_up(
     source_end: Lsn,
 ) -> Result<(), String> {
     let last = tl.last_record_lsn();
-    if decoder.buffered() == 0 && source_end <= last.align() && tl.disk_consistent_lsn() < last {
-        tl.checkpoint().await.map_err(|e| format!("flush: {e}"))?;
+    if decoder.buffered() == 0 && source_end <= last.align() {
+        if tl.disk_consistent_lsn() < last {
+            tl.checkpoint().await.map_err(|e| format!("flush: {e}"))?;
+        }
+        if let Some(archive) = &tl.wal_archive {
+            archive.request_partial();
+        }
     }
     Ok(())
 }
 
 async fn send_status(tl: &Timeline, stream: &WalStream, reply: bool) -> Result<(), String> {
+    if let Some(archive) = &tl.wal_archive {
+        archive.sync().await.map_err(|e| e.to_string())?;
+    }
     let durable = tl.feedback_flush_lsn();
     stream
         .send_status(tl.last_record_lsn(), durable, durable, reply)

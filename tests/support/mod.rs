@@ -11,6 +11,7 @@ pub mod objstore;
 pub mod pageserver;
 pub mod pg;
 pub mod proxy;
+pub mod recover;
 pub mod walsample;
 pub mod workload;
 

@@ -33,6 +33,7 @@ use crate::remote_storage::upload_queue::UploadQueue;
 use crate::repository::layer_map::LayerMap;
 use crate::repository::metadata::TimelineMetadata;
 use crate::repository::page_cache::PageCache;
+use crate::wal_archive::{ArchiveStore, WalArchive};
 use crate::walredo::RedoManager;
 
 /// What a timeline shares with its tenant.
@@ -81,6 +82,11 @@ pub struct Timeline {
     pub ingested_wal_bytes: AtomicU64,
     /// Uploads to remote storage, when configured.
     pub upload_queue: Option<Arc<UploadQueue>>,
+    /// The archive of the WAL this timeline receives (in remote storage, else in the workdir); None only if
+    /// its local directory cannot be made.
+    pub wal_archive: Option<Arc<WalArchive>>,
+    /// Set while a recovery writes into this timeline, or after one failed: reads are refused.
+    pub(crate) recovery: Mutex<Option<crate::repository::metadata::RecoveryMark>>,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -129,6 +135,18 @@ impl Timeline {
             ))),
             _ => None,
         };
+        let wal_archive = archive_store(&resources, timeline_id, dir).map(|store| {
+            Arc::new(WalArchive::new(
+                resources.tenant_id,
+                timeline_id,
+                store,
+                resources.generation,
+                dir,
+                metadata.pg_version,
+                resources.conf.clone(),
+            ))
+        });
+        let recovery = metadata.recovery.clone();
         Timeline {
             tenant_id: resources.tenant_id,
             timeline_id,
@@ -151,7 +169,15 @@ impl Timeline {
             ingested_records: AtomicU64::new(0),
             ingested_wal_bytes: AtomicU64::new(0),
             upload_queue,
+            wal_archive,
+            recovery: Mutex::new(recovery),
         }
+    }
+
+    /// Why reads of this timeline are refused, if they are: a recovery is writing into it, or one failed.
+    pub fn not_serving(&self) -> Option<String> {
+        let mark = self.recovery.lock().unwrap_or_else(|p| p.into_inner());
+        mark.as_ref().map(|m| m.describe())
     }
 
     /// After a download: keeps the node's resident layers within its disk budget (never evicting `layer`).
@@ -168,14 +194,18 @@ impl Timeline {
             .map(|q| q.remote_consistent_lsn())
     }
 
-    /// What the WAL source may let go of (docs/remote-storage.md): disk_consistent_lsn, and with remote storage no more
-    /// than remote_consistent_lsn, so that losing the whole workdir loses nothing the source dropped.
+    /// What the WAL source may let go of (docs/remote-storage.md, docs/wal-archive.md): disk_consistent_lsn;
+    /// with remote storage no more than remote_consistent_lsn, so that losing the whole workdir loses nothing
+    /// the source dropped; and no more than the durable end of the WAL archive.
     pub fn feedback_flush_lsn(&self) -> Lsn {
-        let disk = self.disk_consistent_lsn();
-        match self.remote_consistent_lsn() {
-            Some(remote) => disk.min(remote),
-            None => disk,
+        let mut lsn = self.disk_consistent_lsn();
+        if let Some(remote) = self.remote_consistent_lsn() {
+            lsn = lsn.min(remote);
         }
+        if let Some(archived) = self.wal_archive.as_ref().and_then(|a| a.durable_lsn()) {
+            lsn = lsn.min(archived);
+        }
+        lsn
     }
 
     pub fn dir(&self) -> &Path {
@@ -268,5 +298,34 @@ impl Timeline {
                 false
             }
         });
+    }
+}
+
+/// The archive's store: the node's remote storage, or the tenant directory (the same keys below it) without.
+fn archive_store(
+    resources: &TimelineResources,
+    timeline_id: TimelineId,
+    dir: &Path,
+) -> Option<ArchiveStore> {
+    use crate::remote_storage::index::timeline_prefix;
+    if let Some(remote) = &resources.remote_storage {
+        return Some(ArchiveStore::new(
+            remote.clone(),
+            &timeline_prefix(resources.tenant_id, timeline_id),
+            true,
+        ));
+    }
+    // `<tenant dir>/timelines/<id>`: the tenant directory is two levels up.
+    let tenant_dir = dir.parent()?.parent()?;
+    match GenericRemoteStorage::local(tenant_dir) {
+        Ok(storage) => Some(ArchiveStore::new(
+            storage,
+            &format!("timelines/{timeline_id}/"),
+            false,
+        )),
+        Err(e) => {
+            tracing::warn!(timeline_id = %timeline_id, error = %e, "no WAL archive: its directory cannot be made");
+            None
+        }
     }
 }

@@ -77,6 +77,16 @@ impl Timeline {
                     self.after_download(&layer);
                     downloads += 1;
                 }
+                Ok(mut page) => {
+                    if crate::failpoint::corruption_configured() {
+                        crate::failpoint::corrupt_page(
+                            &self.timeline_id.to_string(),
+                            &key.to_string(),
+                            &mut page,
+                        );
+                    }
+                    return Ok(page);
+                }
                 r => return r,
             }
         }

@@ -1,0 +1,135 @@
+//! Where a timeline's archive objects live: `<timeline prefix>wal/` in remote storage, or, on a node without
+//! remote storage, the same keys below the tenant directory (`<tenant dir>/timelines/<tl>/wal/`).
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use crate::remote_storage::retry::{self, BACKGROUND, FOREGROUND, FOREGROUND_ATTEMPTS};
+use crate::remote_storage::{
+    ByteRange, GenericRemoteStorage, ListingMode, RemoteError, RemotePath,
+};
+
+/// One object of a listing: its name below `wal/`.
+#[derive(Clone, Debug)]
+pub struct StoredObject {
+    pub name: String,
+    pub size: u64,
+    pub last_modified: Option<SystemTime>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ArchiveStore {
+    storage: GenericRemoteStorage,
+    /// Ends with `wal/`.
+    prefix: String,
+    /// True when `storage` is the node's remote storage (not the workdir).
+    pub remote: bool,
+}
+
+impl ArchiveStore {
+    pub fn new(storage: GenericRemoteStorage, timeline_prefix: &str, remote: bool) -> ArchiveStore {
+        ArchiveStore {
+            storage,
+            prefix: format!("{timeline_prefix}wal/"),
+            remote,
+        }
+    }
+
+    fn path(&self, name: &str) -> Result<RemotePath, RemoteError> {
+        RemotePath::new(format!("{}{name}", self.prefix))
+    }
+
+    /// Where `name` lives, for messages.
+    pub fn describe(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Every object of the archive, retried as a foreground request.
+    pub async fn list(&self) -> Result<Vec<StoredObject>, RemoteError> {
+        let listing = foreground("list WAL archive", || {
+            self.storage
+                .list(Some(&self.prefix), ListingMode::NoDelimiter)
+        })
+        .await?;
+        Ok(listing
+            .keys
+            .into_iter()
+            .filter_map(|o| {
+                let name = o.key.as_str().strip_prefix(&self.prefix)?.to_string();
+                (!name.contains('/')).then_some(StoredObject {
+                    name,
+                    size: o.size,
+                    last_modified: o.last_modified,
+                })
+            })
+            .collect())
+    }
+
+    /// The whole object, retried as a foreground request.
+    pub async fn get(&self, name: &str) -> Result<Bytes, RemoteError> {
+        let path = self.path(name)?;
+        foreground("download from WAL archive", || {
+            self.storage.download_bytes(&path, ByteRange::ALL)
+        })
+        .await
+    }
+
+    /// Uploads, retrying transient errors until `cancel`.
+    pub async fn put(
+        &self,
+        name: &str,
+        data: Bytes,
+        cancel: &CancellationToken,
+        on_error: impl FnMut(&RemoteError),
+    ) -> Result<(), RemoteError> {
+        let path = self.path(name)?;
+        retry::retry(
+            "upload to WAL archive",
+            BACKGROUND,
+            None,
+            cancel,
+            on_error,
+            || self.storage.upload_bytes(data.clone(), &path),
+        )
+        .await
+    }
+
+    /// Deletes the objects (missing ones are no error), retrying transient errors until `cancel`.
+    pub async fn delete(
+        &self,
+        names: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<(), RemoteError> {
+        let paths = names
+            .iter()
+            .map(|n| self.path(n))
+            .collect::<Result<Vec<_>, _>>()?;
+        retry::retry(
+            "delete from WAL archive",
+            BACKGROUND,
+            None,
+            cancel,
+            |_| {},
+            || self.storage.delete_objects(&paths),
+        )
+        .await
+    }
+}
+
+async fn foreground<T, Fut>(what: &str, f: impl FnMut() -> Fut) -> Result<T, RemoteError>
+where
+    Fut: Future<Output = Result<T, RemoteError>>,
+{
+    let never = CancellationToken::new();
+    retry::retry(
+        what,
+        FOREGROUND,
+        Some(FOREGROUND_ATTEMPTS),
+        &never,
+        |_| {},
+        f,
+    )
+    .await
+}
