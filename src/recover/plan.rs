@@ -278,7 +278,7 @@ pub fn plan(input: &PlanInput, start: Start, to: Option<Lsn>) -> Result<Vec<Step
     Ok(steps)
 }
 
-fn check_manifest(input: &PlanInput, f: &Found) -> Result<(), PlanError> {
+pub(crate) fn check_manifest(input: &PlanInput, f: &Found) -> Result<(), PlanError> {
     let m = &f.manifest;
     let seg_size = m.wal_segment_size;
     let described = match parse_object_name(&f.manifest_object, seg_size) {

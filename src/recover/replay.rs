@@ -313,6 +313,8 @@ async fn run(
         import_base(store, object, base, target).await?;
     }
     replay(
+        source,
+        &input,
         target,
         store,
         &steps,
@@ -378,6 +380,34 @@ async fn import_base(
     }
     info!(lsn = %base.lsn, blocks = stats.blocks, "recovery imported the base");
     Ok(())
+}
+
+/// The object that replaced the partial tail of `step` (the completed segment, else the newest partial of that
+/// segment reaching at least as far), with the plan's manifest checks.
+async fn replacement_of(
+    source: &Timeline,
+    input: &PlanInput,
+    step: &Step,
+) -> Result<Found, RecoverError> {
+    let m = &step.found.manifest;
+    let archive = read_archive(source).await?;
+    let same: Vec<Found> = archive
+        .segments
+        .into_iter()
+        .filter(|f| f.manifest.segno() == m.segno() && f.manifest.end_lsn >= m.end_lsn)
+        .collect();
+    let best = same
+        .iter()
+        .find(|f| !f.manifest.partial)
+        .or_else(|| same.iter().max_by_key(|f| f.manifest.end_lsn))
+        .cloned()
+        .ok_or_else(|| super::plan::PlanError::MissingObject {
+            segment: m.segment.clone(),
+            manifest: step.found.manifest_object.clone(),
+            object: step.found.data_object.clone(),
+        })?;
+    super::plan::check_manifest(input, &best)?;
+    Ok(best)
 }
 
 /// `xlp_sysid` of a long page header (the first page of a segment): after magic (2), info (2), tli (4),
@@ -453,6 +483,8 @@ fn after_to_time(rec: &crate::pg::DecodedRecord, to_time: Option<i64>) -> bool {
 
 #[allow(clippy::too_many_arguments)]
 async fn replay(
+    source: &Timeline,
+    input: &PlanInput,
     target: &Arc<Timeline>,
     store: &crate::wal_archive::ArchiveStore,
     steps: &[Step],
@@ -478,8 +510,26 @@ async fn replay(
         if target.cancel.is_cancelled() {
             return Err(RecoverError::Cancelled);
         }
+        // The tail of a source that keeps ingesting may be replaced (by a newer partial or the completed
+        // segment) between the listing and its download: take its replacement, checked the same way.
+        let (step, data): (std::borrow::Cow<'_, Step>, Bytes) = match store
+            .get(&step.found.data_object)
+            .await
+        {
+            Ok(d) => (std::borrow::Cow::Borrowed(step), d),
+            Err(crate::remote_storage::RemoteError::NotFound(_)) if step.found.manifest.partial => {
+                let newer = replacement_of(source, input, step).await?;
+                let d = store.get(&newer.data_object).await?;
+                let step = Step {
+                    found: newer,
+                    expected_prev: step.expected_prev,
+                };
+                (std::borrow::Cow::Owned(step), d)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let step = step.as_ref();
         let m = &step.found.manifest;
-        let data: Bytes = store.get(&step.found.data_object).await?;
         replayed_before = Some(check_segment(
             step,
             &data,

@@ -172,6 +172,12 @@ impl WalIngest {
             msg: e.to_string(),
         })?;
         self.block_refs(rec, &mut puts).await?;
+        // The checkpoint is loaded before the first xid is tracked: an ingest that starts mid-stream (a
+        // reconnect, a restart, a recovery from from_lsn) must not miss the xids before its first checkpoint
+        // record, or the next-xid it writes lags behind the transactions it has seen.
+        if rec.header.xid >= 3 {
+            self.checkpoint().await?;
+        }
         self.track_xid(rec);
         match &body {
             RecordBody::Checkpoint { checkpoint, .. } => {
