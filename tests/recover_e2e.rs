@@ -8,6 +8,7 @@
 //!   pause's `pg_dumpall`;
 //! - a recovery with `from_lsn` (the first pause, into a branch there) and `to_lsn` (the second pause) equals
 //!   the second pause's dump.
+//!
 //! With the primary stopped, a recovery without `from_lsn` builds a shadow from the base and archive alone:
 //! every page equals the primary's (masked), a scrub of the official timeline against it names exactly the
 //! three corrupted keys, and its fullbackup boots plain PostgreSQL with the primary's `pg_dumpall`.
