@@ -205,4 +205,51 @@ fn each_break_of_the_archive_fails_closed() {
     );
     assert!(reached >= snap.lsn, "{done}");
     assert_dump_equals(&ps, T, shadow, reached, &snap);
+
+    // The periodic scrub: a recovery into a temporary shadow, a scrub against it, the shadow deleted.
+    let before = timelines(&ps, T);
+    let patch = json!({"tenant_id": T, "scrub_period": "1s"}).to_string();
+    let (s, body) = ps.request("PATCH", "/v1/tenant/config", Some(&patch));
+    assert_eq!(s, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let scrub = loop {
+        let (_, jobs) = ps.json("GET", &format!("/v1/tenant/{T}/job"), None);
+        let found = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["periodic"] == true && j["kind"] == "scrub" && j["state"] != "running");
+        if let Some(j) = found {
+            break j.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no periodic scrub finished: {jobs}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let (s, body) = ps.request(
+        "PATCH",
+        "/v1/tenant/config",
+        Some(&json!({"tenant_id": T, "scrub_period": null}).to_string()),
+    );
+    assert_eq!(s, 200, "{body}");
+    println!("periodic scrub: {}", scrub["scrub"]);
+    assert_eq!(scrub["state"], "done", "{scrub}");
+    assert_eq!(scrub["timeline_id"], TL, "{scrub}");
+    assert!(
+        scrub["scrub"]["keys_compared"].as_u64().unwrap() > 100,
+        "{scrub}"
+    );
+    assert_eq!(scrub["scrub"]["mismatched"], 0, "{scrub}");
+    let periodic_shadow = scrub["target_timeline_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while timelines(&ps, T).contains(&periodic_shadow) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the periodic shadow was not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(timelines(&ps, T).iter().all(|t| before.contains(t)));
 }

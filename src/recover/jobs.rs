@@ -34,6 +34,7 @@ pub struct JobStatus {
     pub to_time: Option<String>,
     /// Recovery: where the target's replay is (the end of its last record). Scrub: the LSN compared.
     pub lsn_reached: Option<Lsn>,
+    /// Recovery: the WAL span replayed so far (from the start LSN to `lsn_reached`).
     pub bytes_replayed: u64,
     pub records_replayed: u64,
     pub segments_replayed: u64,

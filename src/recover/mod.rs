@@ -23,6 +23,7 @@
 //! [`RecoveryMark`]: crate::repository::metadata::RecoveryMark
 
 pub mod jobs;
+pub mod periodic;
 pub mod plan;
 pub mod replay;
 pub mod scrub;

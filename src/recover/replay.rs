@@ -577,9 +577,11 @@ async fn replay(
                 .map_err(|e| RecoverError::Ingest(e.to_string()))?;
         }
         let reached = target.last_record_lsn();
+        // The WAL span replayed so far (what a receiver's ingest rate counts too), not the bytes downloaded.
+        let span = reached.checked_sub(start).unwrap_or(0);
         job.update(|s| {
             s.segments_replayed += 1;
-            s.bytes_replayed += fed;
+            s.bytes_replayed = span;
             s.records_replayed += records;
             s.lsn_reached = Some(reached);
         });

@@ -166,6 +166,12 @@ impl Tenant {
             leftovers_removed: std::sync::atomic::AtomicUsize::new(0),
             jobs: crate::recover::Jobs::default(),
         });
+        if background {
+            tenant.tasks.spawn(crate::recover::periodic::run(
+                tenant.clone(),
+                tenant.cancel.clone(),
+            ));
+        }
         if let Err(e) = tenant.load_timelines(&timelines_dir) {
             // Stop the tasks of the timelines opened before the failure: a broken tenant runs nothing.
             tenant.shutdown(false).await;
