@@ -26,7 +26,6 @@ use support::pg::{PgCluster, PgOptions};
 
 const T: &str = "9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e";
 const TL: &str = "afafafafafafafafafafafafafafafaf";
-const SYSID: u64 = 7_000_000_000_000_000_001;
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![tag];
@@ -74,11 +73,11 @@ fn read_message(s: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
 
 /// The WAL from `start`: padding to the next record start, then `record`, with page headers where it
 /// crosses pages.
-fn wal_from(start: Lsn, record: &[u8]) -> Vec<u8> {
+fn wal_from(start: Lsn, sysid: u64, record: &[u8]) -> Vec<u8> {
     let seg = DEFAULT_WAL_SEGMENT_SIZE;
     let mut out = Vec::new();
     if start.block_offset() == 0 {
-        page_header(&mut out, start, seg, SYSID, 0);
+        page_header(&mut out, start, seg, sysid, 0);
     }
     let rec_start = normalize_lsn(start, seg);
     out.resize((rec_start.0 - start.0) as usize, 0);
@@ -93,7 +92,7 @@ fn wal_from(start: Lsn, record: &[u8]) -> Vec<u8> {
             return out;
         }
         let at = Lsn(start.0 + out.len() as u64);
-        page_header(&mut out, at, seg, SYSID, rest.len() as u32);
+        page_header(&mut out, at, seg, sysid, rest.len() as u32);
     }
 }
 
@@ -113,9 +112,10 @@ fn heap_insert(prev: Lsn, rel: u32, blkno: u32) -> Vec<u8> {
     encode_record_body(10, 0, 1000, prev, &body)
 }
 
-/// A walsender that answers IDENTIFY_SYSTEM, says the slot exists, and streams `record` (built from the
+/// A walsender that answers IDENTIFY_SYSTEM (as system `sysid`: the timeline's WAL archive refuses another),
+/// says the slot exists, and streams `record` (built from the
 /// start LSN and the timeline's prev record) from wherever START_REPLICATION asks; then holds the connection.
-fn fake_walsender(prev: Lsn, record: impl Fn(Lsn) -> Vec<u8> + Send + 'static) -> u16 {
+fn fake_walsender(sysid: u64, prev: Lsn, record: impl Fn(Lsn) -> Vec<u8> + Send + 'static) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -140,7 +140,7 @@ fn fake_walsender(prev: Lsn, record: impl Fn(Lsn) -> Vec<u8> + Send + 'static) -
                     if q.starts_with("IDENTIFY_SYSTEM") {
                         s.write_all(&row(
                             &["systemid", "timeline", "xlogpos", "dbname"],
-                            &[&SYSID.to_string(), "1", "0/10000000", ""],
+                            &[&sysid.to_string(), "1", "0/10000000", ""],
                         ))
                         .ok()?;
                     } else if q.starts_with("CREATE_REPLICATION_SLOT") {
@@ -153,7 +153,7 @@ fn fake_walsender(prev: Lsn, record: impl Fn(Lsn) -> Vec<u8> + Send + 'static) -
                     } else if q.starts_with("START_REPLICATION") {
                         let lsn_text = q.split_whitespace().nth(4)?;
                         let start: Lsn = lsn_text.trim_end_matches('\0').parse().ok()?;
-                        let wal = wal_from(start, &record(prev));
+                        let wal = wal_from(start, sysid, &record(prev));
                         let end = start.0 + wal.len() as u64;
                         let mut copy = msg(b'W', &[0, 0, 0]);
                         let mut data = vec![b'w'];
@@ -217,12 +217,16 @@ fn hostile_block_numbers_are_refused_and_lose_nothing() {
     let prev: Lsn = info["prev_record_lsn"].as_str().unwrap().parse().unwrap();
     let last = info["last_record_lsn"].clone();
     assert_eq!(ps.pg_class_page(T, TL), (200, 8192));
+    // The WAL must be of the bootstrapped cluster's system, or the archive refuses it before ingest sees it.
+    let sysid = detail(&ps)["wal_archive"]["system_identifier"]
+        .as_u64()
+        .expect("the archive knows its system");
 
     for (blkno, expect) in [
         (0xFFFF_FFFFu32, "not a valid block number"),
         (0x7FFF_FFFF, "would zero-fill"),
     ] {
-        let port = fake_walsender(prev, move |prev| heap_insert(prev, 424242, blkno));
+        let port = fake_walsender(sysid, prev, move |prev| heap_insert(prev, 424242, blkno));
         ps.set_wal_source(
             T,
             TL,

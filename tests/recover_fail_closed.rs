@@ -206,6 +206,24 @@ fn each_break_of_the_archive_fails_closed() {
     assert!(reached >= snap.lsn, "{done}");
     assert_dump_equals(&ps, T, shadow, reached, &snap);
 
+    // The tenant-wide form: one job per timeline with an archived base (not the shadow, which has none).
+    let (s, all) = ps.json("POST", &format!("/v1/tenant/{T}/recover"), None);
+    assert_eq!(s, 202, "{all}");
+    let jobs = all["jobs"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{all}");
+    assert_eq!(jobs[0]["timeline_id"], TL, "{all}");
+    let done = wait_job(&ps, T, &jobs[0], Duration::from_secs(120));
+    assert_eq!(done["state"], "done", "{done}");
+    let (s, _) = ps.request(
+        "DELETE",
+        &format!(
+            "/v1/tenant/{T}/timeline/{}",
+            done["target_timeline_id"].as_str().unwrap()
+        ),
+        None,
+    );
+    assert_eq!(s, 202);
+
     // The periodic scrub: a recovery into a temporary shadow, a scrub against it, the shadow deleted.
     let before = timelines(&ps, T);
     let patch = json!({"tenant_id": T, "scrub_period": "1s"}).to_string();
@@ -252,4 +270,28 @@ fn each_break_of_the_archive_fails_closed() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(timelines(&ps, T).iter().all(|t| before.contains(t)));
+
+    // Retention: completed segments older than wal_archive_retention go (the newest stays); a recovery from
+    // the base then fails closed on the missing first segment.
+    let first_segment = segs[0].clone();
+    let patch = json!({"tenant_id": T, "wal_archive_retention": "1s"}).to_string();
+    let (s, body) = ps.request("PATCH", "/v1/tenant/config", Some(&patch));
+    assert_eq!(s, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while segments(&dir).len() > 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retention removed nothing: {:?}",
+            segments(&dir)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!("after retention: {:?}", segments(&dir));
+    assert_eq!(segments(&dir), vec![segs.last().unwrap().clone()]);
+    expect_failure(
+        &ps,
+        "past retention",
+        &first_segment,
+        "check: first segment present",
+    );
 }

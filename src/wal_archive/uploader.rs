@@ -20,7 +20,7 @@ use crate::pg::Lsn;
 
 /// How long a shutdown waits for the last partial upload.
 const SHUTDOWN_UPLOAD_BUDGET: Duration = Duration::from_secs(10);
-/// How often retention is applied.
+/// How often retention is applied, at most (a shorter retention is applied as often as its length).
 const RETENTION_EVERY: Duration = Duration::from_secs(600);
 
 impl WalArchive {
@@ -58,7 +58,14 @@ impl WalArchive {
                     }
                 }
             }
-            if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+            let retention = self
+                .conf
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .wal_archive_retention
+                .get();
+            let every = RETENTION_EVERY.min(retention.max(Duration::from_secs(1)));
+            if last_retention.is_none_or(|t| t.elapsed() >= every) {
                 last_retention = Some(Instant::now());
                 if let Err(e) = self.apply_retention(&cancel).await {
                     self.note_error(&e);
@@ -66,7 +73,8 @@ impl WalArchive {
             }
         }
         // Shutdown: the tail goes up once more, within a budget, so that an attach elsewhere resumes from it.
-        if self.state.lock().await.is_some() {
+        // Not for a timeline being deleted (its directory is renamed away before its remote objects go).
+        if self.state.lock().await.is_some() && self.spool.exists() {
             let budget = CancellationToken::new();
             let timer = {
                 let budget = budget.clone();

@@ -87,6 +87,8 @@ pub struct ArchiveStatus {
     pub failures: u64,
     pub last_error: Option<String>,
     pub base_lsn: Option<Lsn>,
+    /// The PostgreSQL system whose WAL the archive holds, once known.
+    pub system_identifier: Option<u64>,
 }
 
 pub(super) struct OpenSegment {
@@ -218,6 +220,7 @@ impl WalArchive {
             }
             _ => st.system_id = Some(system_id),
         }
+        self.set_status(|s| s.system_identifier = Some(system_id));
         if st.end.is_none() {
             st.tli = tli;
         }
@@ -248,9 +251,11 @@ impl WalArchive {
                 // The spool was fsynced by the load.
                 self.set_durable(e);
             }
+            let system = guard.as_ref().and_then(|s| s.system_id);
             self.set_status(|s| {
                 s.end_lsn = end;
                 s.uploaded_lsn = uploaded;
+                s.system_identifier = system;
             });
         }
         Ok(guard)
@@ -710,6 +715,7 @@ impl WalArchive {
         self.set_status(|s| {
             s.base_lsn = Some(lsn);
             s.bytes_uploaded += len;
+            s.system_identifier = Some(system_identifier);
         });
         info!(%lsn, bytes = len, sha256 = %manifest.sha256, "archived the timeline's base");
         Ok(manifest)
