@@ -31,7 +31,7 @@ async fn floor_connection(stream: tokio::net::TcpStream) -> Result<(), pq::PqErr
     let _ = stream.set_nodelay(true);
     let (r, mut w) = stream.into_split();
     let mut reader = PqReader::new(r);
-    reader.startup(&mut w).await?;
+    reader.startup().await?;
     let mut out = BytesMut::new();
     be::authentication_ok(&mut out);
     be::ready_for_query(&mut out);

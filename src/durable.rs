@@ -38,13 +38,12 @@ pub fn fsync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
-/// Narrows the mode of an existing file to `mode` if it is wider (a file written by an older version).
-pub fn restrict_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    let current = fs::metadata(path)?.permissions().mode() & 0o777;
-    if current & !mode != 0 {
-        fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    }
-    Ok(())
+/// A file that holds a secret (a password, a private key) and that its group or others may access: its mode,
+/// for an error that tells the operator to `chmod 600` it. Such a file is refused, never silently narrowed:
+/// someone may already have read it, and the operator has to know.
+pub fn secret_file_too_open(path: &Path) -> std::io::Result<Option<u32>> {
+    let mode = fs::metadata(path)?.permissions().mode() & 0o7777;
+    Ok((mode & 0o077 != 0).then_some(mode))
 }
 
 #[cfg(test)]
@@ -61,9 +60,8 @@ mod tests {
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert!(!dir.path().join("f.json.tmp").exists());
+        assert_eq!(secret_file_too_open(&path).unwrap(), None);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        restrict_mode(&path, SECRET_MODE).unwrap();
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(secret_file_too_open(&path).unwrap(), Some(0o644));
     }
 }

@@ -4,6 +4,7 @@
 //! service. `main.rs` is only the command line: it loads the config, takes the workdir lock and runs
 //! [`service::run`].
 
+pub mod auth;
 pub mod config;
 pub mod durable;
 pub mod failpoint;
@@ -19,6 +20,7 @@ pub mod recover;
 pub mod remote_storage;
 pub mod repository;
 pub mod service;
+pub mod tls;
 pub mod wal_archive;
 pub mod waldump;
 pub mod walingest;

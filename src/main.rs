@@ -72,6 +72,21 @@ enum Command {
         #[arg(long)]
         lsn: Option<String>,
     },
+    /// Print a JWT for the NeonJWT auth type, signed with an Ed25519 private key (PEM, as made by
+    /// `openssl genpkey -algorithm ed25519`).
+    Token {
+        /// The private key file.
+        #[arg(long, value_name = "PEM")]
+        private_key: PathBuf,
+        /// `pageserverapi` (everything) or `tenant` (one tenant, given by --tenant-id).
+        #[arg(long)]
+        scope: String,
+        #[arg(long)]
+        tenant_id: Option<String>,
+        /// Expiry, from now (e.g. "1h", "30 days"); no expiry when absent.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
     /// Load tools in the spirit of Neon's pagebench.
     Pagebench {
         #[command(subcommand)]
@@ -136,6 +151,12 @@ fn main() -> ExitCode {
             lsn.as_deref(),
         ),
         Some(Command::Pagebench { ref command }) => pagebench(command),
+        Some(Command::Token {
+            ref private_key,
+            ref scope,
+            ref tenant_id,
+            expires_in,
+        }) => token(private_key, scope, tenant_id.as_deref(), expires_in),
         None => run(cli),
     };
     match result {
@@ -146,6 +167,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn token(
+    private_key: &std::path::Path,
+    scope: &str,
+    tenant_id: Option<&str>,
+    expires_in: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    use pageserver::auth::{Claims, Scope, encode_token};
+    let scope: Scope = serde_json::from_value(serde_json::Value::String(scope.to_string()))
+        .map_err(|_| anyhow::anyhow!("unknown scope {scope:?}: pageserverapi or tenant"))?;
+    let tenant_id = tenant_id
+        .map(|t| t.parse())
+        .transpose()
+        .context("--tenant-id")?;
+    if scope == Scope::Tenant && tenant_id.is_none() {
+        anyhow::bail!("scope tenant needs --tenant-id");
+    }
+    let exp = expires_in.map(|d| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now + d).as_secs()
+    });
+    let pem = std::fs::read(private_key).with_context(|| format!("{}", private_key.display()))?;
+    let claims = Claims {
+        scope,
+        tenant_id,
+        exp,
+    };
+    let token = encode_token(&pem, &claims)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", private_key.display()))?;
+    println!("{token}");
+    Ok(())
 }
 
 fn waldump(paths: &[PathBuf]) -> anyhow::Result<()> {

@@ -9,10 +9,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::config::NodeConfig;
+use crate::auth::JwtAuth;
+use crate::config::{AuthType, NodeConfig};
 use crate::http;
 use crate::page_service::{self, PageService};
 use crate::repository::mgr::TenantManager;
+use crate::tls::TlsServer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -26,6 +28,10 @@ pub enum ServiceError {
     Task(#[from] tokio::task::JoinError),
     #[error("cannot load the tenants: {0}")]
     Tenants(#[from] crate::repository::mgr::MgrError),
+    #[error("auth_validation_public_key_path: {0}")]
+    AuthKeys(#[from] crate::auth::KeyError),
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The running node's fixed facts.
@@ -40,19 +46,56 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
     let config = &node.config;
     let http_listener = bind("listen_http_addr", &config.listen_http_addr).await?;
     let pg_listener = bind("listen_pg_addr", &config.listen_pg_addr).await?;
+    let https_listener = match &config.listen_https_addr {
+        Some(addr) => Some(bind("listen_https_addr", addr).await?),
+        None => None,
+    };
+    // Keys and certificates are checked before any tenant loads: a bad one stops the start at once.
+    let jwt = match &config.auth_validation_public_key_path {
+        Some(path) => Some(Arc::new(JwtAuth::load(&node.workdir.join(path))?)),
+        None => None,
+    };
+    let tls = if https_listener.is_some() || config.enable_tls_page_service_api {
+        let workdir = &node.workdir;
+        let tls = TlsServer::load(
+            &workdir.join(&config.ssl_cert_file),
+            &workdir.join(&config.ssl_key_file),
+        )?;
+        tokio::spawn(
+            tls.clone()
+                .watch(config.ssl_cert_reload_period.get(), shutdown.clone()),
+        );
+        Some(tls)
+    } else {
+        None
+    };
+    let uses_jwt = |t: AuthType| (t == AuthType::NeonJWT).then(|| jwt.clone()).flatten();
     info!(
         workdir = %node.workdir.display(),
         http = %local_addr(&http_listener),
+        https = %https_listener.as_ref().map(local_addr).unwrap_or_default(),
         pg = %local_addr(&pg_listener),
         node_id = config.id,
+        http_auth = ?config.http_auth_type,
+        pg_auth = ?config.pg_auth_type,
+        pg_tls = config.enable_tls_page_service_api,
         "pageserver started"
     );
     let mgr = TenantManager::load(&node.workdir, config.clone()).await?;
     let state = Arc::new(http::ApiState {
         node_id: config.id,
         mgr: mgr.clone(),
+        jwt: jwt.clone(),
+        http_auth: uses_jwt(config.http_auth_type),
     });
-    let http_task = tokio::spawn(http::serve(http_listener, state, shutdown.clone()));
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        None,
+        state.clone(),
+        shutdown.clone(),
+    ));
+    let https_task =
+        https_listener.map(|l| tokio::spawn(http::serve(l, tls.clone(), state, shutdown.clone())));
     let idle = config.page_service_idle_timeout.get();
     let page_service = PageService {
         mgr: mgr.clone(),
@@ -60,6 +103,8 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
         max_connections: config.page_service_max_connections,
         startup_timeout: config.page_service_startup_timeout.get(),
         idle_timeout: (!idle.is_zero()).then_some(idle),
+        auth: uses_jwt(config.pg_auth_type),
+        tls: tls.filter(|_| config.enable_tls_page_service_api),
     };
     let pg_task = tokio::spawn(page_service::serve(
         pg_listener,
@@ -70,6 +115,9 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
     shutdown.cancelled().await;
     info!("shutting down");
     http_task.await?;
+    if let Some(t) = https_task {
+        t.await?;
+    }
     pg_task.await?;
     // Tenants flush what they hold in memory, so a restart does not stream it again.
     mgr.shutdown(Duration::from_millis(2500)).await;

@@ -45,10 +45,25 @@ pub struct NodeConfig {
     pub pg_distrib_dir: PathBuf,
     /// Unprivileged user that runs the `postgres --wal-redo` children when the pageserver runs as root.
     pub walredo_user: String,
-    /// Authentication of the page service. Only "Trust" exists so far.
+    /// Authentication of the page service: "Trust" or "NeonJWT" (the token as the libpq password).
     pub pg_auth_type: AuthType,
-    /// Authentication of the HTTP API. Only "Trust" exists so far.
+    /// Authentication of the HTTP API: "Trust" or "NeonJWT" (`Authorization: Bearer <token>`).
     pub http_auth_type: AuthType,
+    /// Ed25519 public key (PEM) or a directory of them that tokens are verified with; required when either
+    /// auth type is NeonJWT. Relative paths are relative to the workdir.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_validation_public_key_path: Option<PathBuf>,
+    /// Also serve the HTTP API over TLS on this address (the plain listener stays).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_https_addr: Option<String>,
+    /// The page service takes TLS (SSLRequest) and refuses connections without it.
+    pub enable_tls_page_service_api: bool,
+    /// PEM certificate chain of the TLS listeners; relative to the workdir.
+    pub ssl_cert_file: PathBuf,
+    /// PEM private key of the TLS listeners; relative to the workdir; must be mode 0600 (owner only).
+    pub ssl_key_file: PathBuf,
+    /// How often the certificate and key files are checked for a change and reloaded.
+    pub ssl_cert_reload_period: HumanDuration,
     /// Where layer files, indexes and the WAL archive are uploaded; none when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_storage: Option<RemoteStorageConfig>,
@@ -83,6 +98,12 @@ impl Default for NodeConfig {
             walredo_user: "nobody".to_string(),
             pg_auth_type: AuthType::Trust,
             http_auth_type: AuthType::Trust,
+            auth_validation_public_key_path: None,
+            listen_https_addr: None,
+            enable_tls_page_service_api: false,
+            ssl_cert_file: PathBuf::from("server.crt"),
+            ssl_key_file: PathBuf::from("server.key"),
+            ssl_cert_reload_period: HumanDuration::from_secs(60),
             remote_storage: None,
             disk_usage_max_bytes: 0,
             test_remote_failures_probability: 0,
@@ -101,6 +122,7 @@ pub enum LogFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuthType {
     Trust,
+    NeonJWT,
 }
 
 /// Where remote storage lives, and the request timeouts. The kind is told by which of `local_path`,
@@ -243,7 +265,13 @@ impl NodeConfig {
         for (key, addr) in [
             ("listen_pg_addr", &self.listen_pg_addr),
             ("listen_http_addr", &self.listen_http_addr),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            self.listen_https_addr
+                .iter()
+                .map(|a| ("listen_https_addr", a)),
+        ) {
             if !is_host_port(addr) {
                 return bad(
                     key,
@@ -268,6 +296,17 @@ impl NodeConfig {
         }
         if self.http_header_read_timeout.get().is_zero() {
             return bad("http_header_read_timeout", "a duration greater than 0");
+        }
+        if (self.pg_auth_type == AuthType::NeonJWT || self.http_auth_type == AuthType::NeonJWT)
+            && self.auth_validation_public_key_path.is_none()
+        {
+            return bad(
+                "auth_validation_public_key_path",
+                "a key file or directory, since an auth type is NeonJWT",
+            );
+        }
+        if self.ssl_cert_reload_period.get().is_zero() {
+            return bad("ssl_cert_reload_period", "a duration greater than 0");
         }
         if self.walredo_user.is_empty() || self.walredo_user == "root" {
             return bad("walredo_user", "the name of an unprivileged user");

@@ -1,6 +1,7 @@
 //! HTTP management API (docs/operations.md): JSON bodies, errors as `{"msg": ...}`, one route table in
 //! [`routes::ROUTES`] from which requests are dispatched and against which the OpenAPI document is checked.
 
+mod auth;
 mod error;
 mod metrics;
 mod models;

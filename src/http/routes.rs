@@ -16,6 +16,10 @@ use super::{recover, tenants, timelines};
 pub struct ApiState {
     pub node_id: u64,
     pub mgr: std::sync::Arc<crate::repository::mgr::TenantManager>,
+    /// The validation keys when `auth_validation_public_key_path` is set (shared with the page service).
+    pub jwt: Option<Arc<crate::auth::JwtAuth>>,
+    /// The keys that HTTP requests are checked with: Some when `http_auth_type = "NeonJWT"`.
+    pub http_auth: Option<Arc<crate::auth::JwtAuth>>,
 }
 
 pub type HandlerResult = Result<Response<Full<Bytes>>, ApiError>;
@@ -31,6 +35,8 @@ pub struct RequestContext {
     pub head: hyper::http::request::Parts,
     /// The body, until a handler reads it.
     pub body: Option<Incoming>,
+    /// The caller's verified claims (None when HTTP auth is off or the route is open).
+    pub claims: Option<crate::auth::Claims>,
 }
 
 impl RequestContext {
@@ -38,6 +44,7 @@ impl RequestContext {
         state: Arc<ApiState>,
         params: PathParams,
         request: Request<Incoming>,
+        claims: Option<crate::auth::Claims>,
     ) -> RequestContext {
         let (head, body) = request.into_parts();
         RequestContext {
@@ -45,6 +52,7 @@ impl RequestContext {
             params,
             head,
             body: Some(body),
+            claims,
         }
     }
 }
@@ -82,6 +90,11 @@ pub static ROUTES: &[Route] = &[
     route!(GET, "/v1/status", status),
     route!(GET, "/metrics", super::metrics::handler),
     route!(GET, "/swagger.yml", swagger),
+    route!(
+        POST,
+        "/v1/reload_auth_validation_keys",
+        reload_auth_validation_keys
+    ),
     route!(GET, "/v1/tenant", tenants::list),
     route!(POST, "/v1/tenant", tenants::create),
     route!(PATCH, "/v1/tenant/config", tenants::patch_config),
@@ -234,6 +247,24 @@ async fn status(ctx: RequestContext) -> HandlerResult {
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({ "id": ctx.state.node_id }),
+    ))
+}
+
+/// Reads the validation keys again from `auth_validation_public_key_path`; the old keys stay on error.
+async fn reload_auth_validation_keys(ctx: RequestContext) -> HandlerResult {
+    let Some(jwt) = ctx.state.jwt.clone() else {
+        return Err(ApiError::BadRequest(
+            "no auth_validation_public_key_path is configured".into(),
+        ));
+    };
+    let keys = tokio::task::spawn_blocking(move || jwt.reload())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| ApiError::Internal(format!("keys not reloaded (the old ones stay): {e}")))?;
+    tracing::info!(keys, "auth validation keys reloaded");
+    Ok(json_response(
+        StatusCode::OK,
+        &serde_json::json!({ "keys": keys }),
     ))
 }
 

@@ -1,4 +1,5 @@
-//! The HTTP/1.1 listener: a task per connection; on shutdown, connections finish their request and close.
+//! The HTTP/1.1 listener, plain or TLS (`listen_https_addr`): a task per connection; on shutdown, connections
+//! finish their request and close.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,12 +19,18 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::error::ApiError;
 use super::routes::{self, ApiState, RequestContext};
+use crate::tls::TlsServer;
 
 /// How long open connections get to finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves the API on `listener` until `cancel` fires.
-pub async fn serve(listener: TcpListener, state: Arc<ApiState>, cancel: CancellationToken) {
+/// Serves the API on `listener` (over TLS when `tls` is given) until `cancel` fires.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<TlsServer>>,
+    state: Arc<ApiState>,
+    cancel: CancellationToken,
+) {
     let mut connections = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -42,25 +49,21 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, cancel: Cancella
         let state = state.clone();
         let cancel = cancel.clone();
         let header_timeout = state.mgr.node().http_header_read_timeout.get();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         connections.spawn(
             async move {
-                let service = service_fn(move |req| handle(state.clone(), req));
-                // A client that opens a connection and never completes its headers is dropped, so that idle
-                // sockets cannot pile up.
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(header_timeout)
-                    .serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    _ = cancel.cancelled() => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
+                match acceptor {
+                    None => connection(stream, state, header_timeout, cancel).await,
+                    Some(acceptor) => {
+                        // The handshake gets the time the headers get.
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls_stream)) => {
+                                connection(tls_stream, state, header_timeout, cancel).await
+                            }
+                            Ok(Err(e)) => info!(error = %e, "tls handshake failed"),
+                            Err(_) => info!("tls handshake timed out"),
+                        }
                     }
-                };
-                if let Err(e) = result {
-                    info!(error = %e, "http connection ended with an error");
                 }
             }
             .instrument(info_span!("http_conn", %peer)),
@@ -74,6 +77,35 @@ pub async fn serve(listener: TcpListener, state: Arc<ApiState>, cancel: Cancella
     }
 }
 
+/// One connection: requests until the client closes it or shutdown.
+async fn connection<S>(
+    stream: S,
+    state: Arc<ApiState>,
+    header_timeout: Duration,
+    cancel: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| handle(state.clone(), req));
+    // A client that opens a connection and never completes its headers is dropped, so that idle sockets
+    // cannot pile up.
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = cancel.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        info!(error = %e, "http connection ended with an error");
+    }
+}
+
 async fn handle(
     state: Arc<ApiState>,
     request: Request<Incoming>,
@@ -82,8 +114,13 @@ async fn handle(
     let path = request.uri().path().to_string();
     let result = match routes::find(&method, &path) {
         Ok(Some((route, params))) => {
-            let ctx = RequestContext::new(state, params, request);
-            (route.handler)(ctx).await
+            match super::auth::authorize(&state, route, &params, request.headers()) {
+                Ok(claims) => {
+                    let ctx = RequestContext::new(state, params, request, claims);
+                    (route.handler)(ctx).await
+                }
+                Err(e) => Err(e),
+            }
         }
         Ok(None) => Err(ApiError::NotFound(format!("no route for {method} {path}"))),
         Err(e) => Err(e),

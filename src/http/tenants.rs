@@ -179,6 +179,7 @@ pub async fn patch_config(mut ctx: RequestContext) -> HandlerResult {
     let body = ctx.body_bytes(1 << 20).await?;
     let (id, rest) = take_field(&body, "tenant_id")?;
     let id = parse_tenant_id(id, "tenant_id")?;
+    ctx.authorize_tenant(id)?;
     let mut set = serde_json::Map::new();
     let mut unset = Vec::new();
     let known: BTreeMap<&str, ()> = crate::config::TENANT_CONFIG_KEYS

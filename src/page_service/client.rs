@@ -1,13 +1,12 @@
-//! A client of the page service: connect (trust), run `pagestream_v2|v3` sessions and take backups. Used by
+//! A client of the page service: connect (optionally over TLS, optionally with a JWT as the password), run `pagestream_v2|v3` sessions and take backups. Used by
 //! the `pageserver getpage` and `pageserver pagebench` commands and by the tests. It frames messages with
 //! postgres-protocol's codecs (the walreceiver's bounded reader), independent of the server's own codec.
 
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::pagestream::{self, Request, ResponseBody, Version};
 use crate::walreceiver::ReplicationError;
@@ -26,6 +25,12 @@ pub enum ClientError {
     Unexpected { got: &'static str, during: String },
     #[error("bad pagestream response: {0}")]
     Response(#[from] pagestream::ResponseParseError),
+    #[error("the server asks for a password and none was given")]
+    PasswordNeeded,
+    #[error("the server does not offer TLS")]
+    NoTls,
+    #[error("tls: {0}")]
+    Tls(String),
 }
 
 impl From<std::io::Error> for ClientError {
@@ -44,11 +49,34 @@ impl ClientError {
     }
 }
 
+type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
 /// A connection to the page service, ready for a query.
 pub struct PageServiceClient {
-    reader: MessageReader<OwnedReadHalf>,
-    w: OwnedWriteHalf,
+    reader: MessageReader<ReadHalf>,
+    w: WriteHalf,
 }
+
+/// How to connect: the password (a JWT when the server's `pg_auth_type` is NeonJWT) and TLS.
+#[derive(Default, Clone)]
+pub struct ConnectOptions {
+    pub password: Option<String>,
+    /// Ask for TLS and verify the server with this config (see [`crate::tls::client_config`]).
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+/// SSLRequest: asks the server to switch to TLS.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
 fn unexpected(m: &BackendMessage, during: &str) -> ClientError {
     match m {
@@ -61,16 +89,44 @@ fn unexpected(m: &BackendMessage, during: &str) -> ClientError {
 }
 
 impl PageServiceClient {
-    /// Connects to `addr` (host:port) and starts a session as user `pageserver`.
+    /// Connects to `addr` (host:port) and starts a session as user `pageserver` (no TLS, no password).
     pub async fn connect(addr: &str) -> Result<PageServiceClient, ClientError> {
-        let stream = TcpStream::connect(addr)
+        Self::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `addr` (host:port) with `options` and starts a session as user `pageserver`.
+    pub async fn connect_with(
+        addr: &str,
+        options: &ConnectOptions,
+    ) -> Result<PageServiceClient, ClientError> {
+        let mut stream = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect {
                 addr: addr.to_string(),
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (r, w) = stream.into_split();
+        let (r, w): (ReadHalf, WriteHalf) = match &options.tls {
+            None => {
+                let (r, w) = stream.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Some(config) => {
+                stream.write_all(&SSL_REQUEST).await?;
+                if stream.read_u8().await? != b'S' {
+                    return Err(ClientError::NoTls);
+                }
+                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| ClientError::Tls(format!("server name {host:?}: {e}")))?;
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+                let (r, w) = tokio::io::split(tls);
+                (Box::new(r), Box::new(w))
+            }
+        };
         let mut client = PageServiceClient {
             reader: MessageReader::new(r),
             w,
@@ -86,6 +142,15 @@ impl PageServiceClient {
         client.w.write_all(&buf).await?;
         loop {
             match client.reader.next().await? {
+                BackendMessage::Std(Message::AuthenticationCleartextPassword) => {
+                    let password = options
+                        .password
+                        .as_deref()
+                        .ok_or(ClientError::PasswordNeeded)?;
+                    buf.clear();
+                    frontend::password_message(password.as_bytes(), &mut buf)?;
+                    client.w.write_all(&buf).await?;
+                }
                 BackendMessage::Std(Message::AuthenticationOk)
                 | BackendMessage::Std(Message::ParameterStatus(_))
                 | BackendMessage::Std(Message::BackendKeyData(_)) => {}

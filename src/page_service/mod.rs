@@ -1,5 +1,9 @@
 //! The page service: a libpq server on `listen_pg_addr`, wire-compatible with Neon's for reads
-//! (docs/protocols.md). A task per connection; trust authentication; simple query only. Commands:
+//! (docs/protocols.md). A task per connection; simple query only. With `enable_tls_page_service_api` an
+//! SSLRequest is answered 'S' and a connection without TLS is refused (SQLSTATE 28000); otherwise 'N'. With
+//! `pg_auth_type = "NeonJWT"` the client's password is its JWT (crate::auth): verified after the startup
+//! packet (SQLSTATE 28P01 when it fails), then checked against the tenant of every command before the tenant
+//! is looked up (SQLSTATE 42501). Commands:
 //! `pagestream_v2|pagestream_v3 <tenant> <timeline>` (a CopyBoth session of page requests, `pagestream.rs`),
 //! `basebackup` and `fullbackup` (a tar over CopyOut, `basebackup.rs`), `set ...` (accepted and ignored);
 //! anything else is an ErrorResponse naming it.
@@ -20,19 +24,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::auth::{Claims, JwtAuth, check_permission};
 use crate::id::{TenantId, TimelineId};
 use crate::pg::Lsn;
 use crate::repository::mgr::TenantManager;
 use crate::repository::timeline::Timeline;
+use crate::tls::TlsServer;
 use pagestream::Version;
-use pq::{FeMessage, PqError, PqReader, be};
+use pq::{FeMessage, PqError, PqReader, Secret, Startup, be};
 
 /// Requests answered before one flush, at most.
 const MAX_BATCH: usize = 64;
@@ -48,6 +55,10 @@ pub struct PageService {
     pub startup_timeout: Duration,
     /// A connection that sends nothing for this long is closed (SQLSTATE 57P05); None: never.
     pub idle_timeout: Option<Duration>,
+    /// `pg_auth_type = "NeonJWT"`: the keys that the token (sent as the password) is checked with.
+    pub auth: Option<Arc<JwtAuth>>,
+    /// `enable_tls_page_service_api`: TLS is offered on SSLRequest and required.
+    pub tls: Option<Arc<TlsServer>>,
 }
 
 /// Refused connections answered at once, at most (each waits up to the startup timeout for the startup
@@ -104,17 +115,33 @@ pub async fn serve(listener: TcpListener, service: PageService, shutdown: Cancel
 
 /// Answers a connection over the limit as PostgreSQL does: its startup packet, then an ErrorResponse.
 async fn refuse(stream: TcpStream, startup_timeout: Duration, _permit: OwnedSemaphorePermit) {
-    let (r, mut w) = stream.into_split();
-    let mut reader = PqReader::new(r);
-    if let Ok(Ok(_)) = tokio::time::timeout(startup_timeout, reader.startup(&mut w)).await {
+    let mut reader = PqReader::new(stream);
+    let answered = tokio::time::timeout(startup_timeout, async {
+        loop {
+            match reader.startup().await? {
+                Startup::Params(_) => return Ok::<_, PqError>(()),
+                // No TLS for a connection that is refused anyway: the client may go on without it.
+                Startup::SslRequest | Startup::GssEncRequest => decline(reader.get_mut()).await?,
+            }
+        }
+    })
+    .await;
+    if let Ok(Ok(())) = answered {
         let mut out = BytesMut::new();
         be::error(
             &mut out,
             sqlstate::TOO_MANY_CONNECTIONS,
             "sorry, too many clients already (page_service_max_connections)",
         );
-        let _ = pq::send(&mut w, &mut out).await;
+        let _ = pq::send(reader.get_mut(), &mut out).await;
     }
+}
+
+/// 'N': the encryption the client asked for is not offered.
+async fn decline<W: AsyncWrite + Unpin>(w: &mut W) -> Result<(), PqError> {
+    w.write_all(b"N").await?;
+    w.flush().await?;
+    Ok(())
 }
 
 /// Reads the next message, or Err(PqError::Idle) after `idle` without one.
@@ -150,6 +177,9 @@ mod sqlstate {
     pub const INVALID_PARAMETER: &str = "22023";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const INTERNAL: &str = "XX000";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     /// A timeline a recovery is writing into, or whose recovery failed.
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 }
@@ -161,14 +191,113 @@ async fn connection(
     cancel: CancellationToken,
 ) -> Result<(), PqError> {
     let _ = stream.set_nodelay(true);
-    let (r, mut w) = stream.into_split();
-    let mut reader = PqReader::new(r);
-    let params = tokio::time::timeout(service.startup_timeout, reader.startup(&mut w))
+    let deadline = Instant::now() + service.startup_timeout;
+    let mut reader = PqReader::new(stream);
+    loop {
+        match before(deadline, "startup packet", reader.startup()).await? {
+            Startup::Params(params) => {
+                let (r, mut w) = {
+                    let (stream, buf) = reader.into_parts();
+                    let (r, w) = stream.into_split();
+                    (PqReader::from_parts(r, buf), w)
+                };
+                if service.tls.is_some() {
+                    let mut out = BytesMut::new();
+                    be::error(
+                        &mut out,
+                        sqlstate::INVALID_AUTHORIZATION,
+                        "the page service requires TLS (connect with sslmode=require)",
+                    );
+                    return pq::send(&mut w, &mut out).await;
+                }
+                return session(r, w, Some(params), deadline, service, cancel).await;
+            }
+            Startup::SslRequest if service.tls.is_some() => {
+                let tls = service.tls.clone().expect("checked");
+                reader.get_mut().write_all(b"S").await?;
+                reader.get_mut().flush().await?;
+                let stream = reader.into_inner()?;
+                let stream = before(deadline, "TLS handshake", async {
+                    Ok(tls.acceptor().accept(stream).await?)
+                })
+                .await?;
+                let (r, w) = tokio::io::split(stream);
+                return session(PqReader::new(r), w, None, deadline, service, cancel).await;
+            }
+            Startup::SslRequest | Startup::GssEncRequest => decline(reader.get_mut()).await?,
+        }
+    }
+}
+
+/// `fut`, or a Timeout error naming `what` at `deadline`.
+async fn before<T>(
+    deadline: Instant,
+    what: &'static str,
+    fut: impl std::future::Future<Output = Result<T, PqError>>,
+) -> Result<T, PqError> {
+    let after = deadline.saturating_duration_since(Instant::now());
+    tokio::time::timeout_at(deadline, fut)
         .await
-        .map_err(|_| PqError::Timeout {
-            what: "startup packet",
-            after: service.startup_timeout,
-        })??;
+        .map_err(|_| PqError::Timeout { what, after })?
+}
+
+/// With `pg_auth_type = "NeonJWT"`: asks for the token as a cleartext password and verifies it (Neon's
+/// computes send `$NEON_AUTH_TOKEN` there). None when refused; the ErrorResponse is then in `out`.
+async fn authenticate<R: AsyncRead + Unpin>(
+    jwt: &JwtAuth,
+    reader: &mut PqReader<R>,
+    deadline: Instant,
+    out: &mut BytesMut,
+) -> Result<Option<Claims>, PqError> {
+    let msg = before(deadline, "password message", reader.read()).await?;
+    let FeMessage::Password(Secret(token)) = msg else {
+        be::error(
+            out,
+            sqlstate::PROTOCOL_VIOLATION,
+            "expected a password message holding the JWT",
+        );
+        return Ok(None);
+    };
+    // A token is good for the page service if it allows something here: its own tenant, or everything.
+    let checked = jwt
+        .decode(&token)
+        .and_then(|c| check_permission(&c, c.tenant_id).map(|()| c));
+    match checked {
+        Ok(claims) => Ok(Some(claims)),
+        Err(e) => {
+            warn!(error = %e, "page service authentication failed");
+            be::error(out, sqlstate::INVALID_PASSWORD, &e.to_string());
+            Ok(None)
+        }
+    }
+}
+
+/// A connection after its encryption is settled: the startup packet (if not read yet), authentication, then
+/// queries until the client leaves.
+async fn session<R, W>(
+    mut reader: PqReader<R>,
+    mut w: W,
+    params: Option<Vec<(String, String)>>,
+    deadline: Instant,
+    service: PageService,
+    cancel: CancellationToken,
+) -> Result<(), PqError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let params = match params {
+        Some(p) => p,
+        None => match before(deadline, "startup packet", reader.startup()).await? {
+            Startup::Params(p) => p,
+            _ => {
+                return Err(PqError::Protocol {
+                    what: "startup packet",
+                    detail: "an encryption request inside TLS".into(),
+                });
+            }
+        },
+    };
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     debug!(
         user = param("user").unwrap_or(""),
@@ -177,6 +306,17 @@ async fn connection(
         "startup"
     );
     let mut out = BytesMut::with_capacity(64 * 1024);
+    let claims = match &service.auth {
+        Some(jwt) => {
+            be::authentication_cleartext_password(&mut out);
+            pq::send(&mut w, &mut out).await?;
+            match authenticate(jwt, &mut reader, deadline, &mut out).await? {
+                Some(claims) => Some(claims),
+                None => return pq::send(&mut w, &mut out).await,
+            }
+        }
+        None => None,
+    };
     be::authentication_ok(&mut out);
     for (name, value) in [
         ("server_version", "15.18"),
@@ -208,8 +348,16 @@ async fn connection(
         };
         match msg {
             FeMessage::Query(q) => {
-                let keep_going =
-                    query(&q, &service, &mut reader, &mut w, &mut out, &cancel).await?;
+                let keep_going = query(
+                    &q,
+                    &service,
+                    claims.as_ref(),
+                    &mut reader,
+                    &mut w,
+                    &mut out,
+                    &cancel,
+                )
+                .await?;
                 if !keep_going {
                     return Ok(());
                 }
@@ -242,6 +390,7 @@ async fn connection(
 async fn query<R, W>(
     text: &str,
     service: &PageService,
+    claims: Option<&Claims>,
     reader: &mut PqReader<R>,
     w: &mut W,
     out: &mut BytesMut,
@@ -269,7 +418,7 @@ where
                 );
                 return Ok(true);
             };
-            let Some(tl) = resolve_or_report(service, tenant, timeline, out).await else {
+            let Some(tl) = resolve_or_report(service, claims, tenant, timeline, out).await else {
                 return Ok(true);
             };
             let span =
@@ -287,7 +436,9 @@ where
                     return Ok(true);
                 }
             };
-            let Some(tl) = resolve_or_report(service, &cmd.tenant, &cmd.timeline, out).await else {
+            let Some(tl) =
+                resolve_or_report(service, claims, &cmd.tenant, &cmd.timeline, out).await
+            else {
                 return Ok(true);
             };
             let span = info_span!("basebackup", tenant_id = %tl.tenant_id, timeline_id = %tl.timeline_id, full);
@@ -314,11 +465,12 @@ where
 /// The timeline named by the command's ids; else an ErrorResponse saying why not goes into `out`.
 async fn resolve_or_report(
     service: &PageService,
+    claims: Option<&Claims>,
     tenant: &str,
     timeline: &str,
     out: &mut BytesMut,
 ) -> Option<Arc<Timeline>> {
-    match resolve(service, tenant, timeline).await {
+    match resolve(service, claims, tenant, timeline).await {
         Ok(tl) => Some(tl),
         Err((code, msg)) => {
             be::error(out, code, &msg);
@@ -327,9 +479,11 @@ async fn resolve_or_report(
     }
 }
 
-/// The timeline named by the command's ids, or the SQLSTATE and message of why not.
+/// The timeline named by the command's ids, or the SQLSTATE and message of why not. With auth, the token
+/// must allow the tenant before it is looked up.
 async fn resolve(
     service: &PageService,
+    claims: Option<&Claims>,
     tenant: &str,
     timeline: &str,
 ) -> Result<Arc<Timeline>, (&'static str, String)> {
@@ -341,6 +495,10 @@ async fn resolve(
     };
     let tenant_id: TenantId = tenant.parse().map_err(|_| bad("tenant id", tenant))?;
     let timeline_id: TimelineId = timeline.parse().map_err(|_| bad("timeline id", timeline))?;
+    if let Some(claims) = claims {
+        check_permission(claims, Some(tenant_id))
+            .map_err(|e| (sqlstate::INSUFFICIENT_PRIVILEGE, e.to_string()))?;
+    }
     let attached = service
         .mgr
         .get(tenant_id)

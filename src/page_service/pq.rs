@@ -1,7 +1,8 @@
 //! The server side of the PostgreSQL v3 wire protocol, as far as the page service needs it: the startup
-//! packet (SSL and GSS encryption requests are declined with 'N', a cancel request closes the connection),
-//! trust authentication, simple query, CopyBoth and CopyOut, and ErrorResponse. Every message is length-checked
-//! before it is buffered: a frontend cannot make the server allocate more than `MAX_MESSAGE` bytes.
+//! packet (an SSLRequest goes to the caller, which answers it; a GSS encryption request is declined with 'N';
+//! a cancel request closes the connection), cleartext-password authentication, simple query, CopyBoth and
+//! CopyOut, and ErrorResponse. Every message is length-checked before it is buffered: a frontend cannot make
+//! the server allocate more than `MAX_MESSAGE` bytes.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -40,6 +41,14 @@ fn protocol(what: &'static str, detail: impl Into<String>) -> PqError {
     }
 }
 
+/// The first packet of a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Startup {
+    SslRequest,
+    GssEncRequest,
+    Params(Vec<(String, String)>),
+}
+
 /// A frontend message after startup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FeMessage {
@@ -49,8 +58,20 @@ pub enum FeMessage {
     CopyFail,
     Sync,
     Terminate,
+    /// PasswordMessage: the answer to an authentication request (with NeonJWT, the token).
+    Password(Secret),
     /// Any other message, by its tag (extended query protocol, function calls, ...).
     Other(u8),
+}
+
+/// A password or token: never printed (its Debug is redacted), so that no log line or error can hold it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// Reads frontend messages from a buffered stream.
@@ -82,41 +103,60 @@ impl<R: AsyncRead + Unpin> PqReader<R> {
         Ok(())
     }
 
-    /// The startup packet's parameters (user, database, options, application_name, ...), after declining any
-    /// encryption request with 'N' on `w`.
-    pub async fn startup<W: AsyncWrite + Unpin>(
-        &mut self,
-        w: &mut W,
-    ) -> Result<Vec<(String, String)>, PqError> {
-        loop {
-            self.fill(8).await?;
-            let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4")) as usize;
-            let code = u32::from_be_bytes(self.buf[4..8].try_into().expect("4"));
-            if !(8..=10_000).contains(&len) {
-                return Err(protocol("startup packet", format!("length {len}")));
-            }
-            self.fill(len).await?;
-            let mut packet = self.buf.split_to(len);
-            packet.advance(8);
-            match code {
-                SSL_REQUEST | GSSENC_REQUEST => {
-                    w.write_all(b"N").await?;
-                    w.flush().await?;
-                }
-                CANCEL_REQUEST => return Err(PqError::Cancel),
-                PROTOCOL_3_0 => return parse_startup_params(&packet),
-                other => {
-                    return Err(protocol(
-                        "startup packet",
-                        format!(
-                            "protocol version {}.{} (only 3.0 is supported)",
-                            other >> 16,
-                            other & 0xFFFF
-                        ),
-                    ));
-                }
-            }
+    /// The startup packet: its parameters (user, database, options, application_name, ...), or an encryption
+    /// request for the caller to answer ('S' or 'N' on the stream, [`PqReader::get_mut`]).
+    pub async fn startup(&mut self) -> Result<Startup, PqError> {
+        self.fill(8).await?;
+        let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4")) as usize;
+        let code = u32::from_be_bytes(self.buf[4..8].try_into().expect("4"));
+        if !(8..=10_000).contains(&len) {
+            return Err(protocol("startup packet", format!("length {len}")));
         }
+        self.fill(len).await?;
+        let mut packet = self.buf.split_to(len);
+        packet.advance(8);
+        match code {
+            SSL_REQUEST => Ok(Startup::SslRequest),
+            GSSENC_REQUEST => Ok(Startup::GssEncRequest),
+            CANCEL_REQUEST => Err(PqError::Cancel),
+            PROTOCOL_3_0 => parse_startup_params(&packet).map(Startup::Params),
+            other => Err(protocol(
+                "startup packet",
+                format!(
+                    "protocol version {}.{} (only 3.0 is supported)",
+                    other >> 16,
+                    other & 0xFFFF
+                ),
+            )),
+        }
+    }
+
+    /// The stream itself, to answer an encryption request.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+
+    /// The stream and what is buffered from it, to go on reading it in another form (split in halves).
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.io, self.buf)
+    }
+
+    /// A reader over `io` that first returns what `buf` already holds.
+    pub fn from_parts(io: R, buf: BytesMut) -> PqReader<R> {
+        PqReader { io, buf }
+    }
+
+    /// The stream back, for a TLS handshake after an SSLRequest. Bytes the client sent after its SSLRequest
+    /// and before the handshake would be plaintext injected into the encrypted session (CVE-2021-23214):
+    /// they are an error.
+    pub fn into_inner(self) -> Result<R, PqError> {
+        if !self.buf.is_empty() {
+            return Err(protocol(
+                "SSLRequest",
+                "data received after an SSLRequest before the TLS handshake",
+            ));
+        }
+        Ok(self.io)
     }
 
     /// The next message, or Closed at end of stream between messages.
@@ -163,6 +203,7 @@ impl<R: AsyncRead + Unpin> PqReader<R> {
             b'f' => FeMessage::CopyFail,
             b'S' => FeMessage::Sync,
             b'X' => FeMessage::Terminate,
+            b'p' => FeMessage::Password(Secret(cstr(&mut &msg[..], "password message")?)),
             other => FeMessage::Other(other),
         }))
     }
@@ -212,6 +253,11 @@ pub mod be {
 
     pub fn authentication_ok(out: &mut BytesMut) {
         message(out, b'R', |b| b.put_u32(0));
+    }
+
+    /// AuthenticationCleartextPassword: the client answers with a PasswordMessage.
+    pub fn authentication_cleartext_password(out: &mut BytesMut) {
+        message(out, b'R', |b| b.put_u32(3));
     }
 
     pub fn parameter_status(out: &mut BytesMut, name: &str, value: &str) {
@@ -295,7 +341,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn startup_declines_ssl_then_reads_params() {
+    async fn startup_reports_ssl_then_reads_params() {
         let mut input = Vec::new();
         input.extend_from_slice(&8u32.to_be_bytes());
         input.extend_from_slice(&SSL_REQUEST.to_be_bytes());
@@ -305,15 +351,14 @@ mod tests {
         input.extend_from_slice(params);
         input.extend_from_slice(b"Q\0\0\0\x0aset x\0X\0\0\0\x04");
         let mut r = PqReader::new(&input[..]);
-        let mut w = Vec::new();
-        let p = r.startup(&mut w).await.unwrap();
-        assert_eq!(w, b"N");
+        assert_eq!(r.startup().await.unwrap(), Startup::SslRequest);
+        let p = r.startup().await.unwrap();
         assert_eq!(
             p,
-            vec![
+            Startup::Params(vec![
                 ("user".into(), "postgres".into()),
                 ("database".into(), "x".into())
-            ]
+            ])
         );
         assert_eq!(r.read().await.unwrap(), FeMessage::Query("set x".into()));
         assert_eq!(r.read().await.unwrap(), FeMessage::Terminate);
@@ -339,11 +384,16 @@ mod tests {
         let mut old = Vec::new();
         old.extend_from_slice(&8u32.to_be_bytes());
         old.extend_from_slice(&(2u32 << 16).to_be_bytes());
-        let err = PqReader::new(&old[..])
-            .startup(&mut Vec::new())
-            .await
-            .unwrap_err();
+        let err = PqReader::new(&old[..]).startup().await.unwrap_err();
         assert!(err.to_string().contains("protocol version 2.0"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_password_is_read_and_never_printed() {
+        let input = b"p\0\0\0\x0aa.b.c\0";
+        let m = PqReader::new(&input[..]).read().await.unwrap();
+        assert_eq!(m, FeMessage::Password(Secret("a.b.c".into())));
+        assert!(!format!("{m:?}").contains("a.b.c"));
     }
 
     #[test]

@@ -30,8 +30,18 @@ impl WalSources {
         let path = dir.join(WAL_SOURCES_FILE);
         let saved: HashMap<TimelineId, WalSource> = match std::fs::read_to_string(&path) {
             Ok(text) => {
-                crate::durable::restrict_mode(&path, crate::durable::SECRET_MODE)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                // It holds the sources' passwords.
+                match crate::durable::secret_file_too_open(&path) {
+                    Ok(None) => {}
+                    Ok(Some(mode)) => {
+                        return Err(format!(
+                            "{} is accessible by group or others (mode {mode:04o}); it holds passwords and \
+                             must be owner-only: chmod 600 it",
+                            path.display()
+                        ));
+                    }
+                    Err(e) => return Err(format!("{}: {e}", path.display())),
+                }
                 serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashMap::new(),
