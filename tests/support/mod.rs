@@ -7,6 +7,7 @@
 
 pub mod compare;
 pub mod dump;
+pub mod keys;
 pub mod objstore;
 pub mod pageserver;
 pub mod pg;

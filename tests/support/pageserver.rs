@@ -22,6 +22,8 @@ pub struct Pageserver {
     log: PathBuf,
     /// Extra environment of the next starts (e.g. `PAGESERVER_FAILPOINT`).
     pub env: Vec<(String, String)>,
+    /// A JWT sent as `Authorization: Bearer` with every request of the helpers (NeonJWT servers).
+    pub token: Option<String>,
 }
 
 impl Pageserver {
@@ -46,6 +48,7 @@ impl Pageserver {
             pg_addr,
             log,
             env,
+            token: None,
         };
         // A port that was free when picked may be taken by a parallel test before the pageserver binds it:
         // then pick others.
@@ -176,21 +179,35 @@ impl Pageserver {
         path: &str,
         body: Option<&str>,
     ) -> Result<(u16, String), ureq::Error> {
+        self.try_request_as(method, path, body, self.token.as_deref())
+    }
+
+    /// Like [`try_request`](Self::try_request) with `token` as the bearer token (None: no header).
+    pub fn try_request_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<(u16, String), ureq::Error> {
+        fn auth<B>(r: ureq::RequestBuilder<B>, token: Option<&str>) -> ureq::RequestBuilder<B> {
+            match token {
+                Some(t) => r.header("Authorization", format!("Bearer {t}")),
+                None => r,
+            }
+        }
         let agent = Self::agent();
         let url = self.url(path);
         let result = match (method, body) {
-            ("GET", _) => agent.get(&url).call(),
-            ("DELETE", _) => agent.delete(&url).call(),
-            ("POST", b) => agent
-                .post(&url)
+            ("GET", _) => auth(agent.get(&url), token).call(),
+            ("DELETE", _) => auth(agent.delete(&url), token).call(),
+            ("POST", b) => auth(agent.post(&url), token)
                 .content_type("application/json")
                 .send(b.unwrap_or("")),
-            ("PUT", b) => agent
-                .put(&url)
+            ("PUT", b) => auth(agent.put(&url), token)
                 .content_type("application/json")
                 .send(b.unwrap_or("")),
-            ("PATCH", b) => agent
-                .patch(&url)
+            ("PATCH", b) => auth(agent.patch(&url), token)
                 .content_type("application/json")
                 .send(b.unwrap_or("")),
             (m, _) => panic!("unsupported method {m}"),
