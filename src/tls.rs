@@ -116,34 +116,187 @@ impl TlsServer {
 /// A client config that trusts the certificates (PEM) of `ca_file`: the server must present a chain to one of
 /// them, for the name it was reached by.
 pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    client_config_checking(ServerCheck::ChainAndName, Some(ca_file))
+}
+
+/// What a client checks of the server's certificate (libpq's sslmode require, verify-ca, verify-full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerCheck {
+    /// Nothing: the session is encrypted, the server not authenticated (libpq's `require`).
+    Nothing,
+    /// A chain to one of the CA certificates, whatever name it is for (`verify-ca`).
+    Chain,
+    /// The chain and the host name or IP (`verify-full`).
+    ChainAndName,
+}
+
+/// A client config that checks the server as `check` says, with the CA certificates (PEM) of `ca_file`
+/// (required unless `check` is `Nothing`).
+pub fn client_config_checking(
+    check: ServerCheck,
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let roots = match (check, ca_file) {
+        (ServerCheck::Nothing, _) => None,
+        (_, Some(ca)) => Some(Arc::new(root_store(ca)?)),
+        (_, None) => {
+            return Err(TlsError::Config(
+                "verifying the server needs a CA file (sslrootcert)".into(),
+            ));
+        }
+    };
+    let config = match (check, roots) {
+        (ServerCheck::ChainAndName, Some(roots)) => builder.with_root_certificates(roots),
+        (ServerCheck::Chain, Some(roots)) => {
+            let inner =
+                rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verify::AnyName(inner)))
+        }
+        _ => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verify::Unverified(provider))),
+    };
+    Ok(Arc::new(config.with_no_client_auth()))
+}
+
+fn root_store(ca_file: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let pem_err = |msg: String| TlsError::Pem {
+        path: ca_file.to_path_buf(),
+        msg,
+    };
     let pem = std::fs::read(ca_file).map_err(|source| TlsError::Read {
         path: ca_file.to_path_buf(),
         source,
     })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| TlsError::Pem {
-            path: ca_file.to_path_buf(),
-            msg: format!("not a PEM certificate: {e}"),
-        })?;
-        roots.add(cert).map_err(|e| TlsError::Pem {
-            path: ca_file.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+        let cert = cert.map_err(|e| pem_err(format!("not a PEM certificate: {e}")))?;
+        roots.add(cert).map_err(|e| pem_err(e.to_string()))?;
     }
     if roots.is_empty() {
-        return Err(TlsError::Pem {
-            path: ca_file.to_path_buf(),
-            msg: "holds no certificate".into(),
-        });
+        return Err(pem_err("holds no certificate".into()));
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    Ok(roots)
+}
+
+/// The two server certificate verifiers that rustls does not have: libpq's `require` (none) and `verify-ca`
+/// (the chain without the name). Both still verify the handshake signatures, so the session is bound to the
+/// key of the certificate presented.
+mod verify {
+    use std::sync::Arc;
+
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::{CertificateError, DigitallySignedStruct, Error, SignatureScheme};
+
+    #[derive(Debug)]
+    pub struct Unverified(pub Arc<CryptoProvider>);
+
+    #[derive(Debug)]
+    pub struct AnyName(pub Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for Unverified {
+        fn verify_server_cert(
+            &self,
+            _end_entity: &CertificateDer<'_>,
+            _intermediates: &[CertificateDer<'_>],
+            _server_name: &ServerName<'_>,
+            _ocsp_response: &[u8],
+            _now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            Ok(ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &self.0.signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.signature_verification_algorithms.supported_schemes()
+        }
+    }
+
+    impl ServerCertVerifier for AnyName {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, Error> {
+            match self.0.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ) {
+                // The chain verified; only the name did not match, which verify-ca does not ask for.
+                Err(Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
+        }
+    }
 }
 
 fn stamp_of(cert_file: &Path, key_file: &Path) -> FileStamp {

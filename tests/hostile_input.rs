@@ -230,7 +230,7 @@ fn hostile_block_numbers_are_refused_and_lose_nothing() {
         ps.set_wal_source(
             T,
             TL,
-            json!({"connstr": format!("host=127.0.0.1 port={port} user=u"), "slot_name": "ps"}),
+            json!({"connstr": format!("host=127.0.0.1 port={port} user=u sslmode=disable"), "slot_name": "ps"}),
         );
         let started = Instant::now();
         let info = loop {

@@ -467,7 +467,8 @@ async fn fake_server(script: Vec<u8>, reply: Vec<u8>) -> String {
             }
         }
     });
-    format!("host=127.0.0.1 port={port} user=u")
+    // The fake speaks no TLS negotiation.
+    format!("host=127.0.0.1 port={port} user=u sslmode=disable")
 }
 
 fn msg(tag: u8, body: &[u8]) -> Vec<u8> {

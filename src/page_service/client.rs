@@ -5,12 +5,14 @@
 use bytes::{Bytes, BytesMut};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::pagestream::{self, Request, ResponseBody, Version};
 use crate::walreceiver::ReplicationError;
-use crate::walreceiver::wire::{BackendMessage, MessageReader, describe, server_error};
+use crate::walreceiver::wire::{
+    BackendMessage, ConnRead, ConnWrite, MessageReader, describe, server_error,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -49,13 +51,10 @@ impl ClientError {
     }
 }
 
-type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
-type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
-
 /// A connection to the page service, ready for a query.
 pub struct PageServiceClient {
-    reader: MessageReader<ReadHalf>,
-    w: WriteHalf,
+    reader: MessageReader<ConnRead>,
+    w: ConnWrite,
 }
 
 /// How to connect: the password (a JWT when the server's `pg_auth_type` is NeonJWT) and TLS.
@@ -106,7 +105,7 @@ impl PageServiceClient {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (r, w): (ReadHalf, WriteHalf) = match &options.tls {
+        let (r, w): (ConnRead, ConnWrite) = match &options.tls {
             None => {
                 let (r, w) = stream.into_split();
                 (Box::new(r), Box::new(w))

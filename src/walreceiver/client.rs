@@ -20,14 +20,13 @@ use postgres_protocol::authentication::{md5_hash, sasl};
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::connstr::ConnConfig;
 use super::error::{ReplicationError, SQLSTATE_DUPLICATE_OBJECT};
 use super::stream::WalStream;
 use super::wire::{
-    BackendMessage, MessageReader, SharedWriter, column_names, data_row, notice_text, server_error,
-    unexpected,
+    BackendMessage, ConnRead, ConnWrite, MessageReader, SharedWriter, column_names, data_row,
+    notice_text, server_error, unexpected,
 };
 use crate::pg::Lsn;
 
@@ -51,8 +50,8 @@ pub(crate) struct ResultSet {
 }
 
 pub struct ReplicationConnection {
-    pub(super) reader: MessageReader<OwnedReadHalf>,
-    pub(super) writer: SharedWriter<OwnedWriteHalf>,
+    pub(super) reader: MessageReader<ConnRead>,
+    pub(super) writer: SharedWriter<ConnWrite>,
     /// True after ReadyForQuery, false while a command is in flight (or was left unfinished).
     pub(super) idle: bool,
     parameters: HashMap<String, String>,
@@ -99,7 +98,7 @@ impl ReplicationConnection {
                 source,
             })?;
         tcp.set_nodelay(true)?;
-        let (rd, wr) = tcp.into_split();
+        let (rd, wr) = super::tls::negotiate(tcp, config).await?;
         let mut conn = ReplicationConnection {
             reader: MessageReader::new(rd),
             writer: SharedWriter::new(wr),

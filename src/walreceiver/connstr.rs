@@ -20,6 +20,21 @@ pub struct ConnConfig {
     pub connect_timeout: Option<Duration>,
     /// The `options` startup parameter (command-line options for the backend).
     pub options: Option<String>,
+    pub sslmode: SslMode,
+    /// CA certificates (PEM) that the server's chain must lead to.
+    pub sslrootcert: Option<std::path::PathBuf>,
+}
+
+/// libpq's `sslmode`, with libpq's default `prefer`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    #[default]
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
 }
 
 impl fmt::Debug for ConnConfig {
@@ -33,6 +48,8 @@ impl fmt::Debug for ConnConfig {
             .field("application_name", &self.application_name)
             .field("connect_timeout", &self.connect_timeout)
             .field("options", &self.options)
+            .field("sslmode", &self.sslmode)
+            .field("sslrootcert", &self.sslrootcert)
             .finish()
     }
 }
@@ -73,6 +90,8 @@ struct Builder {
     application_name: Option<String>,
     connect_timeout: Option<Duration>,
     options: Option<String>,
+    sslmode: Option<SslMode>,
+    sslrootcert: Option<std::path::PathBuf>,
 }
 
 impl Builder {
@@ -112,14 +131,25 @@ impl Builder {
                 // As libpq: zero or negative means no timeout; below 2 s is raised to 2 s.
                 self.connect_timeout = (secs > 0).then(|| Duration::from_secs(secs.max(2) as u64));
             }
-            "sslmode" => match value.as_str() {
-                "disable" | "allow" | "prefer" => {}
-                _ => {
-                    return Err(err(format!(
-                        "sslmode={value}: TLS is not supported, use disable, allow or prefer"
-                    )));
-                }
-            },
+            "sslmode" => {
+                self.sslmode = Some(match value.as_str() {
+                    "disable" => SslMode::Disable,
+                    "allow" => SslMode::Allow,
+                    "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    _ => {
+                        return Err(err(format!(
+                            "invalid sslmode {value:?}: disable, allow, prefer, require, verify-ca or \
+                             verify-full"
+                        )));
+                    }
+                })
+            }
+            "sslrootcert" => {
+                self.sslrootcert = Some(value).filter(|v| !v.is_empty()).map(Into::into);
+            }
             _ => return Err(err(format!("unknown connection option {key:?}"))),
         }
         Ok(())
@@ -127,6 +157,17 @@ impl Builder {
 
     fn build(self) -> Result<ConnConfig, ReplicationError> {
         let user = self.user.ok_or_else(|| err("user is required"))?;
+        let mut sslmode = self.sslmode.unwrap_or_default();
+        match (sslmode, &self.sslrootcert) {
+            (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
+                return Err(err(
+                    "sslmode=verify-ca and verify-full need sslrootcert (a file of CA certificates)",
+                ));
+            }
+            // As libpq: with a root certificate given, require verifies the chain.
+            (SslMode::Require, Some(_)) => sslmode = SslMode::VerifyCa,
+            _ => {}
+        }
         Ok(ConnConfig {
             host: self.host.unwrap_or_else(|| "localhost".to_string()),
             port: self.port.unwrap_or(5432),
@@ -136,6 +177,8 @@ impl Builder {
             application_name: self.application_name,
             connect_timeout: self.connect_timeout,
             options: self.options,
+            sslmode,
+            sslrootcert: self.sslrootcert,
         })
     }
 }
@@ -353,6 +396,22 @@ mod tests {
     }
 
     #[test]
+    fn sslmodes_as_libpq() {
+        let mode = |s: &str| ConnConfig::parse(s).unwrap().sslmode;
+        assert_eq!(mode("user=u"), SslMode::Prefer);
+        assert_eq!(mode("user=u sslmode=disable"), SslMode::Disable);
+        assert_eq!(mode("user=u sslmode=require"), SslMode::Require);
+        assert_eq!(
+            mode("user=u sslmode=require sslrootcert=/ca.crt"),
+            SslMode::VerifyCa
+        );
+        assert_eq!(
+            mode("user=u sslmode=verify-full sslrootcert=/ca.crt"),
+            SslMode::VerifyFull
+        );
+    }
+
+    #[test]
     fn defaults() {
         let c = ConnConfig::parse("user=u").unwrap();
         assert_eq!(
@@ -394,7 +453,8 @@ mod tests {
             ("user=u password='open", "unterminated"),
             ("user=u host", "missing \"=\""),
             ("user=u host=/var/run/postgresql", "Unix-domain"),
-            ("user=u sslmode=require", "TLS"),
+            ("user=u sslmode=on", "invalid sslmode"),
+            ("user=u sslmode=verify-full", "sslrootcert"),
             ("postgres://u@h/db?x", "missing \"=\""),
             ("postgres://u@h/%zz", "percent"),
             ("postgres://u@[::1/db", "unterminated ["),

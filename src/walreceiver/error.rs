@@ -22,6 +22,8 @@ pub enum ReplicationError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tls to {addr}: {msg}")]
+    Tls { addr: String, msg: String },
     #[error("timed out after {after:?} while {during}")]
     Timeout {
         after: Duration,

@@ -22,7 +22,11 @@
 //!   only report what is durable;
 //! - a connection left mid-exchange by an error refuses further commands ([`ReplicationError::Broken`]).
 //!
-//! Not supported yet: TLS, Unix-domain sockets, following timeline switches, base backups of clusters with
+//! TLS follows the connection string's `sslmode` as libpq does (`tls.rs`): `disable` and `allow` connect in
+//! plaintext, `prefer` takes TLS when the server offers it, `require` insists on it (verifying the chain when
+//! `sslrootcert` is given, as libpq does), `verify-ca` verifies the chain and `verify-full` also the host name.
+//!
+//! Not supported yet: Unix-domain sockets, following timeline switches, base backups of clusters with
 //! extra tablespaces.
 
 mod basebackup;
@@ -34,11 +38,12 @@ mod message;
 pub mod receiver;
 pub mod sources;
 mod stream;
+mod tls;
 pub(crate) mod wire;
 
 pub use basebackup::BaseBackup;
 pub use client::{ReplicationConnection, SystemId};
-pub use connstr::ConnConfig;
+pub use connstr::{ConnConfig, SslMode};
 pub use error::{
     ReplicationError, SQLSTATE_DUPLICATE_OBJECT, SQLSTATE_INVALID_AUTHORIZATION,
     SQLSTATE_INVALID_PASSWORD, SQLSTATE_OBJECT_IN_USE,

@@ -12,17 +12,17 @@
 use bytes::BytesMut;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use super::error::ReplicationError;
 use super::message::{ReplicationMessage, encode_status_update, pg_now_micros};
 use super::wire::{
-    BackendMessage, MessageReader, SharedWriter, notice_text, server_error, unexpected,
+    BackendMessage, ConnRead, ConnWrite, MessageReader, SharedWriter, notice_text, server_error,
+    unexpected,
 };
 use crate::pg::Lsn;
 
 pub struct WalStream {
-    reader: MessageReader<OwnedReadHalf>,
+    reader: MessageReader<ConnRead>,
     sender: StatusSender,
     /// Where the next XLogData must start: the stream's start, then the end of the last one.
     next_lsn: Lsn,
@@ -32,7 +32,7 @@ pub struct WalStream {
 /// Sends standby status updates on a streaming connection; clone it freely.
 #[derive(Clone)]
 pub struct StatusSender {
-    writer: SharedWriter<OwnedWriteHalf>,
+    writer: SharedWriter<ConnWrite>,
 }
 
 impl std::fmt::Debug for WalStream {
@@ -46,8 +46,8 @@ impl std::fmt::Debug for WalStream {
 
 impl WalStream {
     pub(super) fn new(
-        reader: MessageReader<OwnedReadHalf>,
-        writer: SharedWriter<OwnedWriteHalf>,
+        reader: MessageReader<ConnRead>,
+        writer: SharedWriter<ConnWrite>,
         start: Lsn,
     ) -> WalStream {
         WalStream {

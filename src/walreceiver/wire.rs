@@ -70,6 +70,11 @@ pub(crate) fn parse_frame(buf: &mut BytesMut) -> Result<Option<BackendMessage>, 
     }
 }
 
+/// The read half of a connection, plain TCP or TLS.
+pub(crate) type ConnRead = Box<dyn tokio::io::AsyncRead + Unpin + Send + Sync>;
+/// The write half of a connection, plain TCP or TLS.
+pub(crate) type ConnWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send + Sync>;
+
 /// Reads backend messages. [`next`](Self::next) is cancel-safe: a partial frame stays buffered.
 pub(crate) struct MessageReader<R> {
     rd: R,

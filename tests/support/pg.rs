@@ -383,6 +383,36 @@ impl PgCluster {
         self.pg_ctl_start();
     }
 
+    /// Turns TLS on with this certificate and key (copied into the cluster's directory, owned by its user) and
+    /// refuses every connection without TLS (`hostnossl ... reject` first in pg_hba.conf), then restarts.
+    pub fn enable_tls(&mut self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mut conf = String::from("\n# tls\nssl = on\n");
+        for (src, name, key_) in [
+            (cert, "server.crt", "ssl_cert_file"),
+            (key, "server.key", "ssl_key_file"),
+        ] {
+            let dst = self.dir.path().join(name);
+            fs::copy(src, &dst).expect("copy tls file");
+            fs::set_permissions(&dst, fs::Permissions::from_mode(0o600)).expect("chmod tls file");
+            if let Some(user) = &self.run_as {
+                chown(&dst, Some(user.uid), Some(user.gid)).expect("chown tls file");
+            }
+            conf.push_str(&format!("{key_} = '{}'\n", dst.display()));
+        }
+        let path = self.data.join("postgresql.conf");
+        let text = fs::read_to_string(&path).expect("read postgresql.conf");
+        fs::write(&path, text + &conf).expect("write postgresql.conf");
+        let hba = self.data.join("pg_hba.conf");
+        let old = fs::read_to_string(&hba).expect("read pg_hba.conf");
+        fs::write(
+            &hba,
+            format!("hostnossl all all all reject\nhostnossl replication all all reject\n{old}"),
+        )
+        .expect("write pg_hba.conf");
+        self.restart();
+    }
+
     /// The directory holding the WAL segments.
     pub fn wal_dir(&self) -> PathBuf {
         self.data.join("pg_wal")
