@@ -122,3 +122,18 @@ ensure_npm_package() {
   export PATH
   hash -r
 }
+
+# ensure_cargo_tool CRATE@VERSION BIN: a cargo-installed tool in $PAGESERVER_CACHE_DIR/tools (never in
+# ~/.cargo), its bin/ first on PATH; installed from crates.io when missing or of another version.
+ensure_cargo_tool() {
+  local spec=$1 bin=$2
+  local root="$PAGESERVER_CACHE_DIR/tools"
+  local version=${spec#*@}
+  export PATH="$root/bin:$PATH"
+  if [ -x "$root/bin/$bin" ] && grep -qF "$version" "$root/.stamp-$bin" 2>/dev/null; then
+    return
+  fi
+  log "installing $spec into $root (crates.io)"
+  cargo install --locked --root "$root" --version "$version" "${spec%@*}"
+  echo "$version" >"$root/.stamp-$bin"
+}
