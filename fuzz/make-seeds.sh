@@ -3,7 +3,7 @@
 # pgbench and a DDL mix (wal_compression pglz, lz4 and zstd in turn, so that compressed full-page images are
 # among the records), followed by a pageserver with remote storage on a local path (its index_part.json files
 # and WAL archive manifests), then fuzz/src/bin/make_seeds.rs cuts the seeds out of the primary's WAL and the
-# remote storage. Run as root on the test machine after scripts/test.sh has built the debug binary.
+# remote storage (every WAL segment of the primary, up to its end of WAL). Run as root on the test machine after scripts/test.sh has built the debug binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -58,9 +58,9 @@ for _ in $(seq 600); do
 done
 curl -sf -X PUT "http://127.0.0.1:$ps_http/v1/tenant/$t/timeline/$t/checkpoint" >/dev/null
 kill -TERM $pspid; wait $pspid || true
-segment=$(ls "$work/data/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort | sed -n 2p)
+segments=$(ls "$work/data/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort | sed "s|^|--wal $work/data/pg_wal/|")
 cd fuzz
 rm -rf seeds
-cargo run --release --features seeds --bin make_seeds --target-dir "$PAGESERVER_CACHE_DIR/fuzz-seeds-target" -- \
-  --wal "$work/data/pg_wal/$segment" --remote "$work/remote" --out seeds
+cargo run --features seeds --bin make_seeds --target-dir "$PAGESERVER_CACHE_DIR/fuzz-seeds-target" -- \
+  $segments --remote "$work/remote" --out seeds
 du -sh seeds; ls seeds | while read -r d; do echo "$d: $(ls "seeds/$d" | wc -l)"; done

@@ -20,6 +20,7 @@ status=0
 for t in "${targets[@]}"; do
   scratch=$(mktemp -d)
   out="$scratch/fuzz.log"
+  mkdir "$scratch/corpus"
   if cargo fuzz run -s none --target-dir "$target_dir" "$t" "$scratch/corpus" "seeds/$t" -- \
       -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$out" 2>&1; then
     execs=$(grep -o 'number_of_executed_units: [0-9]*' "$out" | tail -1 | grep -o '[0-9]*$' || echo '?')

@@ -33,6 +33,8 @@ log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
 cargo test --all-targets --locked
+log "fuzz targets, 60 s each (cargo fuzz)"
+scripts/fuzz.sh
 log "the HTTP API against its OpenAPI document (schemathesis)"
 scripts/schemathesis.sh
 log "the run command"

@@ -1,12 +1,12 @@
 //! Writes the seed corpus of the fuzz targets into `fuzz/seeds/<target>/` (docs/testing.md, Fuzzing):
 //!
-//!   make_seeds --wal <WAL segment file> --remote <remote storage root of a run> --out fuzz/seeds
+//!   make_seeds --wal <WAL segment file>... --remote <remote storage root of a run> --out fuzz/seeds
 //!
-//! - `wal_stream`: page-aligned pieces of the real segment, each prefixed with its LSN (8 bytes, big-endian)
+//! - `wal_stream`: page-aligned pieces of the real segments, each prefixed with its LSN (8 bytes, big-endian)
 //!   and a cut byte, as the target reads them;
-//! - `wal_record`: the real records of the segment, one per (resource manager, info) pair;
-//! - `index_part`, `archive_manifest`: every `index_part.json*` and `*.manifest*` object of the run's remote
-//!   storage;
+//! - `wal_record`: the real records of the segments, one per (resource manager, info, has an image) kind;
+//! - `index_part`, `archive_manifest`: every `index_part.json*` and archive manifest (`wal/*.json*`) object of
+//!   the run's remote storage;
 //! - `layer_file`: the checked-in layer fixtures, with the kind byte;
 //! - `pagestream_request`: a request of each kind, v2 and v3, as our client encodes them;
 //! - `libpq_frontend`: the startup exchanges of psql, of a NeonJWT client and of a pagestream session.
@@ -33,39 +33,52 @@ fn write(out: &Path, target: &str, name: &str, data: &[u8]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |flag: &str| -> PathBuf {
-        let i = args.iter().position(|a| a == flag).unwrap_or_else(|| {
-            panic!("usage: make_seeds --wal SEGMENT --remote DIR --out DIR (missing {flag})")
-        });
-        PathBuf::from(&args[i + 1])
+    let values = |flag: &str| -> Vec<PathBuf> {
+        let found: Vec<PathBuf> = args
+            .windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| PathBuf::from(&w[1]))
+            .collect();
+        assert!(
+            !found.is_empty(),
+            "usage: make_seeds --wal SEGMENT... --remote DIR --out DIR (missing {flag})"
+        );
+        found
     };
-    let (wal, remote, out) = (arg("--wal"), arg("--remote"), arg("--out"));
-    wal_seeds(&wal, &out);
+    let (remote, out) = (values("--remote").remove(0), values("--out").remove(0));
+    let mut seen = BTreeSet::new();
+    for segment in values("--wal") {
+        wal_seeds(&segment, &out, &mut seen);
+    }
+    println!("wal: {} record kinds", seen.len());
     remote_seeds(&remote, &out);
     layer_seeds(&out);
     pagestream_seeds(&out);
     libpq_seeds(&out);
 }
 
-fn wal_seeds(segment: &Path, out: &Path) {
+fn wal_seeds(segment: &Path, out: &Path, seen: &mut BTreeSet<(u8, u8, bool)>) {
     let bytes = std::fs::read(segment).expect("read WAL segment");
     let name = segment.file_name().unwrap().to_string_lossy().to_string();
     let segno = u64::from_str_radix(&name[16..24], 16).expect("a WAL segment file name");
     let base = segno * SEG;
     // The used part of the segment (it is zero-filled after the end of WAL).
-    let used = bytes.chunks(8192).take_while(|p| p.iter().any(|&b| b != 0)).count() * 8192;
+    let used = bytes
+        .chunks(8192)
+        .take_while(|p| p.iter().any(|&b| b != 0))
+        .count()
+        * 8192;
     let pages_per_seed = 4;
-    let step = (used / 8192 / 24).max(pages_per_seed) * 8192;
+    let step = (used / 8192 / 12).max(pages_per_seed) * 8192;
     for (i, at) in (0..used).step_by(step).enumerate() {
         let end = (at + pages_per_seed * 8192).min(used);
         let mut seed = (base + at as u64).to_be_bytes().to_vec();
         seed.push(if i % 2 == 0 { 255 } else { 3 });
         seed.extend_from_slice(&bytes[at..end]);
-        write(out, "wal_stream", &format!("{:08x}", at), &seed);
+        write(out, "wal_stream", &format!("{name}-{at:08x}"), &seed);
     }
     let mut decoder = WalStreamDecoder::new(Lsn(base), SEG as u32).expect("decoder");
     decoder.feed_bytes(&bytes[..used]);
-    let mut seen = BTreeSet::new();
     while let Ok(Some(raw)) = decoder.poll_decode() {
         let Ok(rec) = decode_record(&raw) else {
             continue;
@@ -75,12 +88,16 @@ fn wal_seeds(segment: &Path, out: &Path) {
             write(
                 out,
                 "wal_record",
-                &format!("rm{:02}-{:02x}-{}", rec.rmid(), rec.rmgr_info(), has_image as u8),
+                &format!(
+                    "rm{:02}-{:02x}-{}",
+                    rec.rmid(),
+                    rec.rmgr_info(),
+                    has_image as u8
+                ),
                 &raw.bytes,
             );
         }
     }
-    println!("wal: {} record kinds", seen.len());
 }
 
 fn remote_seeds(root: &Path, out: &Path) {
@@ -96,10 +113,15 @@ fn remote_seeds(root: &Path, out: &Path) {
                 indexes += 1;
                 let data = std::fs::read(&path).unwrap();
                 write(out, "index_part", &format!("{indexes:03}-{name}"), &data);
-            } else if name.contains(".manifest") {
+            } else if path.parent().is_some_and(|p| p.ends_with("wal")) && name.contains(".json") {
                 manifests += 1;
                 let data = std::fs::read(&path).unwrap();
-                write(out, "archive_manifest", &format!("{manifests:03}-{name}"), &data);
+                write(
+                    out,
+                    "archive_manifest",
+                    &format!("{manifests:03}-{name}"),
+                    &data,
+                );
             }
         }
     }
@@ -111,10 +133,19 @@ fn layer_seeds(out: &Path) {
     for entry in std::fs::read_dir(fixtures).expect("layer fixtures") {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let kind = if name.matches('-').count() == 2 { 0u8 } else { 1 };
+        let kind = if name.matches('-').count() == 2 {
+            0u8
+        } else {
+            1
+        };
         let mut seed = vec![kind];
         seed.extend(std::fs::read(&path).unwrap());
-        write(out, "layer_file", if kind == 0 { "delta" } else { "image" }, &seed);
+        write(
+            out,
+            "layer_file",
+            if kind == 0 { "delta" } else { "image" },
+            &seed,
+        );
     }
 }
 
@@ -132,9 +163,22 @@ fn pagestream_seeds(out: &Path) {
     let bodies = [
         ("exists", RequestBody::Exists { rel, fork: 0 }),
         ("nblocks", RequestBody::Nblocks { rel, fork: 2 }),
-        ("getpage", RequestBody::GetPage { rel, fork: 0, blkno: 3 }),
+        (
+            "getpage",
+            RequestBody::GetPage {
+                rel,
+                fork: 0,
+                blkno: 3,
+            },
+        ),
         ("dbsize", RequestBody::DbSize { db: 5 }),
-        ("slru", RequestBody::GetSlruSegment { kind: SlruKind::Clog, segno: 0 }),
+        (
+            "slru",
+            RequestBody::GetSlruSegment {
+                kind: SlruKind::Clog,
+                segno: 0,
+            },
+        ),
     ];
     for (name, body) in bodies {
         for (version, v) in [(Version::V2, "v2"), (Version::V3, "v3")] {
@@ -175,17 +219,26 @@ fn libpq_seeds(out: &Path) {
         ("application_name", "psql"),
         ("client_encoding", "UTF8"),
     ]));
-    psql.extend(msg(b'Q', b"fullbackup e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5 f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6\0"));
+    psql.extend(msg(
+        b'Q',
+        b"fullbackup e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5 f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6\0",
+    ));
     psql.extend(msg(b'X', b""));
     write(out, "libpq_frontend", "psql", &psql);
 
     let mut jwt = startup(&[("user", "pageserver"), ("application_name", "compute")]);
-    jwt.extend(msg(b'p', b"eyJhbGciOiJFZERTQSJ9.eyJzY29wZSI6InRlbmFudCJ9.c2lnbmF0dXJl\0"));
+    jwt.extend(msg(
+        b'p',
+        b"eyJhbGciOiJFZERTQSJ9.eyJzY29wZSI6InRlbmFudCJ9.c2lnbmF0dXJl\0",
+    ));
     jwt.extend(msg(b'Q', b"set neon.protocol_version = 3\0"));
     write(out, "libpq_frontend", "jwt", &jwt);
 
     let mut stream = startup(&[("user", "pageserver")]);
-    stream.extend(msg(b'Q', b"pagestream_v3 e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5 f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6\0"));
+    stream.extend(msg(
+        b'Q',
+        b"pagestream_v3 e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5 f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6\0",
+    ));
     let mut req = BytesMut::new();
     let rel = RelFileNode {
         spc: 1663,
@@ -201,7 +254,11 @@ fn libpq_seeds(out: &Path) {
         Version::V3,
         &Request {
             hdr,
-            body: RequestBody::GetPage { rel, fork: 0, blkno: 0 },
+            body: RequestBody::GetPage {
+                rel,
+                fork: 0,
+                blkno: 0,
+            },
         },
         &mut req,
     );
