@@ -14,6 +14,7 @@ pub mod pg;
 pub mod proxy;
 pub mod recover;
 pub mod walsample;
+pub mod walsender;
 pub mod workload;
 
 use std::net::TcpListener;
