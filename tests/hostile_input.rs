@@ -18,12 +18,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use pageserver::pg::Lsn;
-use pageserver::pg::constants::DEFAULT_WAL_SEGMENT_SIZE;
-use pageserver::pg::walgen::{encode_record_body, normalize_lsn, page_header};
+use pageserver::pg::walgen::encode_record_body;
 use serde_json::{Value, json};
 use support::pageserver::Pageserver;
 use support::pg::{PgCluster, PgOptions};
-use support::walsender::fake_walsender;
+use support::walsender::{fake_walsender, read_message};
 
 const T: &str = "9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e9e";
 const TL: &str = "afafafafafafafafafafafafafafafaf";
