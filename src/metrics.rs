@@ -134,6 +134,8 @@ pub static REMOTE_FAULTS_INJECTED: Counter = Counter::new();
 pub static LAYER_DOWNLOADS: Counter = Counter::new();
 pub static LAYER_DOWNLOADED_BYTES: Counter = Counter::new();
 pub static LAYER_EVICTIONS: Counter = Counter::new();
+/// Layer files found damaged (a checksum, the footer or the index), at load or on a read.
+pub static LAYER_DAMAGED: Counter = Counter::new();
 /// Remote deletions executed, and dropped because a newer generation exists (their keys leak, safely).
 pub static REMOTE_DELETIONS_EXECUTED: Counter = Counter::new();
 pub static REMOTE_DELETIONS_DROPPED: Counter = Counter::new();
@@ -231,6 +233,12 @@ pub fn encode_remote(out: &mut String) {
             "pageserver_layer_evictions_total",
             "Layer files evicted from the local disk (they stay in remote storage)",
             &LAYER_EVICTIONS,
+        ),
+        (
+            "pageserver_layer_damaged_total",
+            "Layer files found damaged by a checksum, the footer or the index (never served; downloaded again \
+             from remote storage when it has them)",
+            &LAYER_DAMAGED,
         ),
         (
             "pageserver_remote_deletions_executed_total",

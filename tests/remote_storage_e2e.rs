@@ -19,7 +19,7 @@ use serde_json::json;
 use support::compare::{compare_over_http, stop_primary_and_wait};
 use support::dump::{Snapshot, as_wal_derived, dumpall, first_difference, snapshot};
 use support::objstore::{AZURITE_KEY, AzuriteServer, S3Server};
-use support::pageserver::Pageserver;
+use support::pageserver::{Pageserver, lsn_field};
 use support::pg::{PgCluster, PgOptions};
 use support::workload::{WORKLOAD_CONF, ingest_workload};
 
@@ -179,26 +179,6 @@ fn workload_primary() -> PgCluster {
     })
 }
 
-fn lsn_of(info: &serde_json::Value, field: &str) -> Lsn {
-    info[field].as_str().unwrap_or("0/0").parse().unwrap()
-}
-
-/// Waits until the timeline's remote_consistent_lsn reaches `lsn`.
-fn wait_remote(ps: &Pageserver, lsn: Lsn) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
-        if lsn_of(&info, "remote_consistent_lsn") >= lsn {
-            return info;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "remote_consistent_lsn stuck below {lsn}: {info}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn kill_wipe_attach(store: Store) {
     let mut pg = workload_primary();
     let remote = format!("remote_storage={}", store.table);
@@ -213,7 +193,7 @@ fn kill_wipe_attach(store: Store) {
     ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
     let wal_log_db = ingest_workload(&pg, "rs");
     let after_workload: Lsn = pg.current_lsn().parse().unwrap();
-    let info = wait_remote(&ps, after_workload);
+    let info = ps.wait_remote(T, TL, after_workload);
     println!(
         "after the ingest workload: remote_consistent_lsn {}, upload queue {}",
         info["remote_consistent_lsn"], info["upload_queue"]
@@ -241,8 +221,8 @@ fn kill_wipe_attach(store: Store) {
         let fresh = Pageserver::start_with_env(&overrides, store.env.clone());
         fresh.attach(T, Some(2));
         let (_, info) = fresh.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
-        assert_eq!(lsn_of(&info, "disk_consistent_lsn"), remote, "{info}");
-        assert_eq!(lsn_of(&info, "last_record_lsn"), remote, "{info}");
+        assert_eq!(lsn_field(&info, "disk_consistent_lsn"), remote, "{info}");
+        assert_eq!(lsn_field(&info, "last_record_lsn"), remote, "{info}");
         fresh.set_wal_source(
             T,
             TL,
@@ -298,7 +278,7 @@ fn kill_wipe_attach(store: Store) {
     println!("fullbackup at {last}: pg_dumpall of {lines} lines equal");
 
     // Everything the second pageserver uploaded keeps the invariant too.
-    wait_remote(&ps, last);
+    ps.wait_remote(T, TL, last);
     let (newest, indexes, layers) = bucket.check_indexes(T, TL);
     println!("at the end: newest index at {newest}, {indexes} indexes, {layers} layer objects");
 }
@@ -361,7 +341,7 @@ fn faults_and_kill_during_uploads() {
     let failures = info["upload_queue"]["failures"].as_u64().unwrap_or(0);
     pg.sql("CHECKPOINT");
     let (last, _) = stop_primary_and_wait(&mut pg, &ps, T, TL);
-    let info = wait_remote(&ps, last);
+    let info = ps.wait_remote(T, TL, last);
     let injected = ps.metric("pageserver_remote_faults_injected_total");
     let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
     cmp.print(&format!(
@@ -423,7 +403,7 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
     pg.pgbench_init("postgres", 2);
     pg.sql("CHECKPOINT");
     let snap = snapshot(&pg);
-    wait_remote(&ps1, snap.lsn);
+    ps1.wait_remote(T, TL, snap.lsn);
     let bucket = Bucket::open(&store);
 
     let ps2 = Pageserver::start_with_env(&overrides, store.env.clone());
@@ -448,7 +428,7 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
     pg.pgbench("postgres", &["-n", "-c", "2", "-t", "500"]);
     pg.sql("CHECKPOINT");
     let now: Lsn = pg.current_lsn().parse().unwrap();
-    wait_remote(&ps1, now);
+    ps1.wait_remote(T, TL, now);
     for (what, body) in [
         ("checkpoint", None),
         ("compact", None),
@@ -483,7 +463,7 @@ fn an_older_generation_deletes_nothing_the_newer_index_names() {
 
     // Generation 2 reads them all: its fullbackup boots with the primary's dump of when it attached.
     let (_, info) = ps2.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
-    let at = lsn_of(&info, "last_record_lsn");
+    let at = lsn_field(&info, "last_record_lsn");
     assert_fullbackup_dump(&ps2, at, &snap);
     pg.stop();
 }
@@ -538,7 +518,7 @@ fn eviction_keeps_the_local_disk_under_the_limit() {
         let (s, answer) = ps1.request("PUT", &format!("/v1/tenant/{T}/timeline/{TL}/{what}"), None);
         assert_eq!(s, 200, "{what}: {answer}");
     }
-    wait_remote(&ps1, last);
+    ps1.wait_remote(T, TL, last);
     let (_, ps1_info) = ps1.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
     let drained = Instant::now() + Duration::from_secs(60);
     while ps1
@@ -618,7 +598,7 @@ fn initdb_archive_detach_and_attach_from_a_local_path() {
     let ps = Pageserver::start(&[remote.as_str()]);
     ps.create_tenant(T);
     let info = ps.bootstrap(T, TL);
-    let start = lsn_of(&info, "last_record_lsn");
+    let start = lsn_field(&info, "last_record_lsn");
     let branch = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
     let body = json!({"new_timeline_id": branch, "ancestor_timeline_id": TL});
     let (s, answer) = ps.json(
@@ -627,7 +607,7 @@ fn initdb_archive_detach_and_attach_from_a_local_path() {
         Some(&body.to_string()),
     );
     assert_eq!(s, 201, "{answer}");
-    wait_remote(&ps, start);
+    ps.wait_remote(T, TL, start);
 
     let archive = remote_dir
         .path()
@@ -764,7 +744,7 @@ fn permanent_errors_show_and_heal() {
     let mut ps = Pageserver::start_with_env(&overrides, store.env.clone());
     ps.create_tenant(T);
     let info = ps.bootstrap(T, TL);
-    wait_remote(&ps, lsn_of(&info, "last_record_lsn"));
+    ps.wait_remote(T, TL, lsn_field(&info, "last_record_lsn"));
     ps.kill9();
 
     // The wrong secret: the signature check fails on every request.

@@ -26,6 +26,14 @@ pub enum Resident {
     Image(Arc<ImageLayer>),
 }
 
+impl std::fmt::Debug for Resident {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Resident")
+            .field(&self.name().to_string())
+            .finish()
+    }
+}
+
 impl Resident {
     pub fn name(&self) -> &LayerName {
         match self {
@@ -94,6 +102,15 @@ impl Resident {
         }
     }
 
+    /// The same open file (not just the same layer name).
+    pub fn same_file(&self, other: &Resident) -> bool {
+        match (self, other) {
+            (Resident::Delta(a), Resident::Delta(b)) => Arc::ptr_eq(a, b),
+            (Resident::Image(a), Resident::Image(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     /// Distinct keys of the layer within `range`.
     pub fn keys_in(&self, range: &Range<Key>) -> Vec<Key> {
         match self {
@@ -117,6 +134,8 @@ pub struct LayerState {
     resident: RwLock<Option<Resident>>,
     /// In remote storage (uploaded, or named by the index it was attached from).
     uploaded: AtomicBool,
+    /// The open file failed a check (reported once; cleared when a new copy is opened).
+    damaged: AtomicBool,
     /// Unix milliseconds of the last read, for eviction.
     last_access: AtomicU64,
     /// Where to download it from when evicted; None without remote storage.
@@ -166,6 +185,7 @@ impl HistoricLayer {
             path,
             resident: RwLock::new(Some(layer)),
             uploaded: AtomicBool::new(uploaded),
+            damaged: AtomicBool::new(false),
             last_access: AtomicU64::new(now_millis()),
             remote,
             download: tokio::sync::Mutex::new(()),
@@ -187,6 +207,7 @@ impl HistoricLayer {
             path,
             resident: RwLock::new(None),
             uploaded: AtomicBool::new(true),
+            damaged: AtomicBool::new(false),
             last_access: AtomicU64::new(0),
             remote,
             download: tokio::sync::Mutex::new(()),
@@ -262,7 +283,30 @@ impl HistoricLayer {
 
     pub(crate) fn set_resident(&self, layer: Resident) {
         *self.0.resident.write().unwrap_or_else(|p| p.into_inner()) = Some(layer);
+        self.0.damaged.store(false, Ordering::Release);
         self.0.last_access.store(now_millis(), Ordering::Relaxed);
+    }
+
+    /// Marks the open file damaged; true the first time (so that it is reported once).
+    pub(crate) fn mark_damaged(&self) -> bool {
+        !self.0.damaged.swap(true, Ordering::AcqRel)
+    }
+
+    /// After `file` failed a check: if remote storage holds the layer, drops `file` (unless another reader
+    /// already replaced it) and removes it from the disk, so that the next read downloads the remote copy;
+    /// true then. Without a remote copy the file stays (reads that need it keep failing, nothing is served
+    /// from it) and this returns false.
+    pub(crate) fn discard_damaged(&self, file: &Resident) -> bool {
+        if !self.is_uploaded() || self.0.remote.is_none() {
+            return false;
+        }
+        let mut guard = self.0.resident.write().unwrap_or_else(|p| p.into_inner());
+        if guard.as_ref().is_some_and(|r| r.same_file(file)) {
+            *guard = None;
+            drop(guard);
+            let _ = std::fs::remove_file(&self.0.path);
+        }
+        true
     }
 
     /// Drops the local file of an uploaded, resident layer; readers holding it keep reading their open

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::config::TenantConfig;
 use crate::id::{TenantId, TimelineId};
@@ -510,11 +510,38 @@ impl Tenant {
                 remote,
             ));
         }
-        let resident = match parsed {
-            LayerName::Delta { .. } => Resident::Delta(Arc::new(DeltaLayer::open(&path)?)),
-            LayerName::Image { .. } => Resident::Image(Arc::new(ImageLayer::open(&path)?)),
+        let opened = match parsed {
+            LayerName::Delta { .. } => {
+                DeltaLayer::open(&path).map(|d| Resident::Delta(Arc::new(d)))
+            }
+            LayerName::Image { .. } => {
+                ImageLayer::open(&path).map(|i| Resident::Image(Arc::new(i)))
+            }
         };
-        Ok(HistoricLayer::resident(resident, generation, remote, false))
+        match (opened, known, &remote) {
+            (Ok(resident), _, _) => {
+                Ok(HistoricLayer::resident(resident, generation, remote, false))
+            }
+            // A damaged file of a layer remote storage holds: removed, and downloaded when read.
+            (Err(e), Some(k), Some(_)) if e.is_damage() => {
+                crate::metrics::LAYER_DAMAGED.inc();
+                error!(timeline = %id, layer = %name, "{e}; the file is removed and the remote copy will be downloaded");
+                let _ = std::fs::remove_file(&path);
+                Ok(HistoricLayer::evicted(
+                    parsed,
+                    k.file_size,
+                    generation,
+                    path,
+                    remote,
+                ))
+            }
+            (Err(e), _, _) => {
+                if e.is_damage() {
+                    crate::metrics::LAYER_DAMAGED.inc();
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn spawn_tasks(&self, timeline: &Arc<Timeline>) {

@@ -344,6 +344,28 @@ impl Pageserver {
         timeline: &str,
         lsn: pageserver::pg::Lsn,
     ) -> serde_json::Value {
+        self.wait_lsn_field(tenant, timeline, "last_record_lsn", lsn)
+    }
+
+    /// Polls timeline detail until remote_consistent_lsn (the newest index in remote storage) reaches `lsn`
+    /// (at most 120 s); returns the detail.
+    pub fn wait_remote(
+        &self,
+        tenant: &str,
+        timeline: &str,
+        lsn: pageserver::pg::Lsn,
+    ) -> serde_json::Value {
+        self.wait_lsn_field(tenant, timeline, "remote_consistent_lsn", lsn)
+    }
+
+    /// Polls timeline detail until its LSN `field` reaches `lsn` (at most 120 s); returns the detail.
+    pub fn wait_lsn_field(
+        &self,
+        tenant: &str,
+        timeline: &str,
+        field: &str,
+        lsn: pageserver::pg::Lsn,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let (_, info) = self.json(
@@ -351,14 +373,12 @@ impl Pageserver {
                 &format!("/v1/tenant/{tenant}/timeline/{timeline}"),
                 None,
             );
-            let last: pageserver::pg::Lsn =
-                info["last_record_lsn"].as_str().unwrap().parse().unwrap();
-            if last >= lsn {
+            if lsn_field(&info, field) >= lsn {
                 return info;
             }
             assert!(
                 Instant::now() < deadline,
-                "ingest stuck before {lsn}: {info}"
+                "{field} stuck before {lsn}: {info}"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -405,6 +425,11 @@ impl Pageserver {
             let _ = child.wait();
         }
     }
+}
+
+/// The LSN `field` of a timeline detail (0/0 when it is null or missing).
+pub fn lsn_field(info: &serde_json::Value, field: &str) -> pageserver::pg::Lsn {
+    info[field].as_str().unwrap_or("0/0").parse().unwrap()
 }
 
 impl Drop for Pageserver {

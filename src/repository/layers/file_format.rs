@@ -131,6 +131,18 @@ impl LayerError {
             | LayerError::Download { path, .. } => path,
         }
     }
+
+    /// The file's bytes are not what was written: a checksum, the footer or the index says so. A copy of the
+    /// layer from remote storage replaces such a file (docs/operations.md: damaged layer files).
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            LayerError::Checksum { .. }
+                | LayerError::Corrupt { .. }
+                | LayerError::BadMagic { .. }
+                | LayerError::UnsupportedVersion { .. }
+        )
+    }
 }
 
 fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> LayerError + 'a {

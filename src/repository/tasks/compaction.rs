@@ -149,9 +149,18 @@ impl Timeline {
             let dir = self.dir.clone();
             let target = conf.compaction_target_size;
             let to_merge = layers.clone();
-            let outputs = tokio::task::spawn_blocking(move || merge_l0(&dir, &to_merge, target))
+            let merged = tokio::task::spawn_blocking(move || merge_l0(&dir, &to_merge, target))
                 .await
-                .map_err(|e| CompactionError::Panicked(e.to_string()))??;
+                .map_err(|e| CompactionError::Panicked(e.to_string()))?;
+            if let Err(e) = &merged
+                && e.is_damage()
+                && let Some(h) = handles.iter().find(|h| h.path() == e.path())
+                && let Some(d) = layers.iter().find(|d| d.path() == e.path())
+            {
+                // Replaced from remote storage when it has the layer: the next compaction downloads it.
+                self.layer_damaged(h, &Resident::Delta(d.clone()), e);
+            }
+            let outputs = merged?;
             crate::failpoint::hit("compaction-before-commit");
             result.l0_merged = layers.len();
             result.l1_written = outputs.len();

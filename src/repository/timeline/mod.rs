@@ -187,6 +187,27 @@ impl Timeline {
         }
     }
 
+    /// A read or a compaction found `file` of `layer` damaged (`err`, which names it): counted and logged once
+    /// per file; with a remote copy the local file is dropped and true returned (read again to download it).
+    pub(crate) fn layer_damaged(
+        &self,
+        layer: &crate::repository::layer_map::HistoricLayer,
+        file: &crate::repository::layer_map::Resident,
+        err: &crate::repository::layers::LayerError,
+    ) -> bool {
+        let first = layer.mark_damaged();
+        let replace = layer.discard_damaged(file);
+        if first {
+            crate::metrics::LAYER_DAMAGED.inc();
+            if replace {
+                tracing::error!(tenant_id = %self.resources.tenant_id, timeline_id = %self.timeline_id, "{err}; the file is removed and the remote copy downloaded");
+            } else {
+                tracing::error!(tenant_id = %self.resources.tenant_id, timeline_id = %self.timeline_id, "{err}; no remote copy: reads that need this layer fail until it is restored");
+            }
+        }
+        replace
+    }
+
     /// The `disk_consistent_lsn` of the newest index in remote storage; None without remote storage.
     pub fn remote_consistent_lsn(&self) -> Option<Lsn> {
         self.upload_queue

@@ -45,6 +45,18 @@ pub enum GetError {
     /// The read needs a layer that is only in remote storage: [`Timeline::get`] downloads it and reads again.
     #[error("layer {} is not on the local disk", .0.name())]
     Evicted(HistoricLayer),
+    /// A layer file's bytes failed a check ([`LayerError::is_damage`]): [`Timeline::get`] replaces it with the
+    /// remote copy and reads again, or returns the error (it names the file).
+    #[error("{}", .0.source)]
+    Damaged(Box<Damage>),
+}
+
+/// A layer file that failed a check on a read.
+#[derive(Debug)]
+pub struct Damage {
+    pub layer: HistoricLayer,
+    pub file: Resident,
+    pub source: LayerError,
 }
 
 /// The versions of `key` in `range` of one layer, newest first, down to the first that needs no older one.
@@ -55,7 +67,20 @@ fn read_layer(
 ) -> Result<Vec<(Lsn, Value)>, GetError> {
     Ok(match layer {
         SearchLayer::Memory(m) => m.get_values_newest_first(key, range)?,
-        SearchLayer::Historic(h) => resident(h)?.get_values_newest_first(key, range)?,
+        SearchLayer::Historic(h) => {
+            let file = resident(h)?;
+            match file.get_values_newest_first(key, range) {
+                Ok(values) => values,
+                Err(source) if source.is_damage() => {
+                    return Err(GetError::Damaged(Box::new(Damage {
+                        layer: h.clone(),
+                        file,
+                        source,
+                    })));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     })
 }
 
@@ -70,12 +95,21 @@ impl Timeline {
     /// The value of `key` as of `lsn`. Layers that are only in remote storage are downloaded on the way.
     pub async fn get(&self, key: Key, lsn: Lsn) -> Result<Bytes, GetError> {
         let mut downloads = 0;
+        let mut replaced: Vec<HistoricLayer> = Vec::new();
         loop {
             match self.get_local(key, lsn).await {
                 Err(GetError::Evicted(layer)) if downloads < MAX_DOWNLOADS_PER_READ => {
                     layer.download().await?;
                     self.after_download(&layer);
                     downloads += 1;
+                }
+                Err(GetError::Damaged(d)) => {
+                    // Each layer is replaced at most once per read: a remote copy that fails too is an error.
+                    let again = replaced.iter().any(|l| l.same_as(&d.layer));
+                    if again || !self.layer_damaged(&d.layer, &d.file, &d.source) {
+                        return Err(GetError::Layer(d.source));
+                    }
+                    replaced.push(d.layer);
                 }
                 Ok(mut page) => {
                     if crate::failpoint::corruption_configured() {
