@@ -46,6 +46,15 @@ pub fn secret_file_too_open(path: &Path) -> std::io::Result<Option<u32>> {
     Ok((mode & 0o077 != 0).then_some(mode))
 }
 
+/// An error text that carries ENOSPC ("No space left on device") or EDQUOT ("Disk quota exceeded"). Errors
+/// reach the WAL receiver and the background tasks as text; the `(os error N)` suffix that `std::io::Error`
+/// always prints survives every wrapping.
+pub fn mentions_disk_full(text: &str) -> bool {
+    [nix::errno::Errno::ENOSPC, nix::errno::Errno::EDQUOT]
+        .iter()
+        .any(|e| text.contains(&format!("(os error {})", *e as i32)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,5 +72,18 @@ mod tests {
         assert_eq!(secret_file_too_open(&path).unwrap(), None);
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(secret_file_too_open(&path).unwrap(), Some(0o644));
+    }
+
+    #[test]
+    fn disk_full_in_error_texts() {
+        let enospc = std::io::Error::from_raw_os_error(nix::errno::Errno::ENOSPC as i32);
+        assert!(super::mentions_disk_full(&format!(
+            "ingest: ephemeral file x: {enospc}"
+        )));
+        let edquot = std::io::Error::from_raw_os_error(nix::errno::Errno::EDQUOT as i32);
+        assert!(super::mentions_disk_full(&edquot.to_string()));
+        let eio = std::io::Error::from_raw_os_error(nix::errno::Errno::EIO as i32);
+        assert!(!super::mentions_disk_full(&eio.to_string()));
+        assert!(!super::mentions_disk_full("(os error 280)"));
     }
 }

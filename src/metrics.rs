@@ -134,6 +134,8 @@ pub static REMOTE_FAULTS_INJECTED: Counter = Counter::new();
 pub static LAYER_DOWNLOADS: Counter = Counter::new();
 pub static LAYER_DOWNLOADED_BYTES: Counter = Counter::new();
 pub static LAYER_EVICTIONS: Counter = Counter::new();
+/// Writes of ingest and flush that failed with ENOSPC or EDQUOT.
+pub static DISK_FULL_ERRORS: Counter = Counter::new();
 /// Layer files found damaged (a checksum, the footer or the index), at load or on a read.
 pub static LAYER_DAMAGED: Counter = Counter::new();
 /// Remote deletions executed, and dropped because a newer generation exists (their keys leak, safely).
@@ -233,6 +235,11 @@ pub fn encode_remote(out: &mut String) {
             "pageserver_layer_evictions_total",
             "Layer files evicted from the local disk (they stay in remote storage)",
             &LAYER_EVICTIONS,
+        ),
+        (
+            "pageserver_disk_full_errors_total",
+            "Writes of WAL ingest and flush that failed because the disk is full (ENOSPC, EDQUOT)",
+            &DISK_FULL_ERRORS,
         ),
         (
             "pageserver_layer_damaged_total",

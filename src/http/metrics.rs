@@ -109,6 +109,16 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Layer files by kind (l0, l1, image)",
     ),
     (
+        "pageserver_timeline_ingest_disk_full",
+        "gauge",
+        "1 while the timeline's ingest is stopped by a full disk (it resumes by itself when space returns)",
+    ),
+    (
+        "pageserver_timelines_ingest_disk_full",
+        "gauge",
+        "Timelines whose ingest is stopped by a full disk",
+    ),
+    (
         "pageserver_wal_ingest_lag_bytes",
         "gauge",
         "WAL the source has sent or announced that is not ingested yet",
@@ -149,6 +159,7 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
     let errors = GETPAGE_ERRORS.load(Ordering::Relaxed);
     f.sample("pageserver_getpage_errors_total", "", errors);
     f.sample("pageserver_tenants", "", tenants.len() as u64);
+    let mut disk_full = 0;
     for a in &tenants {
         let t = a.tenant.id;
         let pids = a.redo.pool().pids().await.len() as u64;
@@ -165,6 +176,9 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
             f.sample("pageserver_timeline_disk_consistent_lsn", &labels, durable);
             let size = tl.physical_size();
             f.sample("pageserver_timeline_physical_size_bytes", &labels, size);
+            let full = tl.disk_full.state().is_some() as u64;
+            f.sample("pageserver_timeline_ingest_disk_full", &labels, full);
+            disk_full += full;
             if let Some(q) = &tl.upload_queue {
                 let st = q.status();
                 let remote = q.remote_consistent_lsn().0;
@@ -222,6 +236,7 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
             }
         }
     }
+    f.sample("pageserver_timelines_ingest_disk_full", "", disk_full);
     f.encode(&mut out);
     let mut response = Response::new(Full::new(Bytes::from(out)));
     response.headers_mut().insert(

@@ -71,6 +71,8 @@ pub struct TimelineInfo {
     pub wal_archive: Option<crate::wal_archive::ArchiveStatus>,
     /// Set while a recovery writes into the timeline, or after one failed (reads are refused).
     pub recovery: Option<crate::repository::metadata::RecoveryMark>,
+    /// Set while ingest is stopped by a full disk: "disk full: <the last error>".
+    pub ingest_stalled: Option<String>,
 }
 
 impl TimelineInfo {
@@ -114,6 +116,7 @@ impl TimelineInfo {
             upload_queue: tl.upload_queue.as_ref().map(|q| q.status()),
             wal_archive: tl.wal_archive.as_ref().map(|a| a.status()),
             recovery,
+            ingest_stalled: tl.disk_full.state(),
         }
     }
 

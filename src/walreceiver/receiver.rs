@@ -10,7 +10,7 @@
 //! dropped and retried. Errors (a source that refuses, drops the connection or goes silent, a slot another
 //! client holds, WAL that does not decode or ingest) are logged, shown in its state with the time of the next attempt
 //! and retried with exponential backoff (1 s doubling to 30 s, from 1 s again after a connection that
-//! streamed); each attempt streams from the timeline's last record, so nothing ingested is lost or applied
+//! streamed; a full disk every second, and the timeline shows it stalled until ingest goes through again); each attempt streams from the timeline's last record, so nothing ingested is lost or applied
 //! twice. After a restart it resumes from disk_consistent_lsn, which is where the timeline's last record is
 //! then.
 
@@ -23,7 +23,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::{ReplicationConnection, ReplicationError, ReplicationMessage, WalStream};
 use crate::pg::constants::DEFAULT_WAL_SEGMENT_SIZE;
 use crate::pg::{Lsn, WalStreamDecoder, decode_record};
-use crate::repository::timeline::Timeline;
+use crate::repository::timeline::{DiskFull, Timeline};
 use crate::walingest::WalIngest;
 
 /// How often the receiver reports its positions to the source (and checks for silence and idleness).
@@ -93,9 +93,11 @@ pub async fn run(
                 }
                 Err(e) => {
                     // A connection that streamed starts the backoff over: the source was healthy until now.
+                    // A full disk is retried every second, so that ingest resumes as soon as space returns.
                     let streamed =
                         state.lock().unwrap_or_else(|p| p.into_inner()).status == "streaming";
-                    if streamed {
+                    let disk_full = tl.disk_full.check(DiskFull::INGEST, &e);
+                    if streamed || disk_full {
                         backoff = Duration::from_secs(1);
                     }
                     warn!(error = %e, retry_in = ?backoff, "WAL receiver failed");
@@ -110,7 +112,9 @@ pub async fn run(
                 _ = tokio::time::sleep(backoff) => {}
                 _ = cancel.cancelled() => break,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
+            if tl.disk_full.state().is_none() {
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
         set(&state, |s| s.status = "stopped".into());
     }
@@ -246,6 +250,7 @@ async fn stream_once(
                         .ingest_batch(&batch)
                         .await
                         .map_err(|e| format!("ingest: {e}"))?;
+                    tl.disk_full.clear(DiskFull::INGEST);
                 }
                 set(state, |s| {
                     s.last_received_msg_lsn = Some(wal_end);

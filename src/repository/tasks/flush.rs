@@ -16,7 +16,7 @@ use crate::repository::layers::delta::DeltaLayerWriter;
 use crate::repository::layers::inmemory::InMemoryError;
 use crate::repository::layers::{LayerError, LayerName};
 use crate::repository::metadata::{LayerFileMeta, MetadataError, TimelineMetadata};
-use crate::repository::timeline::Timeline;
+use crate::repository::timeline::{DiskFull, Timeline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
@@ -258,9 +258,14 @@ impl Timeline {
                     }
                 }
             }
-            if let Err(e) = self.flush_frozen_layers().await {
-                warn!(error = %e, "flush failed; retrying in a second");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            match self.flush_frozen_layers().await {
+                Ok(_) => self.disk_full.clear(DiskFull::FLUSH),
+                Err(e) => {
+                    if !self.disk_full.check(DiskFull::FLUSH, &e.to_string()) {
+                        warn!(error = %e, "flush failed; retrying in a second");
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
             }
         }
     }

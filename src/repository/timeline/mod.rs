@@ -87,6 +87,8 @@ pub struct Timeline {
     pub wal_archive: Option<Arc<WalArchive>>,
     /// Set while a recovery writes into this timeline, or after one failed: reads are refused.
     pub(crate) recovery: Mutex<Option<crate::repository::metadata::RecoveryMark>>,
+    /// Set while ingest is stopped by a full disk.
+    pub disk_full: DiskFull,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -108,6 +110,56 @@ pub enum WaitLsnError {
     },
     #[error("timeline is shutting down")]
     ShuttingDown,
+}
+
+/// Why ingest of a timeline is stopped by a full disk (docs/operations.md: disk full): which writers hit
+/// ENOSPC or EDQUOT and have not written since, and the last such error. Each writer clears its own bit when
+/// it writes again, so ingest shows stalled until both the receiver and the flush go through.
+#[derive(Default)]
+pub struct DiskFull {
+    writers: std::sync::atomic::AtomicU8,
+    last_error: Mutex<Option<String>>,
+}
+
+impl DiskFull {
+    /// The WAL receiver (the ephemeral file of the in-memory layer, the WAL archive spool).
+    pub const INGEST: u8 = 1;
+    /// The flush of frozen in-memory layers to layer files and metadata.
+    pub const FLUSH: u8 = 2;
+
+    /// `writer` failed with `error`; true if that is a full disk (then recorded and counted).
+    pub fn check(&self, writer: u8, error: &str) -> bool {
+        if !crate::durable::mentions_disk_full(error) {
+            return false;
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.to_string());
+        let before = self.writers.fetch_or(writer, Ordering::AcqRel);
+        crate::metrics::DISK_FULL_ERRORS.inc();
+        if before == 0 {
+            tracing::error!(%error, "disk full: ingest stopped; it resumes by itself when space returns");
+        }
+        true
+    }
+
+    /// `writer` wrote again.
+    pub fn clear(&self, writer: u8) {
+        if self.writers.load(Ordering::Acquire) & writer == 0 {
+            return;
+        }
+        let before = self.writers.fetch_and(!writer, Ordering::AcqRel);
+        if before != 0 && before & !writer == 0 {
+            tracing::info!("space returned: ingest resumed");
+        }
+    }
+
+    /// "disk full: <last error>" while any writer is stopped by a full disk.
+    pub fn state(&self) -> Option<String> {
+        if self.writers.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        Some(format!("disk full: {}", last.as_deref().unwrap_or("")))
+    }
 }
 
 impl Timeline {
@@ -171,6 +223,7 @@ impl Timeline {
             upload_queue,
             wal_archive,
             recovery: Mutex::new(recovery),
+            disk_full: DiskFull::default(),
         }
     }
 
