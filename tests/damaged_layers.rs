@@ -4,7 +4,8 @@
 //! - with remote storage (S3, SeaweedFS) the damaged file is replaced by the remote copy and every read gives
 //!   the value it gave before the damage, and every page equals the primary's;
 //! - without remote storage the read that needs the damaged block fails with an error naming the file, other
-//!   reads are served, and a damaged footer makes the tenant Broken with the file in the reason.
+//!   reads are served, and a damaged footer makes the tenant Broken with the file in the reason;
+//! - a layer damaged before its upload never reaches remote storage: the upload queue stops at it.
 
 mod support;
 
@@ -375,4 +376,116 @@ fn without_remote_storage_a_damaged_layer_is_never_served() {
     assert_eq!(ps.metric("pageserver_layer_damaged_total"), 1);
     let (s, body) = ps.get(&block.getpage());
     assert_ne!(s, 200, "{body}");
+}
+
+/// A layer file damaged before its upload is never uploaded: the upload queue stops at it with a permanent
+/// error naming the check, remote_consistent_lsn stays below it (so the primary keeps the WAL to rebuild it),
+/// and the file is counted and logged.
+#[test]
+fn a_damaged_layer_is_never_uploaded() {
+    let bucket = tempfile::tempdir().unwrap();
+    let remote = format!(
+        "remote_storage={{local_path='{}'}}",
+        bucket.path().display()
+    );
+    let overrides = [remote.as_str(), "checkpoint_distance=1048576"];
+    let pg = PgCluster::start(PgOptions::default());
+    let mut ps = Pageserver::start(&overrides);
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
+    pg.pgbench_init("postgres", 1);
+    let now: Lsn = pg.current_lsn().parse().unwrap();
+    ps.wait_ingested(T, TL, now);
+    let (s, body) = ps.request(
+        "PUT",
+        &format!("/v1/tenant/{T}/timeline/{TL}/checkpoint?wait_until_flushed=true"),
+        None,
+    );
+    assert_eq!(s, 200, "{body}");
+    ps.wait_remote(T, TL, now);
+    wait_uploads_done(&ps);
+
+    // The next layer upload aborts the process: that layer is on the local disk only.
+    ps.kill9();
+    ps.env = vec![("PAGESERVER_FAILPOINT".into(), "before-upload-layer".into())];
+    ps.spawn(&overrides);
+    pg.pgbench("postgres", &["-n", "-c", "2", "-t", "300"]);
+    let _ = ps.request(
+        "PUT",
+        &format!("/v1/tenant/{T}/timeline/{TL}/checkpoint?wait_until_flushed=true"),
+        None,
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ps.try_get("/v1/status").is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fail point was never hit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ps.kill9();
+    ps.env.clear();
+    let remote_dir = bucket
+        .path()
+        .join("tenants")
+        .join(T)
+        .join("timelines")
+        .join(TL);
+    let in_bucket = |name: &str| {
+        std::fs::read_dir(&remote_dir)
+            .unwrap()
+            .any(|e| e.unwrap().file_name().to_string_lossy().starts_with(name))
+    };
+    let (deltas, _) = layer_files(&ps);
+    let local_only: Vec<&PathBuf> = deltas
+        .iter()
+        .filter(|p| !in_bucket(&p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    assert!(!local_only.is_empty(), "a layer that was not uploaded");
+    let target = Target::new(local_only[0], Region::Block);
+    target.flip();
+
+    ps.spawn(&overrides);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let error = loop {
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        let e = &info["upload_queue"]["last_error"];
+        if e["permanent"] == true {
+            break e.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no permanent upload error: {info}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    println!("upload queue: {error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&target.file_name()) && message.contains("checksum mismatch"),
+        "{message}"
+    );
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        !in_bucket(&target.file_name()),
+        "the damaged layer reached remote storage"
+    );
+    let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+    let remote_lsn: Lsn = info["remote_consistent_lsn"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let name: LayerName = target.file_name().parse().unwrap();
+    let layer_end = name.lsn_range().end;
+    assert!(
+        remote_lsn < layer_end,
+        "remote_consistent_lsn {remote_lsn} past the layer's end {layer_end}"
+    );
+    assert_eq!(ps.metric("pageserver_layer_damaged_total"), 1);
+    assert!(ps.log_text().contains("not uploaded"));
+    let slot: Lsn = pg
+        .sql("SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'pageserver'")
+        .parse()
+        .unwrap();
+    assert!(slot <= remote_lsn, "the primary keeps the WAL from {slot}");
 }

@@ -43,6 +43,7 @@ use super::{ByteStream, GenericRemoteStorage, ListingMode, RemoteError, RemotePa
 use crate::id::{TenantId, TimelineId};
 use crate::pg::Lsn;
 use crate::repository::layer_map::HistoricLayer;
+use crate::repository::layers::LayerError;
 use crate::repository::metadata::TimelineMetadata;
 
 /// Layer uploads of one timeline in flight at once.
@@ -425,6 +426,30 @@ impl UploadQueue {
             layer.generation(),
         );
         let len = layer.file_size();
+        // A damaged file is never uploaded: the queue stops here (a permanent error, retried now and then)
+        // and remote_consistent_lsn with it, so the WAL source keeps the WAL to rebuild the layer from.
+        let checked = resident.clone();
+        let verified = tokio::task::spawn_blocking(move || checked.verify())
+            .await
+            .unwrap_or_else(|e| {
+                Err(LayerError::Corrupt {
+                    path: layer.path().to_path_buf(),
+                    msg: format!("verification panicked: {e}"),
+                })
+            });
+        if let Err(e) = verified {
+            if layer.mark_damaged() {
+                crate::metrics::LAYER_DAMAGED.inc();
+            }
+            tracing::error!(layer = %layer.name(), "{e}; not uploaded: detach and attach the tenant to rebuild it from remote storage and the WAL source");
+            let msg = format!("{e}; the layer is not uploaded");
+            self.retry_forever("upload_layer", path.as_str(), cancel, || {
+                let msg = msg.clone();
+                async move { Err::<(), _>(RemoteError::Permanent(msg)) }
+            })
+            .await;
+            return false;
+        }
         let done = self
             .retry_forever("upload_layer", path.as_str(), cancel, || async {
                 let file = resident.file_handle().map_err(|e| {

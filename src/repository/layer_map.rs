@@ -102,6 +102,14 @@ impl Resident {
         }
     }
 
+    /// Every byte of the file checked against its crcs.
+    pub fn verify(&self) -> Result<(), LayerError> {
+        match self {
+            Resident::Delta(d) => d.verify(),
+            Resident::Image(i) => i.verify(),
+        }
+    }
+
     /// The same open file (not just the same layer name).
     pub fn same_file(&self, other: &Resident) -> bool {
         match (self, other) {

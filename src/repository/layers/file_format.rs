@@ -555,6 +555,15 @@ impl LayerFile {
         u64_at(&self.index, at)
     }
 
+    /// Reads every block and checks its crc (the footer and index were checked at open): the whole file is
+    /// what was written. Used before an upload, so that damage never reaches remote storage.
+    pub fn verify_blocks(&self) -> Result<(), LayerError> {
+        for block in self.blocks(0..self.entry_count()) {
+            block?;
+        }
+        Ok(())
+    }
+
     /// The verified payloads of entries `range`, read in chunks of up to `READ_CHUNK`.
     pub fn blocks(&self, range: Range<usize>) -> Blocks<'_> {
         Blocks {

@@ -134,6 +134,11 @@ impl ImageLayer {
         self.file.entry_count()
     }
 
+    /// Every block's crc checked ([`LayerFile::verify_blocks`](super::file_format::LayerFile::verify_blocks)).
+    pub fn verify(&self) -> Result<(), LayerError> {
+        self.file.verify_blocks()
+    }
+
     pub fn key_range(&self) -> &Range<Key> {
         &self.file.footer().key_range
     }
