@@ -247,15 +247,17 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
 
     let s3 = S3Server::start();
     let remote = format!("remote_storage={}", s3.remote_storage("chaos"));
+    // Small layers so that flushes, compactions, image layers and GC happen every few seconds, but not so
+    // small that uploads fall behind the workload (1 MiB layers left thousands of uploads queued).
     let overrides = [
         remote.as_str(),
-        "checkpoint_distance=1048576",
+        "checkpoint_distance=8388608",
         "compaction_threshold=3",
-        "compaction_target_size=1048576",
-        "image_creation_threshold=5",
-        "compaction_period='3s'",
-        "gc_period='2s'",
-        "gc_horizon=1048576",
+        "compaction_target_size=8388608",
+        "image_creation_threshold=3",
+        "compaction_period='5s'",
+        "gc_period='5s'",
+        "gc_horizon=8388608",
         "pitr_interval='120s'",
     ];
     let mut pg = PgCluster::start(PgOptions {
@@ -303,7 +305,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             let mut round = 0;
             while !stop.load(Ordering::Relaxed) {
                 // At a bounded rate, so that a 50-kill run keeps the WAL, the layers and the bucket small.
-                pg.pgbench("postgres", &["-n", "-c", "2", "-T", "4", "-R", "300"]);
+                pg.pgbench("postgres", &["-n", "-c", "2", "-T", "4", "-R", "150"]);
                 if round % 4 == 1 {
                     // The DDL mix, then its objects dropped again: the keyspace stays the same size.
                     let t = format!("ddl_c{round}");
