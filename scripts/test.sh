@@ -27,6 +27,8 @@ python3 walredo-bundle/test/smoke.py --bundle "$PAGESERVER_WALREDO_BUNDLE"
 
 log "no citations of documents outside the repository"
 scripts/check-refs.sh
+log "the OpenAPI document parses as YAML (schemathesis loads it only at the end of the run)"
+python3 -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' src/http/openapi.yaml
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
