@@ -12,7 +12,7 @@
 //!   records); CREATE DATABASE by file copy (every relation of the template as of the record before it, the
 //!   earlier records of the batch published first, streamed in chunks) and by WAL
 //!   log; DROP DATABASE; relmapper files; CLOG, multixact and two-phase state (`slru.rs`); visibility-map bit
-//!   clears (`vm.rs`); the checkpoint value a basebackup needs; the newest commit time and its LSN, at every
+//!   clears (`vm.rs`); the checkpoint value a basebackup needs (at each record that changes it); the newest commit time and its LSN, at every
 //!   commit (for get_lsn_by_timestamp).
 //!
 //! Skipped on purpose (they change nothing the pageserver stores): XLOG NOOP, BACKUP_END, RESTORE_POINT,
@@ -128,17 +128,19 @@ impl WalIngest {
             let puts = self.ingest_record(rec).await?;
             self.pending
                 .extend(puts.into_iter().map(|(k, v)| (k, rec.end_lsn, v)));
+            // At the record that changed it, not at the end of the batch: the value at any LSN is then the
+            // same however the stream was cut into batches (a restarted ingest cuts it elsewhere).
+            if self.checkpoint_dirty
+                && let Some(cp) = &self.checkpoint
+            {
+                self.pending.push((
+                    Key::checkpoint(),
+                    rec.end_lsn,
+                    Value::Image(Bytes::copy_from_slice(&cp.encode())),
+                ));
+                self.checkpoint_dirty = false;
+            }
             self.pending_end = Some((rec.end_lsn, rec.lsn));
-        }
-        if self.checkpoint_dirty
-            && let Some(cp) = &self.checkpoint
-        {
-            self.pending.push((
-                Key::checkpoint(),
-                last.end_lsn,
-                Value::Image(Bytes::copy_from_slice(&cp.encode())),
-            ));
-            self.checkpoint_dirty = false;
         }
         self.publish().await?;
         let stats = (&self.tl.ingested_records, &self.tl.ingested_wal_bytes);
