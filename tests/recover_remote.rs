@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::compare::{compare_over_http, stop_primary_and_wait};
@@ -40,7 +40,7 @@ fn s3_archive_survives_kill_and_attach_and_recovers() {
 
     std::thread::scope(|scope| {
         let bench = scope.spawn(|| pg.pgbench("postgres", &["-n", "-c", "2", "-T", "10"]));
-        std::thread::sleep(Duration::from_secs(4));
+        wait_partial_of_open_segment(&ps, before_kill);
         ps.kill9();
         std::fs::remove_dir_all(ps.workdir()).unwrap();
         let fresh = Pageserver::start_with_env(&overrides, s3.env());
@@ -82,4 +82,31 @@ fn s3_archive_survives_kill_and_attach_and_recovers() {
     );
     assert!(cmp.equal.get("main").copied().unwrap_or(0) > 1000);
     assert_dump_equals(&ps, T, &shadow, last, &snap);
+}
+
+/// Waits until the archive has uploaded a partial of the segment it is writing, above `above`, with a quarter
+/// of the segment still to go: a kill then leaves that partial as the newest of the next segment to archive.
+/// (A kill just after a segment completes, before its successor's first partial, leaves none to resume from;
+/// the archive then restarts at the segment boundary, which is not what this test is about.)
+fn wait_partial_of_open_segment(ps: &Pageserver, above: pageserver::pg::Lsn) {
+    const SEG: u64 = 16 << 20;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+        let archive = &info["wal_archive"];
+        let (uploaded, end) = (lsn(&archive["uploaded_lsn"]).0, lsn(&archive["end_lsn"]).0);
+        let in_segment = uploaded % SEG;
+        if uploaded > above.0
+            && in_segment != 0
+            && in_segment < SEG / 4 * 3
+            && uploaded / SEG == end / SEG
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no partial of the open segment: {archive}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

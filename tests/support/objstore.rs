@@ -55,6 +55,7 @@ fn wait_listening(child: &mut Child, port: u16, dir: &TempDir, what: &str) {
 pub struct S3Server {
     child: Child,
     dir: TempDir,
+    master_port: u16,
     pub endpoint: String,
     pub bucket: String,
     pub access_key: String,
@@ -89,8 +90,9 @@ impl S3Server {
             .arg(format!("-s3.config={}", config.display()))
             .arg(format!("-bucket={bucket}"))
             .arg("-admin.ui=false");
+        let master_port = free_port();
+        cmd.arg(format!("-master.port={master_port}"));
         for flag in [
-            "master.port",
             "master.port.grpc",
             "volume.port",
             "volume.port.grpc",
@@ -114,6 +116,7 @@ impl S3Server {
         let server = S3Server {
             child,
             dir,
+            master_port,
             endpoint: format!("http://127.0.0.1:{s3_port}"),
             bucket,
             access_key,
@@ -121,6 +124,24 @@ impl S3Server {
         };
         server.wait_bucket();
         server
+    }
+
+    /// Reclaims the space of deleted objects now (SeaweedFS appends to volume files and vacuums them only
+    /// every 15 minutes on its own): long runs that delete many layers (tests/chaos.rs) call it, or the
+    /// volumes grow by every layer ever uploaded. Blocks until the master has vacuumed.
+    pub fn vacuum(&self) {
+        let url = format!(
+            "http://127.0.0.1:{}/vol/vacuum?garbageThreshold=0.05",
+            self.master_port
+        );
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(std::time::Duration::from_secs(300)))
+            .build()
+            .new_agent();
+        agent
+            .get(&url)
+            .call()
+            .expect("vacuum the SeaweedFS volumes");
     }
 
     /// A client of the AWS SDK for this server.
