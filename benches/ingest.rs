@@ -5,7 +5,11 @@
 //! receives it too, writing files only (the floor of the transport). Reported: WAL bytes, seconds and MB/s of
 //! each, and the ratio of the pageserver to the standby. Report: `<target>/bench-reports/ingest.json`.
 //!
+//! Beside the pageserver's rate: its peak RSS (VmHWM) while catching up, next to `checkpoint_distance`.
+//!
 //! Under `cargo test` (no `--bench`) it runs once on about 32 MiB as a smoke test.
+//! `INGEST_PERF=<file>`: record the pageserver's catch-up with `perf record --call-graph dwarf` into that file (the profile of
+//! docs/benchmarks.md; `perf report -i <file>`).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -56,6 +60,24 @@ fn warm_wal(pg: &PgCluster) -> u64 {
         }
     }
     bytes
+}
+
+/// The peak resident set (VmHWM) of a process, KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    (status.lines())
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status")
+}
+
+/// The tenant's effective checkpoint_distance, MiB.
+fn ps_info_config_mib(ps: &Pageserver) -> f64 {
+    let (_, config) = ps.json("GET", &format!("/v1/tenant/{T}/config"), None);
+    let bytes = config["effective_config"]["checkpoint_distance"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("checkpoint_distance in {config}"));
+    bytes as f64 / (1 << 20) as f64
 }
 
 fn mb_per_s(bytes: u64, d: Duration) -> f64 {
@@ -129,6 +151,17 @@ fn main() {
         ps_start,
         "ingested while stopped: {before}"
     );
+    let perf = std::env::var_os("INGEST_PERF").map(|out| {
+        let child = std::process::Command::new("perf")
+            .args(["record", "--call-graph", "dwarf,16384", "-F", "299", "-o"])
+            .arg(&out)
+            .args(["-p", &ps.pid().to_string()])
+            .spawn()
+            .expect("run perf record");
+        std::thread::sleep(Duration::from_secs(1));
+        child
+    });
+    let rss_before = vm_hwm_kib(ps.pid());
     let t = Instant::now();
     set_source(&ps, source.clone());
     let ps_info = loop {
@@ -143,6 +176,12 @@ fn main() {
         std::thread::sleep(POLL);
     };
     let ps_time = t.elapsed();
+    let peak_rss_kib = vm_hwm_kib(ps.pid());
+    if let Some(mut perf) = perf {
+        let pid = nix::unistd::Pid::from_raw(perf.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("stop perf");
+        perf.wait().expect("wait for perf");
+    }
     // Both rates over the WAL both read: from the later starting point (the other consumer's base backup
     // also ends with a WAL switch, skipped space that costs nothing to read past).
     let common = end.0 - ps_start.0.max(standby_start.0);
@@ -201,6 +240,9 @@ fn main() {
                 "mb_per_s": ps_rate,
                 "physical_size": ps_info["current_physical_size"],
                 "historic_layers": layer_count,
+                "peak_rss_mib": peak_rss_kib as f64 / 1024.0,
+                "peak_rss_mib_before_catch_up": rss_before as f64 / 1024.0,
+                "checkpoint_distance_mib": ps_info_config_mib(&ps),
             },
             "standby": {
                 "start_lsn": standby_start.to_string(),

@@ -66,6 +66,12 @@ impl Value {
     /// Little-endian encoding: a tag byte, then the fields.
     pub fn encode(&self) -> Bytes {
         let mut b = BytesMut::with_capacity(self.encoded_len());
+        self.encode_into(&mut b);
+        b.freeze()
+    }
+
+    /// [`encode`](Self::encode), appended to `b` (no allocation of its own).
+    pub fn encode_into(&self, b: &mut impl BufMut) {
         match self {
             Value::Image(img) => {
                 b.put_u8(TAG_IMAGE);
@@ -129,7 +135,6 @@ impl Value {
                 }
             },
         }
-        b.freeze()
     }
 
     /// Decodes a value; `bytes` is shared, not copied, for images and PostgreSQL records.

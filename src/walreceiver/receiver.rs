@@ -1,5 +1,6 @@
 //! The WAL receiver of one timeline: connects to its WAL source, makes sure the slot exists, streams from the
-//! timeline's last record, decodes and ingests, and reports write = last_record_lsn, flush = apply =
+//! timeline's last record, decodes (in a task of its own, ahead of ingest by at most [`RECEIVE_QUEUE`]
+//! messages) and ingests, and reports write = last_record_lsn, flush = apply =
 //! disk_consistent_lsn every second (never more than is durable here, so the slot keeps everything else). When
 //! it has caught up with a source that has sent no WAL for a second (idle), or that asks for a reply, and holds
 //! WAL that is not durable yet, it flushes at once: an idle primary sees its last commit flushed within seconds
@@ -20,9 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{ReplicationConnection, ReplicationError, ReplicationMessage, WalStream};
+use super::{ReplicationConnection, ReplicationError, ReplicationMessage, StatusSender};
 use crate::pg::constants::DEFAULT_WAL_SEGMENT_SIZE;
-use crate::pg::{Lsn, WalStreamDecoder, decode_record};
+use crate::pg::{DecodedRecord, Lsn, WalStreamDecoder, decode_record};
 use crate::repository::timeline::{DiskFull, Timeline};
 use crate::walingest::WalIngest;
 
@@ -179,6 +180,25 @@ async fn stream_once(
     if let Some(prev) = tl.prev_record_lsn() {
         decoder.set_prev_record(prev);
     }
+    let status = stream.status_sender();
+    // Receiving and decoding run in their own task, ahead of ingest by at most RECEIVE_QUEUE messages.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(RECEIVE_QUEUE);
+    let _receiver = AbortOnDrop(tokio::spawn(
+        async move {
+            loop {
+                let item = match stream.next().await {
+                    Ok(Some(msg)) => receive(msg, last, &mut decoder).map(Some),
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(format!("stream: {e}")),
+                };
+                let end = !matches!(item, Ok(Some(_)));
+                if tx.send(item).await.is_err() || end {
+                    break;
+                }
+            }
+        }
+        .in_current_span(),
+    ));
     let mut ingest = WalIngest::new(tl.clone());
     let mut status_tick = tokio::time::interval(STATUS_INTERVAL);
     status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -191,7 +211,7 @@ async fn stream_once(
     loop {
         let msg = tokio::select! {
             biased;
-            m = stream.next() => m.map_err(|e| format!("stream: {e}"))?,
+            m = rx.recv() => m.unwrap_or(Ok(None))?,
             _ = status_tick.tick() => {
                 let silent = heard.elapsed();
                 if silent >= silence_limit {
@@ -203,22 +223,22 @@ async fn stream_once(
                 // checkpoint_timeout, so that the source sees it confirmed. The flush is not silence.
                 if last_wal.elapsed() >= IDLE_FLUSH_AFTER {
                     let started = Instant::now();
-                    flush_if_caught_up(tl, &decoder, source_end).await?;
+                    flush_if_caught_up(tl, source_end).await?;
                     heard += started.elapsed();
                 }
                 // Ask for a reply once half the timeout has passed in silence: a healthy idle source answers
                 // with a keepalive, a partitioned one does not.
-                send_status(tl, &stream, silent >= silence_limit / 2).await?;
+                send_status(tl, &status, silent >= silence_limit / 2).await?;
                 continue;
             }
         };
         let Some(msg) = msg else { return Ok(()) };
         match msg {
-            ReplicationMessage::XLogData {
+            Received::Wal {
                 wal_start,
                 wal_end,
                 data,
-                ..
+                records,
             } => {
                 if !data.is_empty() {
                     last_wal = Instant::now();
@@ -230,24 +250,9 @@ async fn stream_once(
                         .await
                         .map_err(|e| e.to_string())?;
                 }
-                // Below the last record: archived only (the stream started at the archive's end).
-                let skip = last.checked_sub(wal_start).unwrap_or(0);
-                if skip < data.len() as u64 {
-                    decoder.feed(data.slice(skip as usize..));
-                }
-                let mut batch = Vec::new();
-                loop {
-                    match decoder.poll_decode() {
-                        Ok(Some(raw)) => {
-                            batch.push(decode_record(&raw).map_err(|e| e.to_string())?)
-                        }
-                        Ok(None) => break,
-                        Err(e) => return Err(format!("decoding WAL: {e}")),
-                    }
-                }
-                if !batch.is_empty() {
+                if !records.is_empty() {
                     ingest
-                        .ingest_batch(&batch)
+                        .ingest_batch(&records)
                         .await
                         .map_err(|e| format!("ingest: {e}"))?;
                     tl.disk_full.clear(DiskFull::INGEST);
@@ -257,10 +262,9 @@ async fn stream_once(
                     s.last_received_msg_ts = Some(now_micros());
                 });
             }
-            ReplicationMessage::Keepalive {
+            Received::Keepalive {
                 wal_end,
                 reply_requested,
-                ..
             } => {
                 source_end = source_end.max(wal_end);
                 set(state, |s| {
@@ -271,8 +275,8 @@ async fn stream_once(
                 // A keepalive that asks for a reply comes from an idle or stopping source (a primary's clean
                 // shutdown waits for its standbys' flush position): flush first if caught up.
                 if reply_requested {
-                    flush_if_caught_up(tl, &decoder, source_end).await?;
-                    send_status(tl, &stream, false).await?;
+                    flush_if_caught_up(tl, source_end).await?;
+                    send_status(tl, &status, false).await?;
                 }
             }
         }
@@ -281,14 +285,83 @@ async fn stream_once(
     }
 }
 
+/// Messages the receiving task has read (and decoded) but ingest has not taken yet.
+const RECEIVE_QUEUE: usize = 64;
+
+/// A message of the stream, its WAL decoded.
+enum Received {
+    Wal {
+        wal_start: Lsn,
+        wal_end: Lsn,
+        /// The raw WAL, for the archive.
+        data: bytes::Bytes,
+        /// The records that end in it (those below `last`, the timeline's last record, are not decoded).
+        records: Vec<DecodedRecord>,
+    },
+    Keepalive {
+        wal_end: Lsn,
+        reply_requested: bool,
+    },
+}
+
+/// Decodes what `msg` carries above `last` (the stream may start lower, at the archive's end).
+fn receive(
+    msg: ReplicationMessage,
+    last: Lsn,
+    decoder: &mut WalStreamDecoder,
+) -> Result<Received, String> {
+    Ok(match msg {
+        ReplicationMessage::XLogData {
+            wal_start,
+            wal_end,
+            data,
+            ..
+        } => {
+            // Below the last record: archived only (the stream started at the archive's end).
+            let skip = last.checked_sub(wal_start).unwrap_or(0);
+            if skip < data.len() as u64 {
+                decoder.feed(data.slice(skip as usize..));
+            }
+            let mut records = Vec::new();
+            loop {
+                match decoder.poll_decode() {
+                    Ok(Some(raw)) => records.push(decode_record(&raw).map_err(|e| e.to_string())?),
+                    Ok(None) => break,
+                    Err(e) => return Err(format!("decoding WAL: {e}")),
+                }
+            }
+            Received::Wal {
+                wal_start,
+                wal_end,
+                data,
+                records,
+            }
+        }
+        ReplicationMessage::Keepalive {
+            wal_end,
+            reply_requested,
+            ..
+        } => Received::Keepalive {
+            wal_end,
+            reply_requested,
+        },
+    })
+}
+
+/// Aborts a task when its owner is dropped (a cancelled or failed connection stops its receiving task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Flushes the timeline if it holds WAL that is not durable and has everything the source has sent.
-async fn flush_if_caught_up(
-    tl: &Arc<Timeline>,
-    decoder: &WalStreamDecoder,
-    source_end: Lsn,
-) -> Result<(), String> {
+/// Everything sent is ingested when the last record reaches the source's end: the decoder then holds nothing.
+async fn flush_if_caught_up(tl: &Arc<Timeline>, source_end: Lsn) -> Result<(), String> {
     let last = tl.last_record_lsn();
-    if decoder.buffered() == 0 && source_end <= last.align() {
+    if source_end <= last.align() {
         if tl.disk_consistent_lsn() < last {
             tl.checkpoint().await.map_err(|e| format!("flush: {e}"))?;
         }
@@ -299,7 +372,7 @@ async fn flush_if_caught_up(
     Ok(())
 }
 
-async fn send_status(tl: &Timeline, stream: &WalStream, reply: bool) -> Result<(), String> {
+async fn send_status(tl: &Timeline, stream: &StatusSender, reply: bool) -> Result<(), String> {
     if let Some(archive) = &tl.wal_archive {
         archive.sync().await.map_err(|e| e.to_string())?;
     }

@@ -59,6 +59,12 @@ impl DeltaLayerWriter {
 
     /// Appends one value. Calls must be in strictly increasing (key, LSN) order, inside the layer's ranges.
     pub fn put(&mut self, key: Key, lsn: Lsn, value: &Value) -> Result<(), LayerError> {
+        self.put_encoded(key, lsn, &value.encode())
+    }
+
+    /// [`put`](Self::put) of a value already encoded ([`Value::encode`]; the flush of an in-memory layer
+    /// copies its bytes as they are).
+    pub fn put_encoded(&mut self, key: Key, lsn: Lsn, encoded: &[u8]) -> Result<(), LayerError> {
         if !self.key_range.contains(&key) || !self.lsn_range.contains(&lsn) {
             return Err(LayerError::OutOfRange {
                 path: self.file.tmp_path().to_path_buf(),
@@ -79,7 +85,7 @@ impl DeltaLayerWriter {
                 prev_lsn,
             });
         }
-        self.file.append(&delta_id(key, lsn), &value.encode())?;
+        self.file.append(&delta_id(key, lsn), encoded)?;
         self.last = Some((key, lsn));
         self.entry_count += 1;
         Ok(())

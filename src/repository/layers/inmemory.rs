@@ -1,22 +1,28 @@
 //! The in-memory layer: where new values land. The index (key -> versions) is in memory; the values are
 //! appended to an ephemeral file in the timeline directory, so memory stays bounded by the number of
-//! versions, not their size. When frozen it takes no more writes, and the flush task writes it out as an L0
-//! delta layer covering all keys and its LSN range.
+//! versions, not their size. Values are encoded into an in-memory tail of up to [`TAIL_CAPACITY`] bytes that
+//! is written to the file with one `pwrite` when full (reads of values still in the tail copy them from there),
+//! and a batch of values takes the lock once. When frozen it takes no more writes, and the flush task writes it
+//! out as an L0 delta layer covering all keys and its LSN range, reading the file once, in one piece.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
+use rustc_hash::FxBuildHasher;
 
 use crate::pg::Lsn;
 use crate::repository::value::ValueError;
 use crate::repository::{Key, Value};
+
+/// Bytes of encoded values held in memory before they are written to the ephemeral file in one `pwrite`.
+pub const TAIL_CAPACITY: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InMemoryError {
@@ -38,11 +44,20 @@ struct Slot {
     len: u32,
 }
 
+/// The index and the unwritten tail, under one lock: a slot at or above `tail_start` is in `tail`.
+struct Inner {
+    /// Versions of each key, oldest first. FxHash: keys are ours (from WAL the pageserver decoded, not
+    /// chosen by a client), so a fast non-keyed hash is safe; the flush sorts the keys.
+    index: HashMap<Key, Vec<Slot>, FxBuildHasher>,
+    tail: Vec<u8>,
+    tail_start: u64,
+}
+
 pub struct InMemoryLayer {
     start_lsn: Lsn,
     path: PathBuf,
     file: File,
-    index: RwLock<BTreeMap<Key, Vec<Slot>>>,
+    inner: RwLock<Inner>,
     bytes: AtomicU64,
     entries: AtomicU64,
     /// Set when frozen: the layer covers start_lsn..end_lsn.
@@ -81,7 +96,11 @@ impl InMemoryLayer {
             start_lsn,
             path,
             file,
-            index: RwLock::new(BTreeMap::new()),
+            inner: RwLock::new(Inner {
+                index: HashMap::default(),
+                tail: Vec::new(),
+                tail_start: 0,
+            }),
             bytes: AtomicU64::new(0),
             entries: AtomicU64::new(0),
             end_lsn: OnceLock::new(),
@@ -111,36 +130,78 @@ impl InMemoryLayer {
         self.created.elapsed()
     }
 
+    fn read_inner(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_inner(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn io_err(&self) -> impl FnOnce(std::io::Error) -> InMemoryError + '_ {
+        move |source| InMemoryError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
     /// Adds a version. The single writer calls this with non-decreasing LSNs.
     pub fn put(&self, key: Key, lsn: Lsn, value: &Value) -> Result<(), InMemoryError> {
+        self.put_batch([(key, lsn, value)])
+    }
+
+    /// Adds versions (LSNs non-decreasing), under one lock. One value per (key, LSN): a second put at the
+    /// same LSN replaces the first (its bytes stay in the ephemeral file, unreferenced). If writing the full
+    /// tail fails, every value of the batch is still indexed and readable from the tail, which is written
+    /// with the next batch; the error is returned, so the caller publishes none of them.
+    pub fn put_batch<'a>(
+        &self,
+        values: impl IntoIterator<Item = (Key, Lsn, &'a Value)>,
+    ) -> Result<(), InMemoryError> {
         if self.end_lsn.get().is_some() {
             return Err(InMemoryError::Frozen {
                 start: self.start_lsn,
             });
         }
-        let encoded = value.encode();
-        let offset = self.bytes.fetch_add(encoded.len() as u64, Ordering::AcqRel);
-        self.file
-            .write_all_at(&encoded, offset)
-            .map_err(|source| InMemoryError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        let slot = Slot {
-            lsn,
-            offset,
-            len: encoded.len() as u32,
-        };
-        let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
-        let versions = index.entry(key).or_default();
-        // One value per (key, LSN): a second put at the same LSN replaces the first (its bytes stay in the
-        // ephemeral file, unreferenced).
-        match versions.last_mut() {
-            Some(last) if last.lsn == lsn => *last = slot,
-            _ => {
-                versions.push(slot);
-                self.entries.fetch_add(1, Ordering::AcqRel);
+        let mut inner = self.write_inner();
+        let Inner {
+            index,
+            tail,
+            tail_start,
+        } = &mut *inner;
+        let mut entries = self.entries.load(Ordering::Acquire);
+        for (key, lsn, value) in values {
+            let offset = *tail_start + tail.len() as u64;
+            value.encode_into(tail);
+            let slot = Slot {
+                lsn,
+                offset,
+                len: (*tail_start + tail.len() as u64 - offset) as u32,
+            };
+            let versions = index.entry(key).or_default();
+            // Versions above `lsn` were put by a batch that failed and was never published (the writer puts
+            // only above the last published record): the batch being retried replaces them.
+            while versions.last().is_some_and(|last| last.lsn > lsn) {
+                versions.pop();
+                entries -= 1;
             }
+            match versions.last_mut() {
+                Some(last) if last.lsn == lsn => *last = slot,
+                _ => {
+                    versions.push(slot);
+                    entries += 1;
+                }
+            }
+        }
+        self.bytes
+            .store(*tail_start + tail.len() as u64, Ordering::Release);
+        self.entries.store(entries, Ordering::Release);
+        if tail.len() >= TAIL_CAPACITY {
+            self.file
+                .write_all_at(tail, *tail_start)
+                .map_err(self.io_err())?;
+            *tail_start += tail.len() as u64;
+            tail.clear();
         }
         Ok(())
     }
@@ -151,14 +212,29 @@ impl InMemoryLayer {
     }
 
     fn read(&self, slot: Slot) -> Result<Value, InMemoryError> {
-        let mut buf = vec![0u8; slot.len as usize];
-        self.file
-            .read_exact_at(&mut buf, slot.offset)
-            .map_err(|source| InMemoryError::Io {
-                path: self.path.clone(),
-                source,
-            })?;
-        Value::decode(&Bytes::from(buf)).map_err(|source| InMemoryError::Value {
+        let buf = {
+            let inner = self.read_inner();
+            if slot.offset >= inner.tail_start {
+                let at = (slot.offset - inner.tail_start) as usize;
+                Some(Bytes::copy_from_slice(
+                    &inner.tail[at..at + slot.len as usize],
+                ))
+            } else {
+                None
+            }
+        };
+        // Below the tail the bytes are in the file, at the same offset for good: no lock needed.
+        let buf = match buf {
+            Some(b) => b,
+            None => {
+                let mut buf = vec![0u8; slot.len as usize];
+                (self.file)
+                    .read_exact_at(&mut buf, slot.offset)
+                    .map_err(self.io_err())?;
+                Bytes::from(buf)
+            }
+        };
+        Value::decode(&buf).map_err(|source| InMemoryError::Value {
             path: self.path.clone(),
             source,
         })
@@ -177,13 +253,17 @@ impl InMemoryLayer {
 
     /// The LSN of `key`'s newest version in `lsn_range`.
     pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
-        self.slots(key, &lsn_range).last().map(|s| s.lsn)
+        let inner = self.read_inner();
+        let versions = inner.index.get(&key)?;
+        (versions.iter().rev())
+            .find(|s| lsn_range.contains(&s.lsn))
+            .map(|s| s.lsn)
     }
 
     /// The slots of `key`'s versions in `lsn_range`, oldest first.
     fn slots(&self, key: Key, lsn_range: &Range<Lsn>) -> Vec<Slot> {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        match index.get(&key) {
+        let inner = self.read_inner();
+        match inner.index.get(&key) {
             Some(v) => (v.iter())
                 .filter(|s| lsn_range.contains(&s.lsn))
                 .copied()
@@ -210,15 +290,32 @@ impl InMemoryLayer {
         Ok(out)
     }
 
-    /// Every (key, lsn) in order, for the flush; call only when frozen.
-    pub fn for_each<E: From<InMemoryError>>(
+    /// Every (key, lsn) in (key, LSN) order with its encoded value ([`Value::encode`]), for the flush; call
+    /// only when frozen. The file is read once, whole (at most about `checkpoint_distance` bytes in memory
+    /// for the time of the flush), rather than a read per value.
+    pub fn for_each_encoded<E: From<InMemoryError>>(
         &self,
-        mut f: impl FnMut(Key, Lsn, Value) -> Result<(), E>,
+        mut f: impl FnMut(Key, Lsn, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let index = self.index.read().unwrap_or_else(|p| p.into_inner());
-        for (key, slots) in index.iter() {
-            for slot in slots {
-                f(*key, slot.lsn, self.read(*slot)?)?;
+        let inner = self.read_inner();
+        // Versions at or above the end were put by a batch that failed and was not published before the
+        // freeze; the retried batch puts them into the next layer.
+        let end = self.end_lsn().unwrap_or(Lsn(u64::MAX));
+        let mut file_bytes = vec![0u8; inner.tail_start as usize];
+        (self.file)
+            .read_exact_at(&mut file_bytes, 0)
+            .map_err(self.io_err())?;
+        let mut keys: Vec<(&Key, &Vec<Slot>)> = inner.index.iter().collect();
+        keys.sort_unstable_by_key(|(k, _)| **k);
+        for (key, slots) in keys {
+            for slot in slots.iter().take_while(|s| s.lsn < end) {
+                let (bytes, at) = if slot.offset >= inner.tail_start {
+                    (&inner.tail, slot.offset - inner.tail_start)
+                } else {
+                    (&file_bytes, slot.offset)
+                };
+                let at = at as usize;
+                f(*key, slot.lsn, &bytes[at..at + slot.len as usize])?;
             }
         }
         Ok(())
@@ -226,12 +323,9 @@ impl InMemoryLayer {
 
     /// The keys present, in order.
     pub fn keys(&self) -> Vec<Key> {
-        self.index
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
+        let mut keys: Vec<Key> = self.read_inner().index.keys().copied().collect();
+        keys.sort_unstable();
+        keys
     }
 }
 
@@ -281,5 +375,87 @@ mod tests {
         let path = layer.path.clone();
         drop(layer);
         assert!(!path.exists());
+    }
+
+    fn image(n: usize, fill: u8) -> Value {
+        Value::Image(Bytes::from(vec![fill; n]))
+    }
+
+    fn flushed(layer: &InMemoryLayer) -> Vec<(Key, Lsn, Value)> {
+        let mut out = Vec::new();
+        layer
+            .for_each_encoded(|k, l, enc| -> Result<(), InMemoryError> {
+                out.push((k, l, Value::decode(&Bytes::copy_from_slice(enc)).unwrap()));
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn values_in_the_tail_and_in_the_file_read_back_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = InMemoryLayer::create(dir.path(), Lsn(1)).unwrap();
+        let keys: Vec<Key> = (0..4)
+            .scan(Key::MIN, |k, _| {
+                *k = k.next();
+                Some(*k)
+            })
+            .collect();
+        // 100 values of 8 KiB: the first ones reach the file, the last stay in the tail.
+        let mut expected = Vec::new();
+        for i in 0..100u64 {
+            let (k, l, v) = (keys[(i % 4) as usize], Lsn(10 + i), image(8192, i as u8));
+            layer.put_batch([(k, l, &v)]).unwrap();
+            expected.push((k, l, v));
+        }
+        assert!(
+            layer.read_inner().tail_start > 0,
+            "nothing reached the file"
+        );
+        assert!(
+            !layer.read_inner().tail.is_empty(),
+            "nothing left in the tail"
+        );
+        for (k, l, v) in &expected {
+            assert_eq!(
+                layer.get_values(*k, *l..Lsn(l.0 + 1)).unwrap(),
+                vec![(*l, v.clone())]
+            );
+        }
+        layer.freeze(Lsn(200));
+        expected.sort_by_key(|(k, l, _)| (*k, *l));
+        assert_eq!(flushed(&layer), expected);
+    }
+
+    #[test]
+    fn a_retried_batch_replaces_the_unpublished_versions_of_a_failed_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let layer = InMemoryLayer::create(dir.path(), Lsn(1)).unwrap();
+        let k = Key::MIN.next();
+        let (a, b, c) = (image(1, 1), image(1, 2), image(1, 3));
+        layer.put_batch([(k, Lsn(10), &a)]).unwrap();
+        // A batch at 20 and 30 that failed after it was indexed, then its retry from 20.
+        layer
+            .put_batch([(k, Lsn(20), &b), (k, Lsn(30), &b)])
+            .unwrap();
+        layer
+            .put_batch([(k, Lsn(20), &c), (k, Lsn(30), &c)])
+            .unwrap();
+        assert_eq!(
+            layer.get_values(k, Lsn(0)..Lsn(100)).unwrap(),
+            vec![
+                (Lsn(10), a.clone()),
+                (Lsn(20), c.clone()),
+                (Lsn(30), c.clone())
+            ]
+        );
+        // Frozen below a failed batch's versions: the flush leaves them out.
+        layer.put_batch([(k, Lsn(40), &b)]).unwrap();
+        layer.freeze(Lsn(31));
+        assert_eq!(
+            flushed(&layer),
+            vec![(k, Lsn(10), a), (k, Lsn(20), c.clone()), (k, Lsn(30), c)]
+        );
     }
 }

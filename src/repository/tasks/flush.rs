@@ -60,8 +60,8 @@ impl Timeline {
         let end = Lsn(frozen.last_lsn.0 + 1);
         let delta = tokio::task::spawn_blocking(move || -> Result<_, FlushError> {
             let mut writer = DeltaLayerWriter::new(&dir, Key::MIN..Key::MAX, start..end)?;
-            layer.for_each(|key, lsn, value| {
-                writer.put(key, lsn, &value).map_err(FlushError::Layer)
+            layer.for_each_encoded(|key, lsn, encoded| {
+                (writer.put_encoded(key, lsn, encoded)).map_err(FlushError::Layer)
             })?;
             Ok(writer.finish()?)
         })

@@ -61,34 +61,41 @@ impl TimelineWriter<'_> {
     /// Stores `value` for `key` at `lsn` (above last_record_lsn). One value per (key, LSN): a second put at the
     /// same LSN replaces the first.
     pub fn put(&self, key: Key, lsn: Lsn, value: &Value) -> Result<(), PutError> {
+        self.put_batch(&[(key, lsn, value.clone())])
+    }
+
+    /// Puts a batch (LSNs non-decreasing, all above last_record_lsn) into the open layer, under one lock.
+    pub fn put_batch(&self, batch: &[(Key, Lsn, Value)]) -> Result<(), PutError> {
+        let Some(&(first_key, first_lsn, _)) = batch.first() else {
+            return Ok(());
+        };
         let last = self.tl.last_record_lsn();
-        if lsn <= last {
-            return Err(PutError::NotAboveLast { key, lsn, last });
+        if first_lsn <= last {
+            return Err(PutError::NotAboveLast {
+                key: first_key,
+                lsn: first_lsn,
+                last,
+            });
         }
         if self.tl.cancel.is_cancelled() {
             return Err(PutError::ShuttingDown);
         }
-        let open = {
-            let mut map = self.tl.layers.write().unwrap_or_else(|p| p.into_inner());
-            match &map.open {
-                Some(open) => open.clone(),
-                None => {
-                    let layer = Arc::new(InMemoryLayer::create(&self.tl.dir, Lsn(last.0 + 1))?);
-                    map.open = Some(layer.clone());
-                    layer
-                }
-            }
-        };
-        open.put(key, lsn, value)?;
+        self.open_layer(last)?
+            .put_batch(batch.iter().map(|(k, l, v)| (*k, *l, v)))?;
         Ok(())
     }
 
-    /// Puts a batch (LSNs non-decreasing, all above last_record_lsn).
-    pub fn put_batch(&self, batch: &[(Key, Lsn, Value)]) -> Result<(), PutError> {
-        for (key, lsn, value) in batch {
-            self.put(*key, *lsn, value)?;
-        }
-        Ok(())
+    /// The open in-memory layer, made if there is none (starting above `last`).
+    fn open_layer(&self, last: Lsn) -> Result<Arc<InMemoryLayer>, PutError> {
+        let mut map = self.tl.layers.write().unwrap_or_else(|p| p.into_inner());
+        Ok(match &map.open {
+            Some(open) => open.clone(),
+            None => {
+                let layer = Arc::new(InMemoryLayer::create(&self.tl.dir, Lsn(last.0 + 1))?);
+                map.open = Some(layer.clone());
+                layer
+            }
+        })
     }
 
     /// Publishes everything put so far up to `lsn` (the end of the last record; `prev` its start) and freezes
