@@ -8,8 +8,8 @@
 //! Beside the pageserver's rate: its peak RSS (VmHWM) while catching up, next to `checkpoint_distance`.
 //!
 //! Under `cargo test` (no `--bench`) it runs once on about 32 MiB as a smoke test.
-//! `INGEST_PERF=<file>`: record the pageserver's catch-up with `perf record --call-graph dwarf` into that file (the profile of
-//! docs/benchmarks.md; `perf report -i <file>`).
+//! `INGEST_PERF=<file>`: record the pageserver's catch-up with `perf record --call-graph dwarf` into that
+//! file (the profile of docs/benchmarks.md; `perf report -i <file>`).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -72,7 +72,7 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 }
 
 /// The tenant's effective checkpoint_distance, MiB.
-fn ps_info_config_mib(ps: &Pageserver) -> f64 {
+fn checkpoint_distance_mib_of(ps: &Pageserver) -> f64 {
     let (_, config) = ps.json("GET", &format!("/v1/tenant/{T}/config"), None);
     let bytes = config["effective_config"]["checkpoint_distance"]
         .as_u64()
@@ -242,7 +242,7 @@ fn main() {
                 "historic_layers": layer_count,
                 "peak_rss_mib": peak_rss_kib as f64 / 1024.0,
                 "peak_rss_mib_before_catch_up": rss_before as f64 / 1024.0,
-                "checkpoint_distance_mib": ps_info_config_mib(&ps),
+                "checkpoint_distance_mib": checkpoint_distance_mib_of(&ps),
             },
             "standby": {
                 "start_lsn": standby_start.to_string(),

@@ -12,8 +12,8 @@
 //!   records); CREATE DATABASE by file copy (every relation of the template as of the record before it, the
 //!   earlier records of the batch published first, streamed in chunks) and by WAL
 //!   log; DROP DATABASE; relmapper files; CLOG, multixact and two-phase state (`slru.rs`); visibility-map bit
-//!   clears (`vm.rs`); the checkpoint value a basebackup needs (at each record that changes it); the newest commit time and its LSN, at every
-//!   commit (for get_lsn_by_timestamp).
+//!   clears (`vm.rs`); the checkpoint value a basebackup needs (at each record that changes it); the newest
+//!   commit time and its LSN, at every commit (for get_lsn_by_timestamp).
 //!
 //! Skipped on purpose (they change nothing the pageserver stores): XLOG NOOP, BACKUP_END, RESTORE_POINT,
 //! FPW_CHANGE, END_OF_RECOVERY, PARAMETER_CHANGE, SWITCH, OVERWRITE_CONTRECORD; XACT ASSIGNMENT and

@@ -85,8 +85,19 @@ impl TimelineWriter<'_> {
         Ok(())
     }
 
-    /// The open in-memory layer, made if there is none (starting above `last`).
+    /// The open in-memory layer, made if there is none (starting above `last`). The usual case, an open layer,
+    /// takes the layer map's read lock only, so that concurrent reads are not held up by each batch.
     fn open_layer(&self, last: Lsn) -> Result<Arc<InMemoryLayer>, PutError> {
+        if let Some(open) = &self
+            .tl
+            .layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .open
+        {
+            return Ok(open.clone());
+        }
+        // Only the writer (whose guard we hold) makes the open layer, so it is still missing here.
         let mut map = self.tl.layers.write().unwrap_or_else(|p| p.into_inner());
         Ok(match &map.open {
             Some(open) => open.clone(),
