@@ -12,7 +12,7 @@ use pageserver::id::{TenantId, TimelineId};
 use pageserver::pg::{Lsn, RelFileNode};
 use pageserver::repository::page_cache::PageCache;
 use pageserver::repository::tenant::Tenant;
-use pageserver::repository::testing::AppendRedo;
+use pageserver::repository::testing::{AppendRedo, relation_directory};
 use pageserver::repository::timeline::GetError;
 use pageserver::repository::{Key, Value};
 use pageserver::walredo::{BufferTag, PageId, RedoRequest, WalRecord};
@@ -20,16 +20,14 @@ use proptest::prelude::*;
 
 const KEYS: u32 = 24;
 
+const REL: RelFileNode = RelFileNode {
+    spc: 1663,
+    db: 5,
+    rel: 16384,
+};
+
 fn key(i: u32) -> Key {
-    Key::rel_block(
-        RelFileNode {
-            spc: 1663,
-            db: 5,
-            rel: 16384,
-        },
-        0,
-        i,
-    )
+    Key::rel_block(REL, 0, i)
 }
 
 #[derive(Debug, Clone)]
@@ -227,11 +225,21 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let mut tenant = open(dir.path(), tenant_id).await;
     let root = TimelineId([1; 16]);
     tenant.create_timeline(root, Lsn(0x100), 15).await.unwrap();
+    // The relation of `key` in the keyspace (compaction makes images of the keyspace only), durable before
+    // the first op so that a crash cannot take it away.
+    let timeline = tenant.timeline(root).unwrap();
+    let writer = timeline.writer().await;
+    for (k, v) in relation_directory(REL, KEYS) {
+        writer.put(k, Lsn(0x108), &v).unwrap();
+    }
+    writer.finish_write(Lsn(0x108), Some(Lsn(0x100)));
+    drop(writer);
+    timeline.checkpoint().await.unwrap();
     let mut model = vec![ModelTimeline {
         id: root,
         ancestor: None,
         values: BTreeMap::new(),
-        last: Lsn(0x100),
+        last: Lsn(0x108),
         cutoff: Lsn(0),
     }];
     let mut checked = 0u64;
@@ -291,7 +299,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let parent = tenant.timeline(model[tl].id).unwrap();
                 let lo = parent
                     .gc_cutoff()
-                    .max(model[tl].ancestor.map_or(Lsn(0x100), |(_, bp)| bp));
+                    .max(model[tl].ancestor.map_or(Lsn(0x108), |(_, bp)| bp));
                 let hi = model[tl].last;
                 if lo > hi {
                     continue;
@@ -435,4 +443,111 @@ async fn shut_down_tenant_refuses_new_timelines_and_writes() {
         matches!(put, Err(PutError::ShuttingDown)),
         "put after shutdown: {put:?}"
     );
+}
+
+/// Compaction makes images of the keyspace at their LSN: a relation dropped before it is left out, so that GC
+/// can remove its versions with the deltas below the image, while a relation that stays is read back whole.
+#[tokio::test]
+async fn images_leave_dropped_relations_behind() {
+    use pageserver::repository::datadir::{
+        DbDirectory, RelDirectory, encode_db_dir, encode_nblocks, encode_rel_dir,
+    };
+    use pageserver::repository::layers::LayerName;
+    use pageserver::repository::layers::image::ImageLayer;
+
+    let dropped = RelFileNode { rel: 16385, ..REL };
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = open(dir.path(), TenantId([9; 16])).await;
+    let tl = tenant
+        .create_timeline(TimelineId([1; 16]), Lsn(0x100), 15)
+        .await
+        .unwrap();
+    let reldir = |rels: &[u32]| {
+        let set: RelDirectory = rels.iter().map(|r| (*r, 0u8)).collect();
+        Value::Image(encode_rel_dir(&set))
+    };
+    let mut lsn = Lsn(0x100);
+    let mut expected: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    let mut images = 0;
+    let mut drop_lsn = Lsn::MAX;
+    for round in 0..8u32 {
+        let prev = lsn;
+        lsn = Lsn(lsn.0 + 8);
+        let writer = tl.writer().await;
+        if round == 0 {
+            let dbs = DbDirectory::from([((REL.spc, REL.db), false)]);
+            writer
+                .put(Key::dbdir(), lsn, &Value::Image(encode_db_dir(&dbs)))
+                .unwrap();
+            writer
+                .put(
+                    Key::reldir(REL.spc, REL.db),
+                    lsn,
+                    &reldir(&[REL.rel, dropped.rel]),
+                )
+                .unwrap();
+            for rel in [REL, dropped] {
+                let size = Value::Image(encode_nblocks(KEYS));
+                writer.put(Key::rel_size(rel, 0), lsn, &size).unwrap();
+            }
+        }
+        if round == 4 {
+            drop_lsn = lsn;
+            writer
+                .put(Key::reldir(REL.spc, REL.db), lsn, &reldir(&[REL.rel]))
+                .unwrap();
+        }
+        for rel in [REL, dropped] {
+            if rel == dropped && round >= 4 {
+                continue;
+            }
+            for b in 0..KEYS {
+                let bytes = format!("{}:{b}:{round};", rel.rel).into_bytes();
+                let v = value(if round == 0 { 0 } else { 2 }, &bytes);
+                writer.put(Key::rel_block(rel, 0, b), lsn, &v).unwrap();
+                if rel == REL {
+                    expected.entry(b).or_default().extend_from_slice(&bytes);
+                }
+            }
+        }
+        writer.finish_write(lsn, Some(prev));
+        drop(writer);
+        tl.checkpoint().await.unwrap();
+        images += tl.compact().await.unwrap().images_written;
+    }
+    assert!(images > 0, "no image layer was made");
+    // Every image made after the drop holds the relation that stays and none of the dropped one.
+    let (mut after_drop, mut covering) = (0, 0);
+    for entry in std::fs::read_dir(tenant.timeline_dir(tl.timeline_id)).unwrap() {
+        let file = entry.unwrap().file_name();
+        let Ok(name) = file.to_string_lossy().parse::<LayerName>() else {
+            continue;
+        };
+        let LayerName::Image { key_range, lsn: at } = &name else {
+            continue;
+        };
+        if *at < drop_lsn {
+            continue;
+        }
+        after_drop += 1;
+        let image = ImageLayer::open(&tenant.timeline_dir(tl.timeline_id).join(&file)).unwrap();
+        let keys: Vec<Key> = image.keys().collect();
+        let in_dropped =
+            |k: &Key| *k >= Key::rel_block(dropped, 0, 0) && *k < Key::rel_block(dropped, 0, KEYS);
+        assert!(
+            !keys.iter().any(in_dropped),
+            "image {name} holds blocks of the relation dropped at {drop_lsn}"
+        );
+        if key_range.contains(&Key::rel_block(dropped, 0, 0)) {
+            covering += 1;
+        }
+    }
+    assert!(
+        after_drop > 0 && covering > 0,
+        "no image after the drop covers the dropped relation ({after_drop} images after it)"
+    );
+    for b in 0..KEYS {
+        let page = tl.get(Key::rel_block(REL, 0, b), lsn).await.unwrap();
+        assert_eq!(page, expected[&b], "block {b} of the relation that stays");
+    }
 }

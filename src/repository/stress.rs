@@ -15,7 +15,7 @@ use crate::id::{TenantId, TimelineId};
 use crate::pg::{Lsn, RelFileNode};
 use crate::repository::page_cache::PageCache;
 use crate::repository::tenant::{Tenant, TenantError};
-use crate::repository::testing::AppendRedo;
+use crate::repository::testing::{AppendRedo, relation_directory};
 use crate::repository::timeline::GetError;
 use crate::repository::{Key, Value};
 use crate::walredo::WalRecord;
@@ -35,16 +35,14 @@ pub enum StressError {
     Failed(String),
 }
 
+const REL: RelFileNode = RelFileNode {
+    spc: 1663,
+    db: 1,
+    rel: 424242,
+};
+
 fn key(k: u32) -> Key {
-    Key::rel_block(
-        RelFileNode {
-            spc: 1663,
-            db: 1,
-            rel: 424242,
-        },
-        0,
-        k,
-    )
+    Key::rel_block(REL, 0, k)
 }
 
 fn lsn_of(step: u64) -> Lsn {
@@ -136,6 +134,12 @@ pub async fn run(dir: &Path, steps: Option<u64>) -> Result<(), StressError> {
         let lsn = lsn_of(step);
         {
             let writer = tl.writer().await;
+            if step == 1 {
+                // The relation's directory entries: compaction makes images of the keyspace only.
+                for (k, v) in relation_directory(REL, KEYS) {
+                    writer.put(k, lsn, &v).map_err(|e| fail(&e))?;
+                }
+            }
             for (k, v) in step_values(step) {
                 writer.put(key(k), lsn, &v).map_err(|e| fail(&e))?;
             }

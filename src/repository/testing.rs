@@ -3,6 +3,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::repository::{Key, Value};
+
 use crate::walredo::{
     RedoError, RedoFuture, RedoManager, RedoRequest, WalRecord, native::NativeError,
 };
@@ -40,4 +42,23 @@ impl RedoManager for AppendRedo {
     fn redo(&self, request: RedoRequest) -> RedoFuture<'_> {
         Box::pin(async move { AppendRedo::apply(&request) })
     }
+}
+
+/// The directory entries that make main fork blocks `0..nblocks` of `rel` part of a timeline's keyspace
+/// (the database directory, the relation directory and the relation's size), for tests that write page
+/// versions without ingesting WAL: compaction makes image layers of the keyspace only.
+pub fn relation_directory(rel: crate::pg::RelFileNode, nblocks: u32) -> Vec<(Key, Value)> {
+    use crate::repository::datadir::{
+        DbDirectory, RelDirectory, encode_db_dir, encode_nblocks, encode_rel_dir,
+    };
+    let dbs = DbDirectory::from([((rel.spc, rel.db), false)]);
+    let rels = RelDirectory::from([(rel.rel, 0u8)]);
+    vec![
+        (Key::dbdir(), Value::Image(encode_db_dir(&dbs))),
+        (
+            Key::reldir(rel.spc, rel.db),
+            Value::Image(encode_rel_dir(&rels)),
+        ),
+        (Key::rel_size(rel, 0), Value::Image(encode_nblocks(nblocks))),
+    ]
 }

@@ -11,6 +11,8 @@ use tracing::{info, warn};
 
 use super::plan::{plan_image_layers, plan_l0_compaction};
 use crate::pg::Lsn;
+use crate::repository::datadir::DatadirError;
+use crate::repository::keyspace::KeySpace;
 use crate::repository::layer_map::{HistoricLayer, Resident};
 use crate::repository::layers::delta::{DeltaLayer, DeltaLayerWriter};
 use crate::repository::layers::image::ImageLayerWriter;
@@ -27,6 +29,8 @@ pub enum CompactionError {
     Metadata(#[from] MetadataError),
     #[error("materializing {key} for an image layer: {source}")]
     Get { key: Key, source: GetError },
+    #[error("the keyspace at {lsn} for image layers: {source}")]
+    Keyspace { lsn: Lsn, source: DatadirError },
     #[error("compaction task panicked: {0}")]
     Panicked(String),
 }
@@ -176,8 +180,19 @@ impl Timeline {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .historic_names();
-        for range in plan_image_layers(&names, conf.image_creation_threshold, lsn) {
-            if let Some(image) = self.create_image_layer(&range, lsn).await? {
+        let ranges = plan_image_layers(&names, conf.image_creation_threshold, lsn);
+        // Images hold the keyspace at their LSN, not every key ever written: a dropped relation's pages,
+        // truncated blocks and removed SLRU segments are left behind, for GC to remove with the deltas
+        // below (as Neon's create_image_layers does with its collect_keyspace).
+        let keyspace = if ranges.is_empty() {
+            KeySpace::default()
+        } else {
+            self.keyspace(lsn)
+                .await
+                .map_err(|source| CompactionError::Keyspace { lsn, source })?
+        };
+        for range in ranges {
+            if let Some(image) = self.create_image_layer(&range, lsn, &keyspace).await? {
                 self.swap_layers(&[], vec![image]).await?;
                 result.images_written += 1;
             }
@@ -190,13 +205,20 @@ impl Timeline {
         Ok(result)
     }
 
-    /// Every key of `range` at `lsn`, materialized, in one image layer; None if the range holds no key.
+    /// Every key of `range` in `keyspace` (the keyspace at `lsn`), materialized at `lsn`, in one image
+    /// layer; None if no key of the range ever had a version. An image of a range whose keys all left the
+    /// keyspace is empty: it lets GC remove the deltas below it.
     async fn create_image_layer(
         self: &Arc<Self>,
         range: &Range<Key>,
         lsn: Lsn,
+        keyspace: &KeySpace,
     ) -> Result<Option<HistoricLayer>, CompactionError> {
-        let keys = self.keys_in_range(range, lsn).await?;
+        let mut keys = self.keys_in_range(range, lsn).await?;
+        if keys.is_empty() {
+            return Ok(None);
+        }
+        keys.retain(|k| keyspace.contains(k));
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             match self.get(key, lsn).await {
@@ -210,9 +232,6 @@ impl Timeline {
                 }
                 Err(source) => return Err(CompactionError::Get { key, source }),
             }
-        }
-        if values.is_empty() {
-            return Ok(None);
         }
         let dir = self.dir.clone();
         let range = range.clone();

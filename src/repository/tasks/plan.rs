@@ -3,7 +3,7 @@
 //!
 //! Layer kinds: an **L0** delta covers the whole key space (a flushed in-memory layer); an **L1** delta covers
 //! part of it (written by compaction, never the whole); an **image** layer holds every key of its range at
-//! one LSN.
+//! one LSN that is in the keyspace there.
 
 use std::ops::Range;
 
