@@ -71,6 +71,23 @@ fn vm_hwm_kib(pid: u32) -> u64 {
         .expect("VmHWM in /proc/<pid>/status")
 }
 
+/// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = &stat[stat.rfind(')').expect("comm in /proc/<pid>/stat") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    let hz: f64 = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0);
+    ticks as f64 / hz
+}
+
 /// The tenant's effective checkpoint_distance, MiB.
 fn checkpoint_distance_mib_of(ps: &Pageserver) -> f64 {
     let (_, config) = ps.json("GET", &format!("/v1/tenant/{T}/config"), None);
@@ -162,6 +179,7 @@ fn main() {
         child
     });
     let rss_before = vm_hwm_kib(ps.pid());
+    let cpu_before = cpu_seconds(ps.pid());
     let t = Instant::now();
     set_source(&ps, source.clone());
     let ps_info = loop {
@@ -177,6 +195,7 @@ fn main() {
     };
     let ps_time = t.elapsed();
     let peak_rss_kib = vm_hwm_kib(ps.pid());
+    let ps_cpu = cpu_seconds(ps.pid()) - cpu_before;
     if let Some(mut perf) = perf {
         let pid = nix::unistd::Pid::from_raw(perf.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("stop perf");
@@ -238,6 +257,10 @@ fn main() {
                 "start_lsn": ps_start.to_string(),
                 "seconds": ps_time.as_secs_f64(),
                 "mb_per_s": ps_rate,
+                // CPU time of the pageserver process (all its threads) while catching up: steadier from run to
+                // run than the rate, which depends on how the work spreads over the two cores.
+                "cpu_seconds": ps_cpu,
+                "cpu_seconds_per_gb": ps_cpu / (common as f64 / 1e9),
                 "physical_size": ps_info["current_physical_size"],
                 "historic_layers": layer_count,
                 "peak_rss_mib": peak_rss_kib as f64 / 1024.0,

@@ -4,6 +4,7 @@
 //! without a hole).
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 use super::constants::*;
 use super::lsn::Lsn;
@@ -157,7 +158,8 @@ pub struct DecodedRecord {
     pub lsn: Lsn,
     pub end_lsn: Lsn,
     pub header: XLogRecordHeader,
-    pub blocks: Vec<BlockRef>,
+    /// Inline up to two (most records reference one or two blocks): no allocation per record.
+    pub blocks: SmallVec<[BlockRef; 2]>,
     pub origin: Option<u16>,
     pub toplevel_xid: Option<u32>,
     pub main_data: Bytes,
@@ -215,12 +217,10 @@ pub fn decode_record(raw: &RawRecord) -> Result<DecodedRecord, RecordError> {
         )));
     }
 
-    struct PendingBlock {
-        block: BlockRef,
-        data_len: u16,
-        bimg_len: u16,
-    }
-    let mut pending: Vec<PendingBlock> = Vec::new();
+    // The blocks as their headers come, then their data and images (which follow all headers) sliced in;
+    // per block (data length, image length), at most XLR_MAX_BLOCK_ID + 1 of them (ids ascend).
+    let mut blocks: SmallVec<[BlockRef; 2]> = SmallVec::new();
+    let mut lens = [(0u16, 0u16); XLR_MAX_BLOCK_ID as usize + 1];
     let mut origin = None;
     let mut toplevel_xid = None;
     let mut main_data_len = 0usize;
@@ -242,7 +242,7 @@ pub fn decode_record(raw: &RawRecord) -> Result<DecodedRecord, RecordError> {
             XLR_BLOCK_ID_ORIGIN => origin = Some(r.u16().map_err(short)?),
             XLR_BLOCK_ID_TOPLEVEL_XID => toplevel_xid = Some(r.u32().map_err(short)?),
             id if id <= XLR_MAX_BLOCK_ID => {
-                if pending.last().is_some_and(|p| p.block.id >= id) {
+                if blocks.last().is_some_and(|b| b.id >= id) {
                     return Err(invalid(format!("out-of-order block_id {id}")));
                 }
                 let flags = r.u8().map_err(short)?;
@@ -318,18 +318,15 @@ pub fn decode_record(raw: &RawRecord) -> Result<DecodedRecord, RecordError> {
                     })?
                 };
                 let blkno = r.u32().map_err(short)?;
-                pending.push(PendingBlock {
-                    block: BlockRef {
-                        id,
-                        rnode,
-                        forknum: flags & BKPBLOCK_FORK_MASK,
-                        blkno,
-                        flags,
-                        image,
-                        data: Bytes::new(),
-                    },
-                    data_len,
-                    bimg_len,
+                lens[blocks.len()] = (data_len, bimg_len);
+                blocks.push(BlockRef {
+                    id,
+                    rnode,
+                    forknum: flags & BKPBLOCK_FORK_MASK,
+                    blkno,
+                    flags,
+                    image,
+                    data: Bytes::new(),
                 });
             }
             other => return Err(invalid(format!("invalid block_id {other}"))),
@@ -347,19 +344,17 @@ pub fn decode_record(raw: &RawRecord) -> Result<DecodedRecord, RecordError> {
         pos += n;
         out
     };
-    let mut blocks = Vec::with_capacity(pending.len());
-    for mut p in pending {
-        if let Some(image) = &mut p.block.image {
-            image.data = take(p.bimg_len as usize);
+    for (block, (data_len, bimg_len)) in blocks.iter_mut().zip(lens) {
+        if let Some(image) = &mut block.image {
+            image.data = take(bimg_len as usize);
         }
-        p.block.data = take(p.data_len as usize);
-        if p.block.forknum > MAX_FORKNUM {
+        block.data = take(data_len as usize);
+        if block.forknum > MAX_FORKNUM {
             return Err(invalid(format!(
                 "block {}: invalid fork number {}",
-                p.block.id, p.block.forknum
+                block.id, block.forknum
             )));
         }
-        blocks.push(p.block);
     }
     let main_data = take(main_data_len);
     Ok(DecodedRecord {

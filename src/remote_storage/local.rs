@@ -18,7 +18,7 @@ use super::{
 /// Concurrent requests (the disk, not a server, is the limit).
 pub const CONCURRENCY_LIMIT: usize = 100;
 /// Temp files of uploads in progress; never listed.
-const TEMP_DIR: &str = ".___temp";
+pub(crate) const TEMP_DIR: &str = ".___temp";
 const READ_CHUNK: usize = 1 << 20;
 
 pub struct LocalFs {

@@ -1,6 +1,7 @@
 //! Where a timeline's archive objects live: `<timeline prefix>wal/` in remote storage, or, on a node without
 //! remote storage, the same keys below the tenant directory (`<tenant dir>/timelines/<tl>/wal/`).
 
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -26,15 +27,63 @@ pub struct ArchiveStore {
     prefix: String,
     /// True when `storage` is the node's remote storage (not the workdir).
     pub remote: bool,
+    /// In the workdir: the directory `storage` keeps its keys below (the tenant directory).
+    local_root: Option<PathBuf>,
 }
 
 impl ArchiveStore {
-    pub fn new(storage: GenericRemoteStorage, timeline_prefix: &str, remote: bool) -> ArchiveStore {
+    /// The node's remote storage.
+    pub fn remote(storage: GenericRemoteStorage, timeline_prefix: &str) -> ArchiveStore {
         ArchiveStore {
             storage,
             prefix: format!("{timeline_prefix}wal/"),
-            remote,
+            remote: true,
+            local_root: None,
         }
+    }
+
+    /// The workdir, on a node without remote storage: the keys below `root` (the tenant directory).
+    pub fn workdir(root: &Path, timeline_prefix: &str) -> Result<ArchiveStore, RemoteError> {
+        Ok(ArchiveStore {
+            storage: GenericRemoteStorage::local(root)?,
+            prefix: format!("{timeline_prefix}wal/"),
+            remote: false,
+            local_root: Some(root.to_path_buf()),
+        })
+    }
+
+    /// Whether [`link_file`](Self::link_file) can store a spool file (the store is in the workdir, on the
+    /// spool's filesystem).
+    pub fn links_files(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    /// In the workdir: stores `file` (complete, fsynced, never written again) as `name` by a hard link under a
+    /// temporary name renamed into place. No copy and no second hash; `file` stays until the caller removes
+    /// it, so a crash at any point leaves it to be stored again.
+    pub async fn link_file(&self, name: &str, file: &Path) -> std::io::Result<()> {
+        let Some(root) = &self.local_root else {
+            return Err(std::io::Error::other(
+                "the WAL archive's store is not local",
+            ));
+        };
+        let target = root.join(format!("{}{name}", self.prefix));
+        let temp = root
+            .join(crate::remote_storage::local::TEMP_DIR)
+            .join(format!("{:016x}", rand::random::<u64>()));
+        let file = file.to_path_buf();
+        tokio::task::spawn_blocking(move || {
+            let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
+            std::fs::create_dir_all(&dir)?;
+            std::fs::hard_link(&file, &temp)?;
+            if let Err(e) = std::fs::rename(&temp, &target) {
+                let _ = std::fs::remove_file(&temp);
+                return Err(e);
+            }
+            crate::durable::fsync_dir(&dir)
+        })
+        .await
+        .map_err(std::io::Error::other)?
     }
 
     fn path(&self, name: &str) -> Result<RemotePath, RemoteError> {

@@ -69,6 +69,8 @@ pub struct WalIngest {
     /// Puts of the records ingested but not yet published, and the end and start LSN of the last of them.
     pending: Vec<(Key, Lsn, Value)>,
     pending_end: Option<(Lsn, Lsn)>,
+    /// The puts of the record being ingested (kept for its allocation).
+    scratch: Puts,
 }
 
 /// What one record produced, to put at its end LSN.
@@ -77,6 +79,30 @@ type Puts = Vec<(Key, Value)>;
 /// The largest valid block number (PostgreSQL's MaxBlockNumber, `src/include/storage/block.h`);
 /// 0xFFFFFFFF is InvalidBlockNumber.
 const MAX_BLOCK_NUMBER: u32 = 0xFFFF_FFFE;
+
+/// The checkpoint's next XID is kept ahead of every XID in the WAL, aligned up to this many (Neon's value,
+/// `libs/postgres_ffi/src/xlog_utils.rs`). It divides the XIDs of a CLOG page (BLCKSZ * 4 = 32,768), so a
+/// compute started from it allocates its first XID no further than the next page, which PostgreSQL extends
+/// (ExtendCLOG at the first XID of a page). XIDs skipped this way are never used; nothing refers to them.
+const XID_CHECKPOINT_INTERVAL: u32 = 1024;
+
+/// The checkpoint's next XID (a full (epoch, xid) number) once `xid` is in the WAL, if it must move: past
+/// `xid`, aligned up to [`XID_CHECKPOINT_INTERVAL`], into the next epoch when the 32-bit XID wraps.
+fn next_xid_after(next_xid: u64, xid: u32) -> Option<u64> {
+    let epoch = next_xid >> 32;
+    let cur = next_xid as u32;
+    let next = xid
+        .wrapping_add(1)
+        .wrapping_add(XID_CHECKPOINT_INTERVAL - 1)
+        & !(XID_CHECKPOINT_INTERVAL - 1);
+    // Past the wraparound an aligned 0 is no normal XID: 3 is the first one.
+    let next = next.max(3);
+    if (next.wrapping_sub(cur) as i32) <= 0 {
+        return None;
+    }
+    let epoch = if next < cur { epoch + 1 } else { epoch };
+    Some((epoch << 32) | next as u64)
+}
 
 /// Most blocks one record may extend a fork by without WAL (zero pages put for the blocks it skips): 2 GiB of
 /// relation. PostgreSQL's largest legitimate skips are a hash index's bucket allocation for a new splitpoint
@@ -111,6 +137,7 @@ impl WalIngest {
             commit_ts: None,
             pending: Vec::new(),
             pending_end: None,
+            scratch: Puts::new(),
         }
     }
 
@@ -125,9 +152,10 @@ impl WalIngest {
         };
         let start = self.tl.last_record_lsn();
         for rec in records {
-            let puts = self.ingest_record(rec).await?;
+            let mut puts = self.ingest_record(rec).await?;
             self.pending
-                .extend(puts.into_iter().map(|(k, v)| (k, rec.end_lsn, v)));
+                .extend(puts.drain(..).map(|(k, v)| (k, rec.end_lsn, v)));
+            self.scratch = puts;
             // At the record that changed it, not at the end of the batch: the value at any LSN is then the
             // same however the stream was cut into batches (a restarted ingest cuts it elsewhere).
             if self.checkpoint_dirty
@@ -168,7 +196,8 @@ impl WalIngest {
     /// The puts of one record. Reads of earlier state see the previous records of the batch through the caches,
     /// and the timeline as of its last published LSN.
     async fn ingest_record(&mut self, rec: &DecodedRecord) -> Result<Puts, IngestError> {
-        let mut puts = Puts::new();
+        let mut puts = std::mem::take(&mut self.scratch);
+        puts.clear();
         let body = parse_body(rec).map_err(|e| IngestError::Record {
             lsn: rec.lsn,
             msg: e.to_string(),
@@ -354,21 +383,17 @@ impl WalIngest {
         Ok(())
     }
 
+    /// Tracks the next XID past every XID in the WAL.
     fn track_xid(&mut self, rec: &DecodedRecord) {
         let xid = rec.header.xid;
         if xid < 3 {
             return;
         }
-        if let Some(cp) = &mut self.checkpoint {
-            // next_xid is a full (epoch, xid) number; advance within the epoch, wrapping into the next.
-            let epoch = cp.next_xid >> 32;
-            let cur = cp.next_xid as u32;
-            let next = xid.wrapping_add(1);
-            if (next.wrapping_sub(cur) as i32) > 0 {
-                let epoch = if next < cur { epoch + 1 } else { epoch };
-                cp.next_xid = (epoch << 32) | next as u64;
-                self.checkpoint_dirty = true;
-            }
+        if let Some(cp) = &mut self.checkpoint
+            && let Some(next) = next_xid_after(cp.next_xid, xid)
+        {
+            cp.next_xid = next;
+            self.checkpoint_dirty = true;
         }
     }
 
@@ -805,4 +830,30 @@ impl WalIngest {
 /// multixact.c MultiXactIdPrecedes: modular comparison.
 fn multixact_precedes(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_xid_after;
+
+    #[test]
+    fn next_xid_moves_once_per_interval() {
+        // Within the interval that next_xid already covers: no change (no checkpoint value to write).
+        assert_eq!(next_xid_after(1024, 5), None);
+        assert_eq!(next_xid_after(1024, 1022), None);
+        // xid 1023 needs next_xid 1024: covered. xid 1024 needs 1025, aligned up to 2048.
+        assert_eq!(next_xid_after(1024, 1023), None);
+        assert_eq!(next_xid_after(1024, 1024), Some(2048));
+        // An XID behind next_xid never moves it back.
+        assert_eq!(next_xid_after(5 << 32 | 4096, 100), None);
+        // The epoch advances when the 32-bit XID wraps; an aligned 0 becomes the first normal XID.
+        assert_eq!(
+            next_xid_after(7 << 32 | 0xFFFF_FC00, 0xFFFF_FFFF),
+            Some(8 << 32 | 3)
+        );
+        assert_eq!(
+            next_xid_after(7 << 32 | 0xFFFF_FC00, 10),
+            Some(8 << 32 | 1024)
+        );
+    }
 }

@@ -1,5 +1,5 @@
 //! The WAL receiver of one timeline: connects to its WAL source, makes sure the slot exists, streams from the
-//! timeline's last record, decodes (in a task of its own, ahead of ingest by at most [`RECEIVE_QUEUE`]
+//! timeline's last record, decodes and archives (in a task of its own, ahead of ingest by at most [`RECEIVE_QUEUE`]
 //! messages) and ingests, and reports write = last_record_lsn, flush = apply =
 //! disk_consistent_lsn every second (never more than is durable here, so the slot keeps everything else). When
 //! it has caught up with a source that has sent no WAL for a second (idle), or that asks for a reply, and holds
@@ -181,13 +181,20 @@ async fn stream_once(
         decoder.set_prev_record(prev);
     }
     let status = stream.status_sender();
-    // Receiving and decoding run in their own task, ahead of ingest by at most RECEIVE_QUEUE messages.
+    // Receiving, decoding and archiving run in their own task, ahead of ingest by at most RECEIVE_QUEUE
+    // messages.
     let (tx, mut rx) = tokio::sync::mpsc::channel(RECEIVE_QUEUE);
+    let archive = tl.wal_archive.clone();
     let _receiver = AbortOnDrop(tokio::spawn(
         async move {
             loop {
                 let item = match stream.next().await {
-                    Ok(Some(msg)) => receive(msg, last, &mut decoder).map(Some),
+                    Ok(Some(msg)) => match receive(msg, last, &mut decoder) {
+                        Ok(received) => archive_received(archive.as_deref(), &received)
+                            .await
+                            .map(|()| Some(received)),
+                        Err(e) => Err(e),
+                    },
                     Ok(None) => Ok(None),
                     Err(e) => Err(format!("stream: {e}")),
                 };
@@ -235,21 +242,15 @@ async fn stream_once(
         let Some(msg) = msg else { return Ok(()) };
         match msg {
             Received::Wal {
-                wal_start,
                 wal_end,
                 data,
                 records,
+                ..
             } => {
                 if !data.is_empty() {
                     last_wal = Instant::now();
                 }
                 source_end = source_end.max(wal_end);
-                if let Some(archive) = &tl.wal_archive {
-                    archive
-                        .append(wal_start, &data)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                }
                 if !records.is_empty() {
                     ingest
                         .ingest_batch(&records)
@@ -293,7 +294,7 @@ enum Received {
     Wal {
         wal_start: Lsn,
         wal_end: Lsn,
-        /// The raw WAL, for the archive.
+        /// The raw WAL (archived by the receiving task).
         data: bytes::Bytes,
         /// The records that end in it (those below `last`, the timeline's last record, are not decoded).
         records: Vec<DecodedRecord>,
@@ -346,6 +347,26 @@ fn receive(
             reply_requested,
         },
     })
+}
+
+/// Appends the WAL of a message to the timeline's archive, if it has one.
+async fn archive_received(
+    archive: Option<&crate::wal_archive::WalArchive>,
+    received: &Received,
+) -> Result<(), String> {
+    if let (
+        Some(archive),
+        Received::Wal {
+            wal_start, data, ..
+        },
+    ) = (archive, received)
+    {
+        archive
+            .append(*wal_start, data)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Aborts a task when its owner is dropped (a cancelled or failed connection stops its receiving task).

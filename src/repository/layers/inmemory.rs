@@ -24,6 +24,41 @@ use crate::repository::{Key, Value};
 /// Bytes of encoded values held in memory before they are written to the ephemeral file in one `pwrite`.
 pub const TAIL_CAPACITY: usize = 256 * 1024;
 
+/// Asks the kernel to back `buf` (not touched yet) with transparent huge pages where it can: the flush reads
+/// values from it in random order, and with 4 KiB pages nearly every value costed a TLB miss, besides a page
+/// fault per 4 KiB when the file was read into it. A hint: failure (no THP) changes nothing.
+fn advise_huge_pages(buf: &mut [u8]) {
+    const HUGE: usize = 2 << 20;
+    if buf.len() < 2 * HUGE {
+        return;
+    }
+    let start = buf.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(HUGE);
+    let len = (start + buf.len() - aligned) / HUGE * HUGE;
+    let Some(ptr) = std::ptr::NonNull::new(aligned as *mut std::ffi::c_void) else {
+        return;
+    };
+    // SAFETY: [aligned, aligned + len) lies inside `buf`, which we own; MADV_HUGEPAGE changes how the kernel
+    // backs those pages, never their contents.
+    let _ = unsafe { nix::sys::mman::madvise(ptr, len, nix::sys::mman::MmapAdvise::MADV_HUGEPAGE) };
+}
+
+/// How many values ahead the flush prefetches.
+const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to bring the start of `bytes` into its caches (a hint: it never faults or fails).
+#[inline]
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch reads nothing: any address is allowed.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(bytes.as_ptr().cast()) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InMemoryError {
     #[error("ephemeral file {path}: {source}")]
@@ -302,21 +337,35 @@ impl InMemoryLayer {
         // freeze; the retried batch puts them into the next layer.
         let end = self.end_lsn().unwrap_or(Lsn(u64::MAX));
         let mut file_bytes = vec![0u8; inner.tail_start as usize];
+        advise_huge_pages(&mut file_bytes);
         (self.file)
             .read_exact_at(&mut file_bytes, 0)
             .map_err(self.io_err())?;
         let mut keys: Vec<(&Key, &Vec<Slot>)> = inner.index.iter().collect();
         keys.sort_unstable_by_key(|(k, _)| **k);
-        for (key, slots) in keys {
-            for slot in slots.iter().take_while(|s| s.lsn < end) {
-                let (bytes, at) = if slot.offset >= inner.tail_start {
-                    (&inner.tail, slot.offset - inner.tail_start)
-                } else {
-                    (&file_bytes, slot.offset)
-                };
-                let at = at as usize;
-                f(*key, slot.lsn, &bytes[at..at + slot.len as usize])?;
+        let bytes_of = |slot: &Slot| -> &[u8] {
+            let (bytes, at) = if slot.offset >= inner.tail_start {
+                (&inner.tail, slot.offset - inner.tail_start)
+            } else {
+                (&file_bytes, slot.offset)
+            };
+            let at = at as usize;
+            &bytes[at..at + slot.len as usize]
+        };
+        let in_order = || {
+            (keys.iter()).flat_map(|(key, slots)| {
+                (slots.iter().take_while(|s| s.lsn < end)).map(move |slot| (**key, slot))
+            })
+        };
+        // Values are visited in key order but lie in the file in LSN order: each is a cache (and TLB) miss
+        // in a buffer of hundreds of MB. Prefetching the values PREFETCH_AHEAD places ahead overlaps those
+        // misses (the flush was bound by them: 12% of the ingest bench's CPU in its first byte's load).
+        let mut ahead = in_order().skip(PREFETCH_AHEAD);
+        for (key, slot) in in_order() {
+            if let Some((_, next)) = ahead.next() {
+                prefetch(bytes_of(next));
             }
+            f(key, slot.lsn, bytes_of(slot))?;
         }
         Ok(())
     }

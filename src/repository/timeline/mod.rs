@@ -383,20 +383,15 @@ fn archive_store(
 ) -> Option<ArchiveStore> {
     use crate::remote_storage::index::timeline_prefix;
     if let Some(remote) = &resources.remote_storage {
-        return Some(ArchiveStore::new(
+        return Some(ArchiveStore::remote(
             remote.clone(),
             &timeline_prefix(resources.tenant_id, timeline_id),
-            true,
         ));
     }
     // `<tenant dir>/timelines/<id>`: the tenant directory is two levels up.
     let tenant_dir = dir.parent()?.parent()?;
-    match GenericRemoteStorage::local(tenant_dir) {
-        Ok(storage) => Some(ArchiveStore::new(
-            storage,
-            &format!("timelines/{timeline_id}/"),
-            false,
-        )),
+    match ArchiveStore::workdir(tenant_dir, &format!("timelines/{timeline_id}/")) {
+        Ok(store) => Some(store),
         Err(e) => {
             tracing::warn!(timeline_id = %timeline_id, error = %e, "no WAL archive: its directory cannot be made");
             None
