@@ -75,7 +75,19 @@ impl ArchiveStore {
         tokio::task::spawn_blocking(move || {
             let dir = target.parent().unwrap_or(Path::new("/")).to_path_buf();
             std::fs::create_dir_all(&dir)?;
-            std::fs::hard_link(&file, &temp)?;
+            match std::fs::hard_link(&file, &temp) {
+                Ok(()) => {}
+                // A workdir whose timeline directories are mounted apart: copy (and fsync) instead.
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                    let copied = std::fs::copy(&file, &temp)
+                        .and_then(|_| std::fs::File::open(&temp)?.sync_all());
+                    if let Err(e) = copied {
+                        let _ = std::fs::remove_file(&temp);
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
             if let Err(e) = std::fs::rename(&temp, &target) {
                 let _ = std::fs::remove_file(&temp);
                 return Err(e);
