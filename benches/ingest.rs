@@ -8,6 +8,7 @@
 //! Beside the pageserver's rate: its peak RSS (VmHWM) while catching up, next to `checkpoint_distance`.
 //!
 //! Under `cargo test` (no `--bench`) it runs once on about 32 MiB as a smoke test.
+//! `INGEST_CHECKPOINT_DISTANCE=<bytes>` sets the tenant's checkpoint_distance.
 //! `INGEST_PERF=<file>`: record the pageserver's catch-up with `perf record --call-graph dwarf` into that
 //! file (the profile of docs/benchmarks.md; `perf report -i <file>`).
 
@@ -114,7 +115,12 @@ fn main() {
 
     // The pageserver follows the primary, then stops its receiver: the slot keeps the WAL from here.
     let ps = Pageserver::start(&[]);
-    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
+    // INGEST_CHECKPOINT_DISTANCE=<bytes>: the tenant's checkpoint_distance (peak RSS against it).
+    let tenant_conf = match std::env::var("INGEST_CHECKPOINT_DISTANCE") {
+        Ok(bytes) => json!({"checkpoint_distance": bytes.parse::<u64>().expect("bytes")}),
+        Err(_) => json!({}),
+    };
+    ps.follow(T, tenant_conf, TL, &pg.connstr("postgres"), "ps");
     let source = json!({"connstr": pg.connstr("postgres"), "slot_name": "ps"});
     set_source(&ps, Value::Null);
     wait_slot_inactive(&pg, "ps");
