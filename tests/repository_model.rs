@@ -229,7 +229,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // the first op so that a crash cannot take it away.
     let timeline = tenant.timeline(root).unwrap();
     let writer = timeline.writer().await;
-    for (k, v) in relation_directory(REL, KEYS) {
+    for (k, v) in relation_directory(&[REL], KEYS) {
         writer.put(k, Lsn(0x108), &v).unwrap();
     }
     writer.finish_write(Lsn(0x108), Some(Lsn(0x100)));
@@ -449,9 +449,6 @@ async fn shut_down_tenant_refuses_new_timelines_and_writes() {
 /// can remove its versions with the deltas below the image, while a relation that stays is read back whole.
 #[tokio::test]
 async fn images_leave_dropped_relations_behind() {
-    use pageserver::repository::datadir::{
-        DbDirectory, RelDirectory, encode_db_dir, encode_nblocks, encode_rel_dir,
-    };
     use pageserver::repository::layers::LayerName;
     use pageserver::repository::layers::image::ImageLayer;
 
@@ -462,10 +459,6 @@ async fn images_leave_dropped_relations_behind() {
         .create_timeline(TimelineId([1; 16]), Lsn(0x100), 15)
         .await
         .unwrap();
-    let reldir = |rels: &[u32]| {
-        let set: RelDirectory = rels.iter().map(|r| (*r, 0u8)).collect();
-        Value::Image(encode_rel_dir(&set))
-    };
     let mut lsn = Lsn(0x100);
     let mut expected: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
     let mut images = 0;
@@ -474,28 +467,16 @@ async fn images_leave_dropped_relations_behind() {
         let prev = lsn;
         lsn = Lsn(lsn.0 + 8);
         let writer = tl.writer().await;
-        if round == 0 {
-            let dbs = DbDirectory::from([((REL.spc, REL.db), false)]);
-            writer
-                .put(Key::dbdir(), lsn, &Value::Image(encode_db_dir(&dbs)))
-                .unwrap();
-            writer
-                .put(
-                    Key::reldir(REL.spc, REL.db),
-                    lsn,
-                    &reldir(&[REL.rel, dropped.rel]),
-                )
-                .unwrap();
-            for rel in [REL, dropped] {
-                let size = Value::Image(encode_nblocks(KEYS));
-                writer.put(Key::rel_size(rel, 0), lsn, &size).unwrap();
+        let directory = match round {
+            0 => relation_directory(&[REL, dropped], KEYS),
+            4 => {
+                drop_lsn = lsn;
+                relation_directory(&[REL], KEYS)
             }
-        }
-        if round == 4 {
-            drop_lsn = lsn;
-            writer
-                .put(Key::reldir(REL.spc, REL.db), lsn, &reldir(&[REL.rel]))
-                .unwrap();
+            _ => Vec::new(),
+        };
+        for (k, v) in directory {
+            writer.put(k, lsn, &v).unwrap();
         }
         for rel in [REL, dropped] {
             if rel == dropped && round >= 4 {

@@ -136,7 +136,7 @@ pub async fn run(dir: &Path, steps: Option<u64>) -> Result<(), StressError> {
             let writer = tl.writer().await;
             if step == 1 {
                 // The relation's directory entries: compaction makes images of the keyspace only.
-                for (k, v) in relation_directory(REL, KEYS) {
+                for (k, v) in relation_directory(&[REL], KEYS) {
                     writer.put(k, lsn, &v).map_err(|e| fail(&e))?;
                 }
             }

@@ -44,21 +44,30 @@ impl RedoManager for AppendRedo {
     }
 }
 
-/// The directory entries that make main fork blocks `0..nblocks` of `rel` part of a timeline's keyspace
-/// (the database directory, the relation directory and the relation's size), for tests that write page
-/// versions without ingesting WAL: compaction makes image layers of the keyspace only.
-pub fn relation_directory(rel: crate::pg::RelFileNode, nblocks: u32) -> Vec<(Key, Value)> {
+/// The directory entries that make main fork blocks `0..nblocks` of each of `rels` part of a timeline's
+/// keyspace (the database directory, each database's relation directory, each relation's size), for tests
+/// that write page versions without ingesting WAL: compaction makes image layers of the keyspace only.
+pub fn relation_directory(rels: &[crate::pg::RelFileNode], nblocks: u32) -> Vec<(Key, Value)> {
     use crate::repository::datadir::{
         DbDirectory, RelDirectory, encode_db_dir, encode_nblocks, encode_rel_dir,
     };
-    let dbs = DbDirectory::from([((rel.spc, rel.db), false)]);
-    let rels = RelDirectory::from([(rel.rel, 0u8)]);
-    vec![
-        (Key::dbdir(), Value::Image(encode_db_dir(&dbs))),
-        (
-            Key::reldir(rel.spc, rel.db),
-            Value::Image(encode_rel_dir(&rels)),
-        ),
-        (Key::rel_size(rel, 0), Value::Image(encode_nblocks(nblocks))),
-    ]
+    let mut dbs = DbDirectory::new();
+    let mut reldirs: std::collections::BTreeMap<(u32, u32), RelDirectory> = Default::default();
+    let mut puts = Vec::new();
+    for rel in rels {
+        dbs.insert((rel.spc, rel.db), false);
+        reldirs
+            .entry((rel.spc, rel.db))
+            .or_default()
+            .insert((rel.rel, 0));
+        puts.push((
+            Key::rel_size(*rel, 0),
+            Value::Image(encode_nblocks(nblocks)),
+        ));
+    }
+    puts.push((Key::dbdir(), Value::Image(encode_db_dir(&dbs))));
+    for ((spc, db), dir) in &reldirs {
+        puts.push((Key::reldir(*spc, *db), Value::Image(encode_rel_dir(dir))));
+    }
+    puts
 }

@@ -25,9 +25,8 @@ pub struct ArchiveStore {
     storage: GenericRemoteStorage,
     /// Ends with `wal/`.
     prefix: String,
-    /// True when `storage` is the node's remote storage (not the workdir).
-    pub remote: bool,
-    /// In the workdir: the directory `storage` keeps its keys below (the tenant directory).
+    /// In the workdir (a node without remote storage): the directory `storage` keeps its keys below (the
+    /// tenant directory). None: `storage` is the node's remote storage.
     local_root: Option<PathBuf>,
 }
 
@@ -37,7 +36,6 @@ impl ArchiveStore {
         ArchiveStore {
             storage,
             prefix: format!("{timeline_prefix}wal/"),
-            remote: true,
             local_root: None,
         }
     }
@@ -47,15 +45,14 @@ impl ArchiveStore {
         Ok(ArchiveStore {
             storage: GenericRemoteStorage::local(root)?,
             prefix: format!("{timeline_prefix}wal/"),
-            remote: false,
             local_root: Some(root.to_path_buf()),
         })
     }
 
-    /// Whether [`link_file`](Self::link_file) can store a spool file (the store is in the workdir, on the
-    /// spool's filesystem).
-    pub fn links_files(&self) -> bool {
-        self.local_root.is_some()
+    /// Whether the store is the node's remote storage; otherwise it is the workdir, where
+    /// [`link_file`](Self::link_file) stores a spool file.
+    pub fn is_remote(&self) -> bool {
+        self.local_root.is_none()
     }
 
     /// In the workdir: stores `file` (complete, fsynced, never written again) as `name` by a hard link under a

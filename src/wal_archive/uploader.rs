@@ -130,7 +130,7 @@ impl WalArchive {
             let m = &ready.manifest;
             let (data_name, manifest_name) = segment_objects(&m.segment, self.generation);
             let len = m.size;
-            if self.store.links_files() {
+            if !self.store.is_remote() {
                 // The store is in the workdir: the spool file itself goes in, by a hard link. Its sha256 was
                 // taken from the bytes as they were written; a later flip is found by whoever reads it
                 // (recovery checks every segment against its manifest).

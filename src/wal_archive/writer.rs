@@ -245,7 +245,7 @@ impl WalArchive {
             if let Some(u) = uploaded {
                 self.set_durable(u);
             }
-            if !self.store.remote
+            if !self.store.is_remote()
                 && let Some(e) = end
             {
                 // The spool was fsynced by the load.
@@ -595,7 +595,7 @@ impl WalArchive {
             data,
             manifest_path: self.spool.join(manifest_file),
         });
-        if !self.store.remote {
+        if !self.store.is_remote() {
             self.set_durable(open.start + open.len);
         }
         self.wakeup.notify_one();
@@ -635,7 +635,7 @@ impl WalArchive {
     /// On a node without remote storage, makes the spooled WAL durable (fsync); the receiver calls this
     /// before each status update. With remote storage, durability is the uploader's.
     pub async fn sync(&self) -> Result<(), ArchiveError> {
-        if self.store.remote {
+        if self.store.is_remote() {
             return Ok(());
         }
         let mut guard = self.state.lock().await;

@@ -188,11 +188,11 @@ async fn stream_once(
     let _receiver = AbortOnDrop(tokio::spawn(
         async move {
             loop {
+                // The archive takes the raw WAL before it is decoded: WAL this version fails to decode is
+                // still archived, for a recovery by a later one.
                 let item = match stream.next().await {
-                    Ok(Some(msg)) => match receive(msg, last, &mut decoder) {
-                        Ok(received) => archive_received(archive.as_deref(), &received)
-                            .await
-                            .map(|()| Some(received)),
+                    Ok(Some(msg)) => match archive_message(archive.as_deref(), &msg).await {
+                        Ok(()) => receive(msg, last, &mut decoder).map(Some),
                         Err(e) => Err(e),
                     },
                     Ok(None) => Ok(None),
@@ -243,11 +243,10 @@ async fn stream_once(
         match msg {
             Received::Wal {
                 wal_end,
-                data,
+                carried_wal,
                 records,
-                ..
             } => {
-                if !data.is_empty() {
+                if carried_wal {
                     last_wal = Instant::now();
                 }
                 source_end = source_end.max(wal_end);
@@ -292,10 +291,9 @@ const RECEIVE_QUEUE: usize = 64;
 /// A message of the stream, its WAL decoded.
 enum Received {
     Wal {
-        wal_start: Lsn,
         wal_end: Lsn,
-        /// The raw WAL (archived by the receiving task).
-        data: bytes::Bytes,
+        /// The message carried WAL (it was archived by the receiving task).
+        carried_wal: bool,
         /// The records that end in it (those below `last`, the timeline's last record, are not decoded).
         records: Vec<DecodedRecord>,
     },
@@ -332,9 +330,8 @@ fn receive(
                 }
             }
             Received::Wal {
-                wal_start,
                 wal_end,
-                data,
+                carried_wal: !data.is_empty(),
                 records,
             }
         }
@@ -350,16 +347,16 @@ fn receive(
 }
 
 /// Appends the WAL of a message to the timeline's archive, if it has one.
-async fn archive_received(
+async fn archive_message(
     archive: Option<&crate::wal_archive::WalArchive>,
-    received: &Received,
+    msg: &ReplicationMessage,
 ) -> Result<(), String> {
     if let (
         Some(archive),
-        Received::Wal {
+        ReplicationMessage::XLogData {
             wal_start, data, ..
         },
-    ) = (archive, received)
+    ) = (archive, msg)
     {
         archive
             .append(*wal_start, data)
