@@ -109,6 +109,7 @@ fn main() {
                 binary_name: "postgres".into(),
                 run_as_user: "nobody".into(),
                 pool_size: 1,
+                idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
             },
             tracing::Span::none(),

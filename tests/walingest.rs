@@ -57,6 +57,7 @@ async fn ingested_wal_reproduces_the_primary() {
                 binary_name: "postgres".into(),
                 run_as_user: "nobody".into(),
                 pool_size: 2,
+                idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
             },
             tracing::Span::none(),
@@ -66,7 +67,12 @@ async fn ingested_wal_reproduces_the_primary() {
     let tenant = Tenant::load(
         TenantId([9; 16]),
         dir.path(),
-        TenantConfig::default(),
+        // Small layers: many freezes, and no background flush (tasks off), so only ingest's wait on the
+        // flush backlog keeps the frozen layers bounded.
+        TenantConfig {
+            checkpoint_distance: 1 << 20,
+            ..TenantConfig::default()
+        },
         redo.clone(),
         Arc::new(PageCache::new(1024)),
         false,
@@ -92,6 +98,7 @@ async fn ingested_wal_reproduces_the_primary() {
     let mut ingest = WalIngest::new(tl.clone());
     let mut first = true;
     let mut records = 0u64;
+    let mut max_frozen = 0;
     for seg in &segments {
         let mut data = std::fs::read(seg).unwrap();
         if first {
@@ -108,6 +115,7 @@ async fn ingested_wal_reproduces_the_primary() {
                         ingest.ingest_batch(&batch).await.unwrap();
                         records += batch.len() as u64;
                         batch.clear();
+                        max_frozen = max_frozen.max(tl.frozen_layers());
                     }
                 }
                 Ok(None) => break,
@@ -119,7 +127,13 @@ async fn ingested_wal_reproduces_the_primary() {
         ingest.ingest_batch(&batch).await.unwrap();
     }
     let last = tl.last_record_lsn();
-    println!("ingested {records} records from {start} to {last}");
+    println!(
+        "ingested {records} records from {start} to {last}; at most {max_frozen} frozen layers after a batch"
+    );
+    assert!(
+        max_frozen < pageserver::repository::timeline::MAX_FROZEN_LAYERS,
+        "ingest ran ahead of the flush: {max_frozen} frozen layers"
+    );
 
     let mut cmp = Comparison::default();
     compare_relations(tl.as_ref(), last, pg.data_dir(), &[wal_log_db], &mut cmp).await;

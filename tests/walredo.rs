@@ -27,6 +27,7 @@ fn config(binary: &str) -> RedoConfig {
         binary_name: binary.to_string(),
         run_as_user: "nobody".to_string(),
         pool_size: 1,
+        idle_timeout: Duration::ZERO,
         request_timeout: Duration::from_secs(10),
     }
 }
@@ -214,11 +215,9 @@ fn is_zombie_or_gone(pid: u32) -> bool {
 async fn shutdown_kills_every_process_of_the_tenant() {
     let mut cfg = config("postgres");
     cfg.pool_size = 3;
-    let manager = PostgresRedoManager::new(&cfg, Span::none()).unwrap();
+    let manager = std::sync::Arc::new(PostgresRedoManager::new(&cfg, Span::none()).unwrap());
     let ping = [b'H', 0, 0, 0, 4];
-    for _ in 0..3 {
-        manager.pool().request(&ping).await.unwrap();
-    }
+    busy(&manager, 8, Duration::from_secs(2)).await;
     let pids = manager.pool().pids().await;
     assert_eq!(pids.len(), 3, "{pids:?}");
     manager.shutdown().await;
@@ -239,4 +238,71 @@ async fn a_missing_bundle_is_a_clear_error() {
         .err()
         .expect("must fail");
     assert!(err.to_string().contains("/nonexistent/bundle"), "{err}");
+}
+
+/// `tasks` concurrent callers sending pings back to back for `time`; the number of requests served.
+async fn busy(manager: &std::sync::Arc<PostgresRedoManager>, tasks: usize, time: Duration) -> u64 {
+    let ping = [b'H', 0, 0, 0, 4];
+    let end = std::time::Instant::now() + time;
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let m = manager.clone();
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while std::time::Instant::now() < end {
+                    m.pool().request(&ping).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_grows_with_load_and_stops_idle_processes() {
+    let mut cfg = config("postgres");
+    cfg.pool_size = 4;
+    cfg.idle_timeout = Duration::from_millis(500);
+    let manager = std::sync::Arc::new(PostgresRedoManager::new(&cfg, Span::none()).unwrap());
+    assert!(
+        manager.pool().pids().await.is_empty(),
+        "a new pool starts empty"
+    );
+
+    // One caller at a time: one process serves everything.
+    let served = busy(&manager, 1, Duration::from_millis(300)).await;
+    let pids = manager.pool().pids().await;
+    assert_eq!(pids.len(), 1, "{served} sequential requests: {pids:?}");
+
+    // Sixteen callers keep every process busy: the pool grows to its size, and no further.
+    let served = busy(&manager, 16, Duration::from_secs(2)).await;
+    let pids = manager.pool().pids().await;
+    assert_eq!(pids.len(), 4, "{served} concurrent requests: {pids:?}");
+
+    // Idle: every process is stopped after the idle timeout, and its process is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !manager.pool().pids().await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes still alive 10 s after the load stopped: {:?}",
+            manager.pool().pids().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for pid in pids {
+        assert!(is_zombie_or_gone(pid), "idle process {pid} still running");
+    }
+
+    // And the next request launches one again.
+    let ping = [b'H', 0, 0, 0, 4];
+    assert_eq!(manager.pool().request(&ping).await.unwrap().len(), 8192);
+    assert_eq!(manager.pool().pids().await.len(), 1);
+    manager.shutdown().await;
 }

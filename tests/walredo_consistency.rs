@@ -137,6 +137,7 @@ async fn redo_matches_wal_consistency_images() {
                 binary_name: "postgres".into(),
                 run_as_user: "nobody".into(),
                 pool_size: 2,
+                idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
             },
             tracing::Span::none(),

@@ -62,6 +62,7 @@ overrides! {
     walreceiver_connect_timeout: HumanDuration,
     lagging_wal_timeout: HumanDuration,
     walredo_pool_size: usize,
+    walredo_idle_timeout: HumanDuration,
     wal_archive_partial_interval: HumanDuration,
     wal_archive_retention: HumanDuration,
     scrub_period: HumanDuration,

@@ -38,6 +38,9 @@ pub struct TenantConfig {
     pub lagging_wal_timeout: HumanDuration,
     /// Number of `postgres --wal-redo` processes the tenant may run at once.
     pub walredo_pool_size: usize,
+    /// A `postgres --wal-redo` process that served no request for this long is stopped (the pool grows
+    /// again with load); "0 s" keeps processes until the tenant is detached or the pageserver stops.
+    pub walredo_idle_timeout: HumanDuration,
     /// How often the tail of the WAL segment being archived is uploaded (also when the source is idle and at
     /// shutdown); "0 s" uploads it only then.
     pub wal_archive_partial_interval: HumanDuration,
@@ -64,6 +67,7 @@ impl Default for TenantConfig {
             walreceiver_connect_timeout: HumanDuration::from_secs(10),
             lagging_wal_timeout: HumanDuration::from_secs(10),
             walredo_pool_size: 1,
+            walredo_idle_timeout: HumanDuration::from_secs(60),
             wal_archive_partial_interval: HumanDuration::from_secs(60),
             wal_archive_retention: HumanDuration::from_secs(0),
             scrub_period: HumanDuration::from_secs(0),
@@ -86,6 +90,7 @@ pub const TENANT_CONFIG_KEYS: &[&str] = &[
     "walreceiver_connect_timeout",
     "lagging_wal_timeout",
     "walredo_pool_size",
+    "walredo_idle_timeout",
     "wal_archive_partial_interval",
     "wal_archive_retention",
     "scrub_period",

@@ -238,6 +238,7 @@ impl TenantManager {
             binary_name: "postgres".into(),
             run_as_user: self.node.walredo_user.clone(),
             pool_size: conf.walredo_pool_size,
+            idle_timeout: conf.walredo_idle_timeout.get(),
             request_timeout: self.node.wal_redo_timeout.get(),
         }
     }

@@ -186,10 +186,13 @@ impl WalIngest {
         let Some((end, prev)) = self.pending_end.take() else {
             return Ok(());
         };
-        let writer = self.tl.writer().await;
-        writer.put_batch(&self.pending)?;
-        self.pending.clear();
-        writer.finish_write(end, Some(prev));
+        {
+            let writer = self.tl.writer().await;
+            writer.put_batch(&self.pending)?;
+            self.pending.clear();
+            writer.finish_write(end, Some(prev));
+        }
+        self.tl.wait_for_flush_backlog().await?;
         Ok(())
     }
 

@@ -73,6 +73,8 @@ pub struct RedoConfig {
     /// User to run the children as when the pageserver runs as root.
     pub run_as_user: String,
     pub pool_size: usize,
+    /// A child idle this long is stopped; zero: never.
+    pub idle_timeout: Duration,
     pub request_timeout: Duration,
 }
 
@@ -126,7 +128,7 @@ impl PostgresRedoManager {
     pub fn new(config: &RedoConfig, span: Span) -> Result<PostgresRedoManager, RedoError> {
         let launch = config.launch_config()?;
         Ok(PostgresRedoManager {
-            pool: RedoPool::new(launch, config.pool_size, span),
+            pool: RedoPool::new(launch, config.pool_size, config.idle_timeout, span),
         })
     }
 

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 pub use read::GetError;
-pub use write::{PutError, TimelineWriter};
+pub use write::{MAX_FROZEN_LAYERS, PutError, TimelineWriter};
 
 use crate::config::TenantConfig;
 use crate::id::{TenantId, TimelineId};

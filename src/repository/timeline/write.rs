@@ -57,6 +57,39 @@ impl Timeline {
     }
 }
 
+/// Frozen layers (the one being flushed included) at which ingest waits for the flush: the in-memory layers'
+/// memory stays at about the open layer plus two frozen ones however far ingest outruns the flush.
+pub const MAX_FROZEN_LAYERS: usize = 2;
+
+impl Timeline {
+    /// Frozen layers waiting for (or in) the flush.
+    pub fn frozen_layers(&self) -> usize {
+        self.layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .frozen
+            .len()
+    }
+
+    /// Waits until fewer than [`MAX_FROZEN_LAYERS`] layers are frozen, flushing them if the flush loop has
+    /// not (a failed flush is retried every second, as the flush loop does; it reports the error). Called by
+    /// ingest without the write lock: the flush loop takes it to freeze an old open layer.
+    pub async fn wait_for_flush_backlog(self: &Arc<Self>) -> Result<(), PutError> {
+        while self.frozen_layers() >= MAX_FROZEN_LAYERS {
+            if self.cancel.is_cancelled() {
+                return Err(PutError::ShuttingDown);
+            }
+            if self.flush_frozen_layers().await.is_err() {
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return Err(PutError::ShuttingDown),
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TimelineWriter<'_> {
     /// Stores `value` for `key` at `lsn` (above last_record_lsn). One value per (key, LSN): a second put at the
     /// same LSN replaces the first.
