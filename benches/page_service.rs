@@ -6,7 +6,11 @@
 //! - the protocol floor: a minimal libpq server (the same wire code) that answers each GetPage with a fixed
 //!   8 KiB page, measured in the same run.
 //!
+//! Then the pages that need redo again at 8 clients with `walredo_pool_size` 1, 2 and 4 (the pool grows with
+//! load up to that size), each beside the 8-client floor and the size-1 row.
+//!
 //! Report: `<target>/bench-reports/page_service.json`. Under `cargo test` each run lasts 1 s (smoke test).
+//! `PAGE_SERVICE_PERF=<file>`: `perf record` the pageserver during the cached run at 1 client.
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -160,7 +164,25 @@ fn main() {
                 ..load(&ps.pg_addr, 8, Some(2048))
             },
         );
+        // PAGE_SERVICE_PERF=<file>: a `perf record` of the pageserver during the cached run at 1 client.
+        let perf = std::env::var_os("PAGE_SERVICE_PERF")
+            .filter(|_| clients == 1)
+            .map(|out| {
+                let child = std::process::Command::new("perf")
+                    .args(["record", "--call-graph", "dwarf,16384", "-F", "999", "-o"])
+                    .arg(&out)
+                    .args(["-p", &ps.pid().to_string()])
+                    .spawn()
+                    .expect("run perf record");
+                std::thread::sleep(Duration::from_secs(1));
+                child
+            });
         let cached = run(&rt, &ps, load(&ps.pg_addr, clients, Some(2048)));
+        if let Some(mut perf) = perf {
+            let pid = nix::unistd::Pid::from_raw(perf.id() as i32);
+            nix::sys::signal::kill(pid, Signal::SIGINT).expect("stop perf");
+            perf.wait().expect("wait for perf");
+        }
         results.push((clients, floor, cached));
     }
     // Pages that need redo: restart with a page cache of one page.
@@ -184,8 +206,41 @@ fn main() {
             assert!(r.requests > 0);
         }
     }
+    // The redo pool: the same reads at 8 clients with walredo_pool_size 1, 2 and 4 (set as tenant overrides;
+    // the pool is made at the tenant's load, so each size takes a restart).
+    let floor8 = &results.iter().find(|(c, _, _)| *c == 8).unwrap().1;
+    let mut pool_rows = Vec::new();
+    for pool in [1, 2, 4] {
+        let body = json!({"tenant_id": T, "compaction_period": "0 s", "gc_period": "0 s", "walredo_pool_size": pool});
+        let (s, answer) = ps.json("PATCH", "/v1/tenant/config", Some(&body.to_string()));
+        assert_eq!(s, 200, "{answer}");
+        assert!(
+            ps.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+                .is_some()
+        );
+        ps.spawn(&["page_cache_size=1"]);
+        let redo = run(&rt, &ps, load(&ps.pg_addr, 8, None));
+        assert_eq!(redo.errors, 0);
+        let mut r = row(
+            &format!("pages that need redo, walredo_pool_size {pool}"),
+            &redo,
+            floor8,
+        );
+        r["walredo_pool_size"] = json!(pool);
+        let (_, text) = ps.request("GET", "/metrics", None);
+        let processes: f64 = (text.lines())
+            .filter(|l| l.starts_with("pageserver_wal_redo_processes{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        r["redo_processes_after"] = json!(processes);
+        pool_rows.push(r);
+    }
+    let base = pool_rows[0]["requests_per_s"].as_f64().unwrap();
+    for r in &mut pool_rows {
+        r["vs_pool_size_1"] = json!(r["requests_per_s"].as_f64().unwrap() / base);
+    }
     common::write_report(
         "page_service",
-        &json!({ "runtime_s": runtime.as_secs(), "rows": rows }),
+        &json!({ "runtime_s": runtime.as_secs(), "rows": rows, "redo_pool_rows": pool_rows }),
     );
 }

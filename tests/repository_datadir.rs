@@ -140,3 +140,73 @@ async fn directories_sizes_and_existence() {
     );
     tenant.shutdown(false).await;
 }
+
+/// Relation sizes answered from the timeline's size cache equal what the layers hold, at every LSN: before a
+/// size's change and after it, while a put is not yet published, and after a restart (when the cache starts
+/// empty and a read below the last record must not teach it an old size).
+#[tokio::test]
+async fn relation_sizes_from_the_cache_equal_the_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = || {
+        Tenant::load(
+            TenantId([5; 16]),
+            dir.path(),
+            TenantConfig::default(),
+            Arc::new(AppendRedo),
+            Arc::new(PageCache::new(16)),
+            false,
+        )
+    };
+    let id = TimelineId([6; 16]);
+    let rel = RelFileNode {
+        spc: 1663,
+        db: 5,
+        rel: 16385,
+    };
+    let key = Key::rel_size(rel, 0);
+    let tenant = load().await.unwrap();
+    let tl = tenant.create_timeline(id, Lsn(0x100), 15).await.unwrap();
+    let put = |tl: Arc<pageserver::repository::timeline::Timeline>,
+               lsn: u64,
+               n: u32,
+               publish: bool| async move {
+        let w = tl.writer().await;
+        w.put(key, Lsn(lsn), &Value::Image(encode_nblocks(n)))
+            .unwrap();
+        if publish {
+            w.finish_write(Lsn(lsn), None);
+        }
+    };
+    put(tl.clone(), 0x108, 5, true).await;
+    put(tl.clone(), 0x110, 7, true).await;
+    // At the last record (cached from here on), then below it.
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x110)).await.unwrap(), 7);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x10f)).await.unwrap(), 5);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x108)).await.unwrap(), 5);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x110)).await.unwrap(), 7);
+    // A size put and not yet published does not change reads at the published LSNs.
+    put(tl.clone(), 0x120, 9, false).await;
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x110)).await.unwrap(), 7);
+    tl.writer().await.finish_write(Lsn(0x120), None);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x118)).await.unwrap(), 7);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x120)).await.unwrap(), 9);
+    put(tl.clone(), 0x128, 4, true).await;
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x128)).await.unwrap(), 4);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x120)).await.unwrap(), 9);
+    tl.checkpoint().await.unwrap();
+    tenant.shutdown(true).await;
+    drop(tl);
+
+    // After a restart: a read below the last record first, then reads above that size's version.
+    let tenant = load().await.unwrap();
+    let tl = tenant.timeline(id).unwrap();
+    assert_eq!(tl.last_record_lsn(), Lsn(0x128));
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x110)).await.unwrap(), 7);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x120)).await.unwrap(), 9);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x128)).await.unwrap(), 4);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x121)).await.unwrap(), 9);
+    put(tl.clone(), 0x130, 11, true).await;
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x130)).await.unwrap(), 11);
+    assert_eq!(tl.rel_size(rel, 0, Lsn(0x128)).await.unwrap(), 4);
+    tenant.shutdown(true).await;
+}

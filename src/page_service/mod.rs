@@ -562,44 +562,81 @@ where
                 }
             }
         }
-        for msg in batch {
-            let end = match msg {
-                Ok(FeMessage::CopyData(data)) => match pagestream::parse_request(version, &data) {
-                    Ok(req) => {
-                        let resp = request::handle(tl, &req, service.wait_lsn_timeout).await;
-                        be::copy_data_with(out, |b| {
-                            pagestream::encode_response(version, &req, &resp, b)
-                        });
-                        None
-                    }
+        let mut batch = batch.into_iter().peekable();
+        loop {
+            // The requests at the head of the batch are served concurrently (a read waiting for redo does
+            // not hold up the others); the answers go out in request order.
+            let mut requests = Vec::new();
+            let mut malformed = None;
+            while let Some(Ok(FeMessage::CopyData(data))) = batch.peek() {
+                let parsed = pagestream::parse_request(version, data);
+                batch.next();
+                match parsed {
+                    Ok(req) => requests.push(req),
                     Err(e) => {
-                        be::error(
-                            out,
-                            sqlstate::PROTOCOL_VIOLATION,
-                            &format!("malformed request: {e}"),
-                        );
-                        Some(false)
+                        malformed = Some(e);
+                        break;
                     }
-                },
-                // The client ends the session: with CopyDone the connection goes on.
-                Ok(FeMessage::CopyDone) => {
-                    be::copy_done(out);
-                    be::command_complete(out, "COPY 0");
-                    Some(true)
                 }
-                Ok(FeMessage::Terminate) | Err(PqError::Closed) => Some(false),
-                Ok(other) => {
+            }
+            let timeout = service.wait_lsn_timeout;
+            match requests.as_slice() {
+                [] => {}
+                [req] => {
+                    let resp = request::handle(tl, req, timeout).await;
+                    be::copy_data_with(out, |b| {
+                        pagestream::encode_response(version, req, &resp, b)
+                    });
+                }
+                many => {
+                    let answers = futures::future::join_all(
+                        many.iter().map(|r| request::handle(tl, r, timeout)),
+                    )
+                    .await;
+                    for (req, resp) in many.iter().zip(&answers) {
+                        be::copy_data_with(out, |b| {
+                            pagestream::encode_response(version, req, resp, b)
+                        });
+                    }
+                }
+            }
+            let msg = match malformed {
+                Some(e) => Err(e),
+                None => match batch.next() {
+                    Some(msg) => Ok(msg),
+                    None => break,
+                },
+            };
+            let end = match msg {
+                Err(e) => {
                     be::error(
                         out,
                         sqlstate::PROTOCOL_VIOLATION,
-                        &format!("unexpected message {other:?} during COPY"),
+                        &format!("malformed request: {e}"),
                     );
                     Some(false)
                 }
-                Err(e) => {
-                    be::error(out, sqlstate::PROTOCOL_VIOLATION, &e.to_string());
-                    Some(false)
-                }
+                Ok(msg) => match msg {
+                    // The client ends the session: with CopyDone the connection goes on.
+                    Ok(FeMessage::CopyDone) => {
+                        be::copy_done(out);
+                        be::command_complete(out, "COPY 0");
+                        Some(true)
+                    }
+                    Ok(FeMessage::Terminate) | Err(PqError::Closed) => Some(false),
+                    Ok(other) => {
+                        be::error(
+                            out,
+                            sqlstate::PROTOCOL_VIOLATION,
+                            &format!("unexpected message {other:?} during COPY"),
+                        );
+                        Some(false)
+                    }
+                    Err(e) => {
+                        be::error(out, sqlstate::PROTOCOL_VIOLATION, &e.to_string());
+                        Some(false)
+                    }
+                },
             };
             if let Some(keep_going) = end {
                 // Answers of earlier requests of the batch go out first.

@@ -236,13 +236,54 @@ impl Timeline {
         lsn: Lsn,
     ) -> Result<u32, DatadirError> {
         let key = Key::rel_size(rel, fork);
+        if let Some(&(from, nblocks)) = self
+            .rel_size_cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            && lsn >= from
+        {
+            return Ok(nblocks);
+        }
+        let last = self.last_record_lsn();
         match get_opt(self, key, lsn).await? {
-            Some(b) => decode_nblocks(&b).ok_or(DatadirError::Malformed {
-                what: "relation size",
-                key,
-                lsn,
-            }),
+            Some(b) => {
+                let nblocks = decode_nblocks(&b).ok_or(DatadirError::Malformed {
+                    what: "relation size",
+                    key,
+                    lsn,
+                })?;
+                // Read at the last record: the size holds from here until the writer puts another, which
+                // it notes with its own (higher) LSN.
+                if lsn == last {
+                    self.note_rel_size(key, lsn, nblocks);
+                }
+                Ok(nblocks)
+            }
             None => Err(DatadirError::NoRelation { rel, fork, lsn }),
+        }
+    }
+
+    /// The relation-size cache learns that `key` (a relation size key) is `nblocks` from `lsn` until the next
+    /// note of it: called by the writer for every size it puts (before it publishes them), and by a read at
+    /// last_record_lsn. An older note never replaces a newer one. So a read at any LSN at or above a note's
+    /// (and at or below last_record_lsn) may answer from it without a layer walk.
+    pub(crate) fn forget_rel_size(&self, key: &Key) {
+        (self
+            .rel_size_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner()))
+        .remove(key);
+    }
+
+    pub(crate) fn note_rel_size(&self, key: Key, lsn: Lsn, nblocks: u32) {
+        let mut cache = self
+            .rel_size_cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let entry = cache.entry(key).or_insert((lsn, nblocks));
+        if lsn >= entry.0 {
+            *entry = (lsn, nblocks);
         }
     }
 

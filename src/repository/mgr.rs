@@ -1,7 +1,9 @@
 //! The tenant manager: every tenant of the node, attached or not.
 //!
 //! Layout: `<workdir>/tenants/<tenant id>/tenant.json` (`{"attached": bool, "config": {overrides}}`, written
-//! atomically) beside the tenant's `timelines/`. At start every attached tenant is loaded. Each attached
+//! atomically) beside the tenant's `timelines/`. At start every attached tenant is found and then loaded in the
+//! background, a few at a time, except that a request for a tenant not loaded yet loads it first (so the first
+//! page of any tenant comes within about one tenant's load of the start, however many tenants). Each attached
 //! tenant has its own WAL redo pool and tasks; detaching stops them (its redo processes are gone) and keeps
 //! the files, attaching loads it again.
 //!
@@ -54,6 +56,9 @@ pub enum MgrError {
     Remote(String),
 }
 
+/// Tenants loaded at once by the warm-up after a start.
+const TENANT_WARMUP_CONCURRENCY: usize = 8;
+
 /// How long a detach waits for the uploads of its tenant before it keeps the local files instead.
 const DETACH_DRAIN_BUDGET: Duration = Duration::from_secs(60);
 
@@ -84,6 +89,9 @@ pub struct TenantManager {
     node: NodeConfig,
     page_cache: Arc<PageCache>,
     attached: tokio::sync::Mutex<HashMap<TenantId, Attached>>,
+    /// Attached tenants found at start and not loaded yet: each loads once, on its first use or in the
+    /// background warm-up, whichever comes first (the cell is set when it is loaded or Broken).
+    pending: Mutex<HashMap<TenantId, Arc<tokio::sync::OnceCell<()>>>>,
     /// Tenants on disk but detached, with their overrides.
     detached: Mutex<HashMap<TenantId, TenantConfigOverrides>>,
     /// Tenants on disk that could not be loaded, with the reason.
@@ -147,6 +155,7 @@ impl TenantManager {
             tenants_dir: tenants_dir.clone(),
             node,
             attached: tokio::sync::Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
             detached: Mutex::new(HashMap::new()),
             broken: Mutex::new(HashMap::new()),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
@@ -162,43 +171,124 @@ impl TenantManager {
             let Ok(id) = name.parse::<TenantId>() else {
                 continue;
             };
-            if let Err(e) = mgr.load_one(id, &entry.path()).await {
-                error!(tenant_id = %id, error = %e, "tenant is broken");
-                mgr.broken_lock().insert(id, e.to_string());
+            match Self::scan_one(&entry.path()) {
+                Ok(file) if file.attached => {
+                    mgr.pending_lock().insert(id, Arc::default());
+                }
+                Ok(file) => {
+                    mgr.detached_lock().insert(id, file.config);
+                }
+                Err(e) => {
+                    error!(tenant_id = %id, error = %e, "tenant is broken");
+                    mgr.broken_lock().insert(id, e.to_string());
+                }
             }
+        }
+        let count = mgr.pending_lock().len();
+        if count > 0 {
+            info!(
+                tenants = count,
+                "loading attached tenants in the background (a request loads its tenant first)"
+            );
+            tokio::spawn(
+                mgr.clone()
+                    .warm_up()
+                    .instrument(info_span!("tenant_warmup")),
+            );
         }
         Ok(mgr)
     }
 
-    /// Loads the tenant in `dir`: activates it if attached.
-    async fn load_one(&self, id: TenantId, dir: &Path) -> Result<(), MgrError> {
+    /// Loads every pending tenant, `TENANT_WARMUP_CONCURRENCY` at a time.
+    async fn warm_up(self: Arc<Self>) {
+        let started = std::time::Instant::now();
+        let ids: Vec<TenantId> = self.pending_lock().keys().copied().collect();
+        let count = ids.len();
+        let mut ids = ids.into_iter();
+        let mut loads = tokio::task::JoinSet::new();
+        loop {
+            while loads.len() < TENANT_WARMUP_CONCURRENCY
+                && let Some(id) = ids.next()
+            {
+                let mgr = self.clone();
+                loads.spawn(async move { mgr.ensure_loaded(id).await });
+            }
+            if loads.join_next().await.is_none() {
+                break;
+            }
+        }
+        info!(tenants = count, elapsed = ?started.elapsed(), "every attached tenant is loaded");
+    }
+
+    fn pending_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TenantId, Arc<tokio::sync::OnceCell<()>>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads tenant `id` if it is still pending from the start (once, whoever asks first; later callers wait
+    /// for that load). After it, the tenant is attached or Broken.
+    async fn ensure_loaded(&self, id: TenantId) {
+        let Some(cell) = self.pending_lock().get(&id).cloned() else {
+            return;
+        };
+        cell.get_or_init(|| async {
+            if !self
+                .shutting_down
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                let dir = self.tenant_dir(id);
+                match self.load_one(id, &dir).await {
+                    Ok(a) => {
+                        self.attached.lock().await.insert(id, a);
+                    }
+                    Err(e) => {
+                        error!(tenant_id = %id, error = %e, "tenant is broken");
+                        self.broken_lock().insert(id, e.to_string());
+                    }
+                }
+            }
+            self.pending_lock().remove(&id);
+        })
+        .await;
+    }
+
+    /// Loads every tenant still pending (for operations on all of them).
+    async fn ensure_all_loaded(&self) {
+        let ids: Vec<TenantId> = self.pending_lock().keys().copied().collect();
+        for id in ids {
+            self.ensure_loaded(id).await;
+        }
+    }
+
+    /// Reads the `tenant.json` of the tenant in `dir`.
+    fn scan_one(dir: &Path) -> Result<TenantFile, MgrError> {
         if !dir.join(TENANT_FILE).exists() {
             return Err(MgrError::File {
                 path: dir.join(TENANT_FILE),
                 msg: "missing (the tenant's creation was interrupted?)".into(),
             });
         }
+        read_tenant_file(dir)
+    }
+
+    /// Activates the attached tenant in `dir`.
+    async fn load_one(&self, id: TenantId, dir: &Path) -> Result<Attached, MgrError> {
         let file = read_tenant_file(dir)?;
-        if file.attached {
-            let generation = match file.generation {
-                Some(g) => Generation(g),
-                None => self.choose_generation(id, None).await?,
-            };
-            if file.generation != Some(generation.0) && self.remote.is_some() {
-                write_tenant_file(
-                    dir,
-                    &TenantFile {
-                        generation: Some(generation.0),
-                        ..file.clone()
-                    },
-                )?;
-            }
-            let attached = self.activate(id, file.config, generation).await?;
-            self.attached.lock().await.insert(id, attached);
-        } else {
-            self.detached_lock().insert(id, file.config);
+        let generation = match file.generation {
+            Some(g) => Generation(g),
+            None => self.choose_generation(id, None).await?,
+        };
+        if file.generation != Some(generation.0) && self.remote.is_some() {
+            write_tenant_file(
+                dir,
+                &TenantFile {
+                    generation: Some(generation.0),
+                    ..file.clone()
+                },
+            )?;
         }
-        Ok(())
+        self.activate(id, file.config, generation).await
     }
 
     fn broken_lock(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, String>> {
@@ -330,6 +420,7 @@ impl TenantManager {
 
     /// The attached tenant `id`.
     pub async fn get(&self, id: TenantId) -> Result<Attached, MgrError> {
+        self.ensure_loaded(id).await;
         match self.attached.lock().await.get(&id) {
             Some(a) => Ok(a.clone()),
             None if self.detached_lock().contains_key(&id) => Err(MgrError::Detached(id)),
@@ -349,6 +440,7 @@ impl TenantManager {
 
     /// Attached tenants, by id.
     pub async fn list(&self) -> Vec<Attached> {
+        self.ensure_all_loaded().await;
         let mut v: Vec<Attached> = self.attached.lock().await.values().cloned().collect();
         v.sort_by_key(|a| a.tenant.id);
         v
@@ -361,6 +453,7 @@ impl TenantManager {
         overrides: TenantConfigOverrides,
     ) -> Result<(Attached, bool), MgrError> {
         self.check_running()?;
+        self.ensure_loaded(id).await;
         overrides.apply(&self.node.tenant_config)?;
         let mut attached = self.attached.lock().await;
         if let Some(existing) = attached.get(&id) {
@@ -404,6 +497,7 @@ impl TenantManager {
         generation: Option<u32>,
     ) -> Result<Attached, MgrError> {
         self.check_running()?;
+        self.ensure_loaded(id).await;
         overrides.apply(&self.node.tenant_config)?;
         let mut attached = self.attached.lock().await;
         if let Some(existing) = attached.get(&id).cloned() {
@@ -443,6 +537,7 @@ impl TenantManager {
 
     /// Detaches a tenant: flushes it, stops its tasks and kills its redo processes; keeps its files.
     pub async fn detach(&self, id: TenantId) -> Result<(), MgrError> {
+        self.ensure_loaded(id).await;
         let mut attached = self.attached.lock().await;
         let Some(a) = attached.remove(&id) else {
             return if self.detached_lock().contains_key(&id) {
@@ -479,6 +574,7 @@ impl TenantManager {
 
     /// Deletes a tenant and its files.
     pub async fn delete(&self, id: TenantId) -> Result<(), MgrError> {
+        self.ensure_loaded(id).await;
         let mut attached = self.attached.lock().await;
         if let Some(a) = attached.remove(&id) {
             a.tenant.shutdown(false).await;
@@ -511,6 +607,7 @@ impl TenantManager {
         id: TenantId,
         overrides: TenantConfigOverrides,
     ) -> Result<Attached, MgrError> {
+        self.ensure_loaded(id).await;
         let mut attached = self.attached.lock().await;
         self.set_overrides_locked(&mut attached, id, overrides)
             .await?;
@@ -552,6 +649,8 @@ impl TenantManager {
     pub async fn shutdown(&self, budget: Duration) {
         self.shutting_down
             .store(true, std::sync::atomic::Ordering::Release);
+        // Loads in progress finish (and are stopped below); the others no longer start.
+        self.ensure_all_loaded().await;
         let all: Vec<Attached> = self.attached.lock().await.drain().map(|(_, a)| a).collect();
         let stop = async {
             for a in &all {

@@ -59,6 +59,9 @@ pub struct Timeline {
     pub(crate) resources: TimelineResources,
     pub(crate) ancestor: Option<(Arc<Timeline>, Lsn)>,
     pub(crate) layers: RwLock<LayerMap>,
+    /// Relation sizes known to hold from an LSN up to last_record_lsn (datadir.rs, `rel_size`).
+    pub(crate) rel_size_cache:
+        RwLock<std::collections::HashMap<crate::repository::Key, (Lsn, u32)>>,
     last_record_lsn: watch::Sender<Lsn>,
     prev_record_lsn: Mutex<Option<Lsn>>,
     disk_consistent_lsn: AtomicU64,
@@ -206,6 +209,7 @@ impl Timeline {
             resources,
             ancestor,
             layers: RwLock::new(layers),
+            rel_size_cache: RwLock::default(),
             last_record_lsn: watch::Sender::new(disk),
             prev_record_lsn: Mutex::new(metadata.prev_record_lsn),
             disk_consistent_lsn: AtomicU64::new(disk.0),

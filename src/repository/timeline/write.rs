@@ -115,6 +115,18 @@ impl TimelineWriter<'_> {
         }
         self.open_layer(last)?
             .put_batch(batch.iter().map(|(k, l, v)| (*k, *l, v)))?;
+        for (key, lsn, value) in batch.iter().filter(|(k, _, _)| k.is_rel_size()) {
+            match value {
+                Value::Image(b) if b.len() == 4 => {
+                    let n = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    self.tl.note_rel_size(*key, *lsn, n);
+                }
+                // Not a size a read could decode: reads of this key go to the layers (and report it).
+                _ => {
+                    self.tl.forget_rel_size(key);
+                }
+            }
+        }
         Ok(())
     }
 
