@@ -4,7 +4,8 @@
 //! - pages that need redo: every relation block of a timeline that followed a pgbench primary, with the page
 //!   cache at one page (the share of requests that ran WAL redo is reported from the metrics);
 //! - the protocol floor: a minimal libpq server (the same wire code) that answers each GetPage with a fixed
-//!   8 KiB page, measured in the same run.
+//!   8 KiB page, measured in the same run; in a process of its own (this binary, run again with
+//!   `PAGE_SERVICE_FLOOR_SERVER`), as the pageserver is, so that both answer across processes.
 //!
 //! Then the pages that need redo again at 8 clients with `walredo_pool_size` 1, 2 and 4 (the pool grows with
 //! load up to that size), each beside the 8-client floor and the size-1 row.
@@ -88,7 +89,50 @@ fn row(name: &str, r: &Report, floor: &Report) -> Value {
     })
 }
 
+/// The floor server, in a process of its own like the pageserver (a tokio runtime with its default workers):
+/// the bench runs itself with `PAGE_SERVICE_FLOOR_SERVER=<file>`, and the child writes its address there.
+fn floor_server(addr_file: &str) -> ! {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tmp = format!("{addr_file}.tmp");
+        std::fs::write(&tmp, listener.local_addr().unwrap().to_string()).unwrap();
+        std::fs::rename(&tmp, addr_file).unwrap();
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                std::process::exit(0);
+            };
+            tokio::spawn(floor_connection(stream));
+        }
+    })
+}
+
+/// Starts the floor server process; its address.
+fn spawn_floor(dir: &std::path::Path) -> (std::process::Child, String) {
+    let file = dir.join("floor-addr");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("PAGE_SERVICE_FLOOR_SERVER", &file)
+        .spawn()
+        .expect("start the floor server");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(addr) = std::fs::read_to_string(&file) {
+            return (child, addr);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("the floor server did not start within 10 s");
+}
+
 fn main() {
+    if let Ok(file) = std::env::var("PAGE_SERVICE_FLOOR_SERVER") {
+        floor_server(&file);
+    }
     let bench = common::is_bench_run();
     let runtime = Duration::from_secs(if bench { 10 } else { 1 });
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -120,18 +164,8 @@ fn main() {
         None,
     );
 
-    let floor_listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let floor_addr = floor_listener.local_addr().unwrap().to_string();
-    rt.spawn(async move {
-        loop {
-            let Ok((stream, _)) = floor_listener.accept().await else {
-                return;
-            };
-            tokio::spawn(floor_connection(stream));
-        }
-    });
+    let floor_dir = tempfile::tempdir().unwrap();
+    let (mut floor_process, floor_addr) = spawn_floor(floor_dir.path());
 
     let load = |addr: &str, clients: usize, limit: Option<u64>| Load {
         page_service: addr.to_string(),
@@ -239,6 +273,8 @@ fn main() {
     for r in &mut pool_rows {
         r["vs_pool_size_1"] = json!(r["requests_per_s"].as_f64().unwrap() / base);
     }
+    let _ = floor_process.kill();
+    let _ = floor_process.wait();
     common::write_report(
         "page_service",
         &json!({ "runtime_s": runtime.as_secs(), "rows": rows, "redo_pool_rows": pool_rows }),

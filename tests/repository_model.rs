@@ -243,6 +243,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         cutoff: Lsn(0),
     }];
     let mut checked = 0u64;
+    let mut ranges = 0u64;
     // Exercised: L0 layers merged, images written, layers removed by GC, restarts, crashes.
     let mut stats = [0u64; 6];
     let n_ops = ops.len();
@@ -290,6 +291,48 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     ),
                 }
                 checked += 1;
+                // Every key at once (a backup's range read) answers what the reads of each key answer: all
+                // the pages, or the error of the first key (in key order) that has none.
+                if at % 3 == 0 {
+                    let got = timeline.get_range(key(0)..key(KEYS), lsn).await;
+                    let want: Vec<Expected> =
+                        (0..KEYS).map(|k| model_get(&model, tl, k, lsn)).collect();
+                    let first_bad = want.iter().position(|e| !matches!(e, Expected::Page(_)));
+                    match (got, first_bad) {
+                        (Err(GetError::BelowGcCutoff { .. }), _) => {
+                            prop_assert!(lsn < model_read_cutoff(&model, tl, lsn));
+                        }
+                        (Ok(pages), None) => {
+                            for (k, (page, want)) in pages.into_iter().zip(want).enumerate() {
+                                prop_assert_eq!(
+                                    Expected::Page(page),
+                                    want,
+                                    "range read: tl {} key {} at {}",
+                                    tl,
+                                    k,
+                                    lsn
+                                );
+                            }
+                        }
+                        (Err(GetError::KeyNotFound { key: bad, .. }), Some(i)) => {
+                            prop_assert!(
+                                matches!(want[i], Expected::NotFound) && bad == key(i as u32),
+                                "range read at {lsn}: not found {bad}, model {want:?}"
+                            );
+                        }
+                        (Err(GetError::NoBaseImage { key: bad, .. }), Some(i)) => {
+                            prop_assert!(
+                                matches!(want[i], Expected::NoBase) && bad == key(i as u32),
+                                "range read at {lsn}: no base {bad}, model {want:?}"
+                            );
+                        }
+                        (got, _) => prop_assert!(
+                            false,
+                            "range read tl {tl} at {lsn}: got {got:?}, model {want:?}"
+                        ),
+                    }
+                    ranges += 1;
+                }
             }
             Op::Branch { tl, at } => {
                 if model.len() >= 4 {
@@ -387,7 +430,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     tenant.shutdown(false).await;
     eprintln!(
-        "case: {n_ops} ops, {checked} gets checked, {} timelines; L0 merged {}, images {}, GC removed {}, restarts {}, crashes {}",
+        "case: {n_ops} ops, {checked} gets and {ranges} range reads checked, {} timelines; L0 merged {}, images {}, GC removed {}, restarts {}, crashes {}",
         model.len(),
         stats[1],
         stats[2],

@@ -279,8 +279,12 @@ pub async fn do_gc(mut ctx: RequestContext) -> HandlerResult {
 /// PUT .../compact.
 pub async fn compact(ctx: RequestContext) -> HandlerResult {
     let (_, tl) = timeline(&ctx).await?;
+    let options = crate::repository::tasks::compaction::CompactOptions {
+        force_l0: ctx.query_bool("force_l0_compaction")?,
+        force_images: ctx.query_bool("force_image_layer_creation")?,
+    };
     let result = tl
-        .compact()
+        .compact_with(options)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(json_response(StatusCode::OK, &result))

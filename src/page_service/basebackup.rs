@@ -465,6 +465,9 @@ async fn write_backup<W: AsyncWrite + Unpin>(
 
 /// The files of the relations of (spc, db): a fullbackup every fork (1 GiB segments), a basebackup only the
 /// init forks; an unlogged relation's main fork is its init fork.
+/// Blocks of a relation read at once by a backup (8 MiB).
+const RANGE_READ_BLOCKS: u32 = 1024;
+
 async fn relation_files<W: AsyncWrite + Unpin>(
     full: bool,
     tl: &Timeline,
@@ -502,18 +505,24 @@ async fn relation_files<W: AsyncWrite + Unpin>(
                 };
                 let h = tar.header(&path, count as u64 * BLCKSZ as u64, false)?;
                 tar.write(h.as_bytes()).await?;
-                for blkno in first..first + count {
-                    let page = tl
-                        .get(Key::rel_block(rnode, fork, blkno), lsn)
-                        .await
-                        .map_err(read_err)?;
-                    if page.len() != BLCKSZ {
-                        return Err(read_err(format!(
-                            "block {blkno} of {path} is {} bytes",
-                            page.len()
-                        )));
+                // Read in runs of blocks (one pass over each layer per run), at most 8 MiB in memory.
+                let mut blkno = first;
+                while blkno < first + count {
+                    let run = (first + count - blkno).min(RANGE_READ_BLOCKS);
+                    let keys = Key::rel_block(rnode, fork, blkno)
+                        ..Key::rel_block(rnode, fork, blkno + run);
+                    let pages = tl.get_range(keys, lsn).await.map_err(read_err)?;
+                    for (n, page) in pages.iter().enumerate() {
+                        if page.len() != BLCKSZ {
+                            return Err(read_err(format!(
+                                "block {} of {path} is {} bytes",
+                                blkno + n as u32,
+                                page.len()
+                            )));
+                        }
+                        tar.write(page).await?;
                     }
-                    tar.write(&page).await?;
+                    blkno += run;
                 }
                 if count < RELSEG_SIZE {
                     break;

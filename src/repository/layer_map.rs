@@ -102,6 +102,26 @@ impl Resident {
         }
     }
 
+    /// Every version of the keys in `keys` at LSNs in `lsn_range`, in (key, LSN) order, read sequentially.
+    pub fn values_in(
+        &self,
+        keys: &Range<Key>,
+        lsn_range: &Range<Lsn>,
+    ) -> Result<Vec<(Key, Lsn, Value)>, LayerError> {
+        match self {
+            Resident::Delta(d) => d.values_in(keys, lsn_range),
+            Resident::Image(i) => {
+                let lsn = i.name().lsn_range().start;
+                if !lsn_range.contains(&lsn) {
+                    return Ok(Vec::new());
+                }
+                Ok((i.images_in(keys)?.into_iter())
+                    .map(|(k, b)| (k, lsn, Value::Image(b)))
+                    .collect())
+            }
+        }
+    }
+
     /// Every byte of the file checked against its crcs.
     pub fn verify(&self) -> Result<(), LayerError> {
         match self {

@@ -208,6 +208,38 @@ impl DeltaLayer {
         Ok(out)
     }
 
+    /// Every version of the keys in `keys` at LSNs in `lsn_range`, in (key, LSN) order: one index search,
+    /// then sequential reads of the runs of wanted blocks (a range read of many keys).
+    pub fn values_in(
+        &self,
+        keys: &Range<Key>,
+        lsn_range: &Range<Lsn>,
+    ) -> Result<Vec<(Key, Lsn, Value)>, LayerError> {
+        if keys.is_empty() || lsn_range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lo = self.file.lower_bound(&delta_id(keys.start, Lsn(0)));
+        let hi = self.file.lower_bound(&delta_id(keys.end, Lsn(0)));
+        let wanted = |i: usize| lsn_range.contains(&id_lsn(self.file.id(i)));
+        let mut out = Vec::new();
+        let mut i = lo;
+        while i < hi {
+            if !wanted(i) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < hi && wanted(i) {
+                i += 1;
+            }
+            for r in self.file.blocks(start..i) {
+                let (j, payload) = r?;
+                out.push(self.decode(j, payload)?);
+            }
+        }
+        Ok(out)
+    }
+
     /// The LSN of `key`'s newest version in `lsn_range`, from the index alone.
     pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
         let e = self.entries(key, &lsn_range);

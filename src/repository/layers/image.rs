@@ -160,6 +160,18 @@ impl ImageLayer {
         }
     }
 
+    /// The images of the keys in `keys`, in key order, read sequentially.
+    pub fn images_in(&self, keys: &Range<Key>) -> Result<Vec<(Key, Bytes)>, LayerError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lo = self.file.lower_bound(&keys.start.to_bytes());
+        let hi = self.file.lower_bound(&keys.end.to_bytes());
+        (self.file.blocks(lo..hi))
+            .map(|r| r.map(|(i, image)| (id_key(self.file.id(i)), image)))
+            .collect()
+    }
+
     /// Whether the layer holds `key`, from the index alone.
     pub fn contains(&self, key: Key) -> bool {
         let target = key.to_bytes();

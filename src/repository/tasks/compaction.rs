@@ -123,12 +123,40 @@ impl Ord for HeapValue {
     }
 }
 
+/// Consecutive keys an image layer's creation reads at once.
+const IMAGE_RUN_KEYS: usize = 1024;
+
+/// What a compaction pass may do beyond the tenant's thresholds (the management API's `compact` query
+/// parameters, named as Neon's).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompactOptions {
+    /// Merge the L0 layers however few there are (`force_l0_compaction`).
+    pub force_l0: bool,
+    /// Make an image layer for every key range with a delta above its newest image
+    /// (`force_image_layer_creation`).
+    pub force_images: bool,
+}
+
 impl Timeline {
     /// One compaction pass: L0 -> L1 when enough L0s, then image layers where needed.
     pub async fn compact(self: &Arc<Self>) -> Result<CompactionResult, CompactionError> {
+        self.compact_with(CompactOptions::default()).await
+    }
+
+    /// [`compact`](Self::compact) with the thresholds lowered to 1 where `options` says so.
+    pub async fn compact_with(
+        self: &Arc<Self>,
+        options: CompactOptions,
+    ) -> Result<CompactionResult, CompactionError> {
         let _turn = self.layer_rewrite.lock().await;
         let started = Instant::now();
-        let conf = self.conf();
+        let mut conf = self.conf();
+        if options.force_l0 {
+            conf.compaction_threshold = 1;
+        }
+        if options.force_images {
+            conf.image_creation_threshold = 1;
+        }
         let mut result = CompactionResult::default();
         let names = self
             .layers
@@ -220,17 +248,43 @@ impl Timeline {
         }
         keys.retain(|k| keyspace.contains(k));
         let mut values = Vec::with_capacity(keys.len());
-        for key in keys {
-            match self.get(key, lsn).await {
-                Ok(v) => values.push((key, v)),
-                Err(GetError::KeyNotFound { .. }) => {}
-                Err(GetError::NoBaseImage { .. }) => {
-                    // An image must hold every key of its range (GC relies on it), and this one cannot be
-                    // materialized: no image for the range; its deltas stay.
-                    warn!(%key, %lsn, range = ?range, "key has records but no base image; no image layer for its range");
-                    return Ok(None);
+        // Runs of consecutive keys are read together (one pass over each layer per run); a run with a key
+        // that cannot be read is read again key by key, to tell which.
+        let mut rest = &keys[..];
+        while !rest.is_empty() {
+            let mut n = 1;
+            while n < rest.len() && n < IMAGE_RUN_KEYS && rest[n] == rest[n - 1].next() {
+                n += 1;
+            }
+            let (run, tail) = rest.split_at(n);
+            rest = tail;
+            if run.len() > 1 {
+                match self.get_range(run[0]..run[n - 1].next(), lsn).await {
+                    Ok(pages) => {
+                        values.extend(run.iter().copied().zip(pages));
+                        continue;
+                    }
+                    Err(GetError::KeyNotFound { .. } | GetError::NoBaseImage { .. }) => {}
+                    Err(source) => {
+                        return Err(CompactionError::Get {
+                            key: run[0],
+                            source,
+                        });
+                    }
                 }
-                Err(source) => return Err(CompactionError::Get { key, source }),
+            }
+            for &key in run {
+                match self.get(key, lsn).await {
+                    Ok(v) => values.push((key, v)),
+                    Err(GetError::KeyNotFound { .. }) => {}
+                    Err(GetError::NoBaseImage { .. }) => {
+                        // An image must hold every key of its range (GC relies on it), and this one cannot
+                        // be materialized: no image for the range; its deltas stay.
+                        warn!(%key, %lsn, range = ?range, "key has records but no base image; no image layer for its range");
+                        return Ok(None);
+                    }
+                    Err(source) => return Err(CompactionError::Get { key, source }),
+                }
             }
         }
         let dir = self.dir.clone();
