@@ -11,7 +11,8 @@
 //! load up to that size), each beside the 8-client floor and the size-1 row.
 //!
 //! Report: `<target>/bench-reports/page_service.json`. Under `cargo test` each run lasts 1 s (smoke test).
-//! `PAGE_SERVICE_PERF=<file>`: `perf record` the pageserver during the cached run at 1 client.
+//! `PAGE_SERVICE_PERF=<file>`: `perf record` the pageserver during the cached run at 1 client (at 8 with
+//! `PAGE_SERVICE_PERF_CLIENTS=8`).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -198,9 +199,13 @@ fn main() {
                 ..load(&ps.pg_addr, 8, Some(2048))
             },
         );
-        // PAGE_SERVICE_PERF=<file>: a `perf record` of the pageserver during the cached run at 1 client.
+        // PAGE_SERVICE_PERF=<file>: a `perf record` of the pageserver during the cached run.
+        let perf_clients: usize = std::env::var("PAGE_SERVICE_PERF_CLIENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let perf = std::env::var_os("PAGE_SERVICE_PERF")
-            .filter(|_| clients == 1)
+            .filter(|_| clients == perf_clients)
             .map(|out| {
                 let child = std::process::Command::new("perf")
                     .args(["record", "--call-graph", "dwarf,16384", "-F", "999", "-o"])
