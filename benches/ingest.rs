@@ -63,32 +63,6 @@ fn warm_wal(pg: &PgCluster) -> u64 {
     bytes
 }
 
-/// The peak resident set (VmHWM) of a process, KiB.
-fn vm_hwm_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    (status.lines())
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status")
-}
-
-/// CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = &stat[stat.rfind(')').expect("comm in /proc/<pid>/stat") + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    let hz: f64 = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0);
-    ticks as f64 / hz
-}
-
 /// The tenant's effective checkpoint_distance, MiB.
 fn checkpoint_distance_mib_of(ps: &Pageserver) -> f64 {
     let (_, config) = ps.json("GET", &format!("/v1/tenant/{T}/config"), None);
@@ -174,18 +148,9 @@ fn main() {
         ps_start,
         "ingested while stopped: {before}"
     );
-    let perf = std::env::var_os("INGEST_PERF").map(|out| {
-        let child = std::process::Command::new("perf")
-            .args(["record", "--call-graph", "dwarf,16384", "-F", "299", "-o"])
-            .arg(&out)
-            .args(["-p", &ps.pid().to_string()])
-            .spawn()
-            .expect("run perf record");
-        std::thread::sleep(Duration::from_secs(1));
-        child
-    });
-    let rss_before = vm_hwm_kib(ps.pid());
-    let cpu_before = cpu_seconds(ps.pid());
+    let perf = std::env::var_os("INGEST_PERF").map(|out| common::perf_record(ps.pid(), &out, 299));
+    let rss_before = common::status_kib(ps.pid(), "VmHWM");
+    let cpu_before = common::cpu_seconds(ps.pid());
     let t = Instant::now();
     set_source(&ps, source.clone());
     let ps_info = loop {
@@ -200,12 +165,10 @@ fn main() {
         std::thread::sleep(POLL);
     };
     let ps_time = t.elapsed();
-    let peak_rss_kib = vm_hwm_kib(ps.pid());
-    let ps_cpu = cpu_seconds(ps.pid()) - cpu_before;
-    if let Some(mut perf) = perf {
-        let pid = nix::unistd::Pid::from_raw(perf.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("stop perf");
-        perf.wait().expect("wait for perf");
+    let peak_rss_kib = common::status_kib(ps.pid(), "VmHWM");
+    let ps_cpu = common::cpu_seconds(ps.pid()) - cpu_before;
+    if let Some(perf) = perf {
+        common::perf_stop(perf);
     }
     // Both rates over the WAL both read: from the later starting point (the other consumer's base backup
     // also ends with a WAL switch, skipped space that costs nothing to read past).

@@ -206,21 +206,10 @@ fn main() {
             .unwrap_or(1);
         let perf = std::env::var_os("PAGE_SERVICE_PERF")
             .filter(|_| clients == perf_clients)
-            .map(|out| {
-                let child = std::process::Command::new("perf")
-                    .args(["record", "--call-graph", "dwarf,16384", "-F", "999", "-o"])
-                    .arg(&out)
-                    .args(["-p", &ps.pid().to_string()])
-                    .spawn()
-                    .expect("run perf record");
-                std::thread::sleep(Duration::from_secs(1));
-                child
-            });
+            .map(|out| common::perf_record(ps.pid(), &out, 999));
         let cached = run(&rt, &ps, load(&ps.pg_addr, clients, Some(2048)));
-        if let Some(mut perf) = perf {
-            let pid = nix::unistd::Pid::from_raw(perf.id() as i32);
-            nix::sys::signal::kill(pid, Signal::SIGINT).expect("stop perf");
-            perf.wait().expect("wait for perf");
+        if let Some(perf) = perf {
+            common::perf_stop(perf);
         }
         results.push((clients, floor, cached));
     }

@@ -39,30 +39,6 @@ fn tenant_id(i: usize) -> String {
     format!("7e{:030x}", i)
 }
 
-/// A /proc/<pid>/status field in KiB (VmRSS, VmHWM).
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    (status.lines())
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| {
-            v.trim_start_matches(':')
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    ticks as f64 / 100.0
-}
-
 /// Processes whose parent is `pid` (the redo children of the pageserver).
 fn children(pid: u32) -> usize {
     std::fs::read_dir("/proc")
@@ -98,21 +74,6 @@ fn small_backup(full: &[u8]) -> Vec<u8> {
         out.append_data(&mut header, &path, &data[..]).unwrap();
     }
     out.into_inner().unwrap()
-}
-
-fn import(agent: &ureq::Agent, ps: &Pageserver, tenant: &str, tar: &[u8], start: Lsn, end: Lsn) {
-    ps.create_tenant(tenant);
-    let url = format!(
-        "http://{}/v1/tenant/{tenant}/timeline/{TL}/import_basebackup?base_lsn={start}&end_lsn={end}&pg_version=15",
-        ps.http_addr
-    );
-    let mut r = agent
-        .put(&url)
-        .content_type("application/x-tar")
-        .send(tar)
-        .unwrap();
-    let body = r.body_mut().read_to_string().unwrap();
-    assert_eq!(r.status().as_u16(), 201, "{tenant}: {body}");
 }
 
 /// pg_class block 0 of database 5 over the page service (the tenant loads on this first request).
@@ -167,16 +128,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let tar_path = pg.basebackup_tar(&dir.path().join("bb"));
     let full = std::fs::read(&tar_path).unwrap();
-    let text = String::from_utf8_lossy(&full);
-    let start: Lsn = text
-        .split("START WAL LOCATION: ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let start = support::pg::backup_start_lsn(&full);
     let end: Lsn = pg.current_lsn().parse().unwrap();
     let tar = small_backup(&full);
     println!(
@@ -190,15 +142,12 @@ fn main() {
     let mut ps = Pageserver::start(&overrides);
     let empty_start = restart(&mut ps, &overrides);
     std::thread::sleep(Duration::from_secs(1));
-    let rss_empty = status_kib(ps.pid(), "VmRSS");
+    let rss_empty = common::status_kib(ps.pid(), "VmRSS");
 
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
     let t = Instant::now();
     for i in 0..n {
-        import(&agent, &ps, &tenant_id(i), &tar, start, end);
+        ps.create_tenant(&tenant_id(i));
+        ps.import_basebackup(&tenant_id(i), TL, &tar, start, end);
     }
     let create_secs = t.elapsed().as_secs_f64();
     let layer_bytes: u64 = walk_size(&ps.workdir().join("tenants"));
@@ -248,11 +197,11 @@ fn main() {
 
     std::thread::sleep(Duration::from_secs(2));
     let redo_after_restart = children(ps.pid());
-    let rss_loaded = status_kib(ps.pid(), "VmRSS");
-    let cpu0 = cpu_seconds(ps.pid());
+    let rss_loaded = common::status_kib(ps.pid(), "VmRSS");
+    let cpu0 = common::cpu_seconds(ps.pid());
     let idle_window = Duration::from_secs(if bench { 10 } else { 2 });
     std::thread::sleep(idle_window);
-    let idle_cpu = (cpu_seconds(ps.pid()) - cpu0) / idle_window.as_secs_f64();
+    let idle_cpu = (common::cpu_seconds(ps.pid()) - cpu0) / idle_window.as_secs_f64();
     let per_tenant_kib = (rss_loaded.saturating_sub(rss_empty)) as f64 / n as f64;
     println!(
         "RSS: {:.1} MiB empty, {:.1} MiB with {n} idle tenants: {per_tenant_kib:.1} KiB per tenant; idle CPU {:.1}% of a core; {redo_after_restart} redo processes",

@@ -201,24 +201,7 @@ fn compare_with_control(ps: &Pageserver, control: &Pageserver, lsn: Lsn) -> (u64
 /// Creates the tenant, imports `tar` as the timeline and follows the primary through `slot`.
 fn import_and_follow(ps: &Pageserver, tar: &[u8], base: Lsn, end: Lsn, pg: &PgCluster, slot: &str) {
     ps.create_tenant(T);
-    let url = format!(
-        "http://{}{}",
-        ps.http_addr,
-        timeline_path(&format!(
-            "/import_basebackup?base_lsn={base}&end_lsn={end}&pg_version=15"
-        ))
-    );
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut r = agent
-        .put(&url)
-        .content_type("application/x-tar")
-        .send(tar)
-        .unwrap();
-    let body = r.body_mut().read_to_string().unwrap();
-    assert_eq!(r.status().as_u16(), 201, "{body}");
+    ps.import_basebackup(T, TL, tar, base, end);
     ps.set_wal_source(
         T,
         TL,
@@ -274,14 +257,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
     }
     let dir = tempfile::tempdir().unwrap();
     let tar = std::fs::read(pg.basebackup_tar(&dir.path().join("bb"))).unwrap();
-    let label = String::from_utf8_lossy(&tar);
-    let base: Lsn = label
-        .split("START WAL LOCATION: ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap();
+    let base = support::pg::backup_start_lsn(&tar);
     let end: Lsn = pg.current_lsn().parse().unwrap();
     let control = Pageserver::start(&[]);
     import_and_follow(&control, &tar, base, end, &pg, "control");

@@ -148,15 +148,7 @@ fn import_basebackup_of_a_real_primary() {
     let tar = pg.basebackup_tar(&dir.path().join("bb"));
     let label = std::fs::read(dir.path().join("bb/base.tar")).unwrap();
     // backup_label's START WAL LOCATION is the base LSN; the end is where the backup ended.
-    let text = String::from_utf8_lossy(&label);
-    let start = text
-        .split("START WAL LOCATION: ")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let start = support::pg::backup_start_lsn(&label).to_string();
     let end = pg.current_lsn();
     let bytes = std::fs::read(&tar).unwrap();
 

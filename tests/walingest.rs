@@ -32,16 +32,7 @@ async fn ingested_wal_reproduces_the_primary() {
         // Removed when the test ends.
         let dir = tempfile::tempdir().unwrap();
         let tar = pg.basebackup_tar(&dir.path().join("bb"));
-        let label = String::from_utf8_lossy(&std::fs::read(&tar).unwrap()).to_string();
-        let start: Lsn = label
-            .split("START WAL LOCATION: ")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let start = support::pg::backup_start_lsn(&std::fs::read(&tar).unwrap());
         let wal_log_db = ingest_workload(&pg, "ing");
         pg.stop();
         (pg, dir, tar, start, wal_log_db)

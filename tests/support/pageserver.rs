@@ -327,6 +327,33 @@ impl Pageserver {
         (s, page.len())
     }
 
+    /// `PUT .../import_basebackup` of `tar` (a `pg_basebackup -Ft -X none` base.tar) as timeline `timeline`
+    /// of `tenant`, from `base` to `end`; panics unless 201.
+    pub fn import_basebackup(
+        &self,
+        tenant: &str,
+        timeline: &str,
+        tar: &[u8],
+        base: pageserver::pg::Lsn,
+        end: pageserver::pg::Lsn,
+    ) {
+        let url = format!(
+            "http://{}/v1/tenant/{tenant}/timeline/{timeline}/import_basebackup?base_lsn={base}&end_lsn={end}&pg_version=15",
+            self.http_addr
+        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut r = agent
+            .put(&url)
+            .content_type("application/x-tar")
+            .send(tar)
+            .unwrap();
+        let body = r.body_mut().read_to_string().unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{tenant}/{timeline}: {body}");
+    }
+
     /// `PUT .../wal_source` with `source` (`{"connstr", "slot_name"}` or null); panics unless 200.
     pub fn set_wal_source(&self, tenant: &str, timeline: &str, source: serde_json::Value) {
         let (s, body) = self.json(

@@ -502,3 +502,12 @@ fn run_ok(cmd: &mut Command, what: &str) -> Output {
     }
     out
 }
+
+/// The base LSN of a base backup: `START WAL LOCATION` in its `backup_label` (found in the tar's bytes).
+pub fn backup_start_lsn(tar: &[u8]) -> pageserver::pg::Lsn {
+    let text = String::from_utf8_lossy(tar);
+    (text.split("START WAL LOCATION: ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .expect("START WAL LOCATION in the backup's backup_label")
+}

@@ -71,14 +71,7 @@ fn read_layer(
             let file = resident(h)?;
             match file.get_values_newest_first(key, range) {
                 Ok(values) => values,
-                Err(source) if source.is_damage() => {
-                    return Err(GetError::Damaged(Box::new(Damage {
-                        layer: h.clone(),
-                        file,
-                        source,
-                    })));
-                }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(layer_error(h, file, e)),
             }
         }
     })
@@ -97,6 +90,19 @@ fn push_newest_first(state: &mut Collected, values: Vec<(Lsn, Value)>) {
             state.1 = true;
             return;
         }
+    }
+}
+
+/// The error of a read of `file` (layer `h`): damage carries what a repair needs, anything else is as it is.
+fn layer_error(h: &HistoricLayer, file: Resident, source: LayerError) -> GetError {
+    if source.is_damage() {
+        GetError::Damaged(Box::new(Damage {
+            layer: h.clone(),
+            file,
+            source,
+        }))
+    } else {
+        source.into()
     }
 }
 
@@ -240,14 +246,7 @@ impl Timeline {
                     let file = resident(h)?;
                     let found = match file.values_in(&span, &range) {
                         Ok(found) => found,
-                        Err(source) if source.is_damage() => {
-                            return Err(GetError::Damaged(Box::new(Damage {
-                                layer: h.clone(),
-                                file,
-                                source,
-                            })));
-                        }
-                        Err(e) => return Err(e.into()),
+                        Err(e) => return Err(layer_error(h, file, e)),
                     };
                     // (key, LSN) order: each key's versions oldest first, taken newest first.
                     let mut found = found.into_iter().peekable();
