@@ -19,11 +19,12 @@ pub mod pagestream;
 pub mod pq;
 mod request;
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -563,6 +564,7 @@ where
             }
         }
         let mut batch = batch.into_iter().peekable();
+        let mut parts = VecDeque::new();
         loop {
             // The requests at the head of the batch are served concurrently (a read waiting for redo does
             // not hold up the others); the answers go out in request order.
@@ -584,9 +586,7 @@ where
                 [] => {}
                 [req] => {
                     let resp = request::handle(tl, req, timeout).await;
-                    be::copy_data_with(out, |b| {
-                        pagestream::encode_response(version, req, &resp, b)
-                    });
+                    answer(out, &mut parts, version, req, &resp);
                 }
                 many => {
                     let answers = futures::future::join_all(
@@ -594,9 +594,7 @@ where
                     )
                     .await;
                     for (req, resp) in many.iter().zip(&answers) {
-                        be::copy_data_with(out, |b| {
-                            pagestream::encode_response(version, req, resp, b)
-                        });
+                        answer(out, &mut parts, version, req, resp);
                     }
                 }
             }
@@ -640,12 +638,48 @@ where
             };
             if let Some(keep_going) = end {
                 // Answers of earlier requests of the batch go out first.
-                let _ = pq::send(w, out).await;
+                let _ = send_answers(w, out, &mut parts).await;
                 return Ok(keep_going);
             }
         }
-        pq::send(w, out).await?;
+        send_answers(w, out, &mut parts).await?;
     }
+}
+
+/// Appends the answer to `req`: to `out`, except a GetPage's page, which goes to `parts` after what `out`
+/// holds so far, to be sent from the page's own buffer (not copied into `out`).
+fn answer(
+    out: &mut BytesMut,
+    parts: &mut VecDeque<Bytes>,
+    version: Version,
+    req: &pagestream::Request,
+    resp: &pagestream::ResponseBody,
+) {
+    match pagestream::response_page(resp) {
+        Some(page) => {
+            be::copy_data_head(out, page.len(), |b| {
+                pagestream::encode_response_head(version, req, resp, b)
+            });
+            parts.push_back(out.split().freeze());
+            parts.push_back(page.clone());
+        }
+        None => be::copy_data_with(out, |b| pagestream::encode_response(version, req, resp, b)),
+    }
+}
+
+/// Sends `parts`, then what `out` holds, with vectored writes; flushes.
+async fn send_answers<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    out: &mut BytesMut,
+    parts: &mut VecDeque<Bytes>,
+) -> Result<(), PqError> {
+    if parts.is_empty() {
+        return pq::send(w, out).await;
+    }
+    if !out.is_empty() {
+        parts.push_back(out.split().freeze());
+    }
+    pq::send_parts(w, parts).await
 }
 
 /// A read at `lsn` that waited for WAL or hit the GC cutoff is explained in these words.

@@ -266,8 +266,30 @@ pub fn encode_request(version: Version, req: &Request, out: &mut BytesMut) {
     req.body.encode(out);
 }
 
-/// Encodes the response to `req`.
-pub fn encode_response(version: Version, req: &Request, resp: &ResponseBody, out: &mut BytesMut) {
+/// The page of a GetPage answer, which [`encode_response_head`] leaves out.
+pub fn response_page(resp: &ResponseBody) -> Option<&Bytes> {
+    match resp {
+        ResponseBody::GetPage(page) => Some(page),
+        _ => None,
+    }
+}
+
+/// [`encode_response`] without the page of a GetPage answer (see [`response_page`]): the page is sent from
+/// its own buffer right after these bytes.
+pub fn encode_response_head(
+    version: Version,
+    req: &Request,
+    resp: &ResponseBody,
+    out: &mut BytesMut,
+) {
+    match resp {
+        ResponseBody::GetPage(_) => encode_header(version, req, resp, out),
+        _ => encode_response(version, req, resp, out),
+    }
+}
+
+/// The tag and, in v3, the echoed request: what comes before a response's own fields.
+fn encode_header(version: Version, req: &Request, resp: &ResponseBody, out: &mut BytesMut) {
     let tag = match resp {
         ResponseBody::Error(_) => TAG_ERROR_RESPONSE,
         _ => req.body.response_tag(),
@@ -281,6 +303,11 @@ pub fn encode_response(version: Version, req: &Request, resp: &ResponseBody, out
             req.body.encode(out);
         }
     }
+}
+
+/// Encodes the response to `req`.
+pub fn encode_response(version: Version, req: &Request, resp: &ResponseBody, out: &mut BytesMut) {
+    encode_header(version, req, resp, out);
     match resp {
         ResponseBody::Exists(e) => out.put_u8(u8::from(*e)),
         ResponseBody::Nblocks(n) => out.put_u32(*n),

@@ -323,9 +323,54 @@ pub mod be {
         message(out, b'd', f);
     }
 
+    /// A CopyData message whose last `tail_len` bytes are not written to `out`: the caller sends them right
+    /// after it (a page sent from its own buffer instead of copied).
+    pub fn copy_data_head(out: &mut BytesMut, tail_len: usize, head: impl FnOnce(&mut BytesMut)) {
+        out.put_u8(b'd');
+        let at = out.len();
+        out.put_u32(0);
+        head(out);
+        let len = (out.len() - at + tail_len) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+
     pub fn copy_done(out: &mut BytesMut) {
         message(out, b'c', |_| {});
     }
+}
+
+/// Writes `parts` in order with vectored writes (no copy into one buffer), then flushes.
+pub async fn send_parts<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    parts: &mut std::collections::VecDeque<bytes::Bytes>,
+) -> Result<(), PqError> {
+    use bytes::Buf;
+    parts.retain(|p| !p.is_empty());
+    while !parts.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts
+            .iter()
+            .take(64)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        while n > 0 {
+            let Some(front) = parts.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                parts.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    w.flush().await?;
+    Ok(())
 }
 
 /// Writes what is buffered in `out` and flushes.
@@ -339,6 +384,69 @@ pub async fn send<W: AsyncWrite + Unpin>(w: &mut W, out: &mut BytesMut) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Takes at most 5 bytes per write, vectored or not (short writes, as a socket may make).
+    struct ShortWrites(Vec<u8>);
+
+    impl AsyncWrite for ShortWrites {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(5);
+            self.0.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(5 - n);
+                self.0.extend_from_slice(&b[..take]);
+                n += take;
+                if n == 5 {
+                    break;
+                }
+            }
+            std::task::Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn parts_go_out_whole_and_in_order_through_short_writes() {
+        let mut parts: std::collections::VecDeque<bytes::Bytes> =
+            [&b"abc"[..], b"", b"defghijk", b"l", b"", b"mnopqrstuvwxyz"]
+                .into_iter()
+                .map(bytes::Bytes::from_static)
+                .collect();
+        let mut w = ShortWrites(Vec::new());
+        send_parts(&mut w, &mut parts).await.unwrap();
+        assert_eq!(w.0, b"abcdefghijklmnopqrstuvwxyz");
+        assert!(parts.is_empty());
+    }
 
     #[tokio::test]
     async fn startup_reports_ssl_then_reads_params() {
