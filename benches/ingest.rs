@@ -5,7 +5,8 @@
 //! receives it too, writing files only (the floor of the transport). Reported: WAL bytes, seconds and MB/s of
 //! each, and the ratio of the pageserver to the standby. Report: `<target>/bench-reports/ingest.json`.
 //!
-//! Beside the pageserver's rate: its peak RSS (VmHWM) while catching up, next to `checkpoint_distance`.
+//! Beside the pageserver's rate: its peak RSS (VmHWM) while catching up, next to `checkpoint_distance` and
+//! the bytes of the indexes of the layers written (which open layers hold in memory).
 //!
 //! Under `cargo test` (no `--bench`) it runs once on about 32 MiB as a smoke test.
 //! `INGEST_CHECKPOINT_DISTANCE=<bytes>` sets the tenant's checkpoint_distance.
@@ -175,6 +176,7 @@ fn main() {
     let common = end.0 - ps_start.0.max(standby_start.0);
     let (_, layers) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}/layer"), None);
     let layer_count = layers["historic_layers"].as_array().map_or(0, |a| a.len());
+    let (index_bytes, index_entries) = layer_indexes(&ps.workdir().join("tenants").join(T));
     set_source(&ps, Value::Null);
 
     // The standby catches up on the same WAL.
@@ -232,6 +234,8 @@ fn main() {
                 "cpu_seconds_per_gb": ps_cpu / (common as f64 / 1e9),
                 "physical_size": ps_info["current_physical_size"],
                 "historic_layers": layer_count,
+                "historic_layer_entries": index_entries,
+                "historic_layer_index_mib": index_bytes as f64 / (1 << 20) as f64,
                 "peak_rss_mib": peak_rss_kib as f64 / 1024.0,
                 "peak_rss_mib_before_catch_up": rss_before as f64 / 1024.0,
                 "checkpoint_distance_mib": checkpoint_distance_mib_of(&ps),
@@ -253,4 +257,34 @@ fn main() {
     );
     standby.stop();
     pg.stop();
+}
+
+/// The bytes of the indexes of every layer file under `dir` (which an open layer keeps in memory: key 18 +
+/// LSN 8 + offset 8 bytes per delta entry, key 18 + offset 8 per image entry), and their entries.
+fn layer_indexes(dir: &std::path::Path) -> (u64, u64) {
+    let (mut bytes, mut entries) = (0u64, 0u64);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            let (b, e) = layer_indexes(&path);
+            bytes += b;
+            entries += e;
+            continue;
+        }
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let Ok(layer) = name.parse::<pageserver::repository::layers::LayerName>() else {
+            continue;
+        };
+        use pageserver::repository::layers::{DeltaLayer, ImageLayer, LayerKind};
+        let (n, kind) = if layer.is_delta() {
+            let d = DeltaLayer::open(&path).expect("open delta layer");
+            (d.entry_count() as u64, LayerKind::Delta)
+        } else {
+            let i = ImageLayer::open(&path).expect("open image layer");
+            (i.entry_count() as u64, LayerKind::Image)
+        };
+        bytes += n * kind.entry_size() as u64;
+        entries += n;
+    }
+    (bytes, entries)
 }
