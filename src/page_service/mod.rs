@@ -658,7 +658,7 @@ fn answer(
     match pagestream::response_page(resp) {
         Some(page) => {
             be::copy_data_head(out, page.len(), |b| {
-                pagestream::encode_response_head(version, req, resp, b)
+                pagestream::encode_response_header(version, req, resp, b)
             });
             parts.push_back(out.split().freeze());
             parts.push_back(page.clone());

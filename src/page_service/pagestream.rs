@@ -266,7 +266,7 @@ pub fn encode_request(version: Version, req: &Request, out: &mut BytesMut) {
     req.body.encode(out);
 }
 
-/// The page of a GetPage answer, which [`encode_response_head`] leaves out.
+/// The page of a GetPage answer: sent from its own buffer after [`encode_response_header`] (not copied).
 pub fn response_page(resp: &ResponseBody) -> Option<&Bytes> {
     match resp {
         ResponseBody::GetPage(page) => Some(page),
@@ -274,22 +274,14 @@ pub fn response_page(resp: &ResponseBody) -> Option<&Bytes> {
     }
 }
 
-/// [`encode_response`] without the page of a GetPage answer (see [`response_page`]): the page is sent from
-/// its own buffer right after these bytes.
-pub fn encode_response_head(
+/// The tag and, in v3, the echoed request: what comes before a response's own fields (all of a GetPage
+/// answer but its page).
+pub fn encode_response_header(
     version: Version,
     req: &Request,
     resp: &ResponseBody,
     out: &mut BytesMut,
 ) {
-    match resp {
-        ResponseBody::GetPage(_) => encode_header(version, req, resp, out),
-        _ => encode_response(version, req, resp, out),
-    }
-}
-
-/// The tag and, in v3, the echoed request: what comes before a response's own fields.
-fn encode_header(version: Version, req: &Request, resp: &ResponseBody, out: &mut BytesMut) {
     let tag = match resp {
         ResponseBody::Error(_) => TAG_ERROR_RESPONSE,
         _ => req.body.response_tag(),
@@ -307,7 +299,7 @@ fn encode_header(version: Version, req: &Request, resp: &ResponseBody, out: &mut
 
 /// Encodes the response to `req`.
 pub fn encode_response(version: Version, req: &Request, resp: &ResponseBody, out: &mut BytesMut) {
-    encode_header(version, req, resp, out);
+    encode_response_header(version, req, resp, out);
     match resp {
         ResponseBody::Exists(e) => out.put_u8(u8::from(*e)),
         ResponseBody::Nblocks(n) => out.put_u32(*n),

@@ -238,11 +238,21 @@ pub mod be {
     use super::*;
 
     fn message(out: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
+        message_with_tail(out, tag, 0, body);
+    }
+
+    /// A message whose last `tail_len` bytes the caller sends after `out` (the length counts them).
+    fn message_with_tail(
+        out: &mut BytesMut,
+        tag: u8,
+        tail_len: usize,
+        body: impl FnOnce(&mut BytesMut),
+    ) {
         out.put_u8(tag);
         let at = out.len();
         out.put_u32(0);
         body(out);
-        let len = (out.len() - at) as u32;
+        let len = (out.len() - at + tail_len) as u32;
         out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
 
@@ -326,12 +336,7 @@ pub mod be {
     /// A CopyData message whose last `tail_len` bytes are not written to `out`: the caller sends them right
     /// after it (a page sent from its own buffer instead of copied).
     pub fn copy_data_head(out: &mut BytesMut, tail_len: usize, head: impl FnOnce(&mut BytesMut)) {
-        out.put_u8(b'd');
-        let at = out.len();
-        out.put_u32(0);
-        head(out);
-        let len = (out.len() - at + tail_len) as u32;
-        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        message_with_tail(out, b'd', tail_len, head);
     }
 
     pub fn copy_done(out: &mut BytesMut) {

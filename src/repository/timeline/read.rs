@@ -134,13 +134,7 @@ impl Timeline {
                     replaced.push(d.layer);
                 }
                 Ok(mut page) => {
-                    if crate::failpoint::corruption_configured() {
-                        crate::failpoint::corrupt_page(
-                            &self.timeline_id.to_string(),
-                            &key.to_string(),
-                            &mut page,
-                        );
-                    }
+                    self.simulated_corruption(key, &mut page);
                     return Ok(page);
                 }
                 r => return r,
@@ -178,13 +172,7 @@ impl Timeline {
                             return Err(GetError::KeyNotFound { key, lsn });
                         }
                         let mut page = self.materialize(key, lsn, values, complete).await?;
-                        if crate::failpoint::corruption_configured() {
-                            crate::failpoint::corrupt_page(
-                                &self.timeline_id.to_string(),
-                                &key.to_string(),
-                                &mut page,
-                            );
-                        }
+                        self.simulated_corruption(key, &mut page);
                         pages.push(page);
                     }
                 }
@@ -197,6 +185,14 @@ impl Timeline {
             }
         }
         Ok(pages)
+    }
+
+    /// The fault injection of the recovery tests (`PAGESERVER_FAULT_CORRUPT_PAGES`, failpoint.rs): a
+    /// simulated pageserver bug flips a byte of the pages it names.
+    fn simulated_corruption(&self, key: Key, page: &mut Bytes) {
+        if crate::failpoint::corruption_configured() {
+            crate::failpoint::corrupt_page(&self.timeline_id.to_string(), &key.to_string(), page);
+        }
     }
 
     /// `keys` (sorted) cut where a historic layer of this timeline or an ancestor starts or ends, so that
