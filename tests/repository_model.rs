@@ -555,7 +555,7 @@ async fn images_leave_dropped_relations_behind() {
         }
         after_drop += 1;
         let image = ImageLayer::open(&tenant.timeline_dir(tl.timeline_id).join(&file)).unwrap();
-        let keys: Vec<Key> = image.keys().collect();
+        let keys: Vec<Key> = image.keys().unwrap();
         let in_dropped =
             |k: &Key| *k >= Key::rel_block(dropped, 0, 0) && *k < Key::rel_block(dropped, 0, KEYS);
         assert!(

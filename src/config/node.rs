@@ -25,6 +25,8 @@ pub struct NodeConfig {
     pub wal_redo_timeout: HumanDuration,
     /// Pages (8 KiB each) in the shared page cache.
     pub page_cache_size: usize,
+    /// Bytes of layer index pages kept in memory, for all tenants (layer indexes are read on demand).
+    pub layer_index_cache_size: u64,
     /// Most page service connections open at once; one more is refused with SQLSTATE 53300.
     pub page_service_max_connections: usize,
     /// Time a page service client has to send its startup packet; then the connection is closed.
@@ -86,6 +88,7 @@ impl Default for NodeConfig {
             wait_lsn_timeout: HumanDuration::from_secs(300),
             wal_redo_timeout: HumanDuration::from_secs(60),
             page_cache_size: 8192,
+            layer_index_cache_size: 64 << 20,
             page_service_max_connections: 1000,
             page_service_startup_timeout: HumanDuration::from_secs(10),
             page_service_idle_timeout: HumanDuration::from_secs(3600),
@@ -287,6 +290,9 @@ impl NodeConfig {
         }
         if self.page_cache_size == 0 {
             return bad("page_cache_size", "a page count greater than 0");
+        }
+        if self.layer_index_cache_size < 1 << 20 {
+            return bad("layer_index_cache_size", "at least 1048576 bytes (1 MiB)");
         }
         if self.page_service_max_connections == 0 {
             return bad("page_service_max_connections", "a count greater than 0");

@@ -58,6 +58,21 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Page cache misses",
     ),
     (
+        "pageserver_layer_index_cache_hits_total",
+        "counter",
+        "Layer index pages found in the index cache",
+    ),
+    (
+        "pageserver_layer_index_cache_misses_total",
+        "counter",
+        "Layer index pages read from layer files",
+    ),
+    (
+        "pageserver_layer_index_cache_bytes",
+        "gauge",
+        "Bytes of layer index pages held in memory",
+    ),
+    (
         "pageserver_getpage_errors_total",
         "counter",
         "GetPage requests answered with an error",
@@ -156,6 +171,10 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
     let (hits, misses) = ctx.state.mgr.page_cache().stats();
     f.sample("pageserver_page_cache_hits_total", "", hits);
     f.sample("pageserver_page_cache_misses_total", "", misses);
+    let (hits, misses, bytes, _) = crate::repository::layers::index_cache::stats();
+    f.sample("pageserver_layer_index_cache_hits_total", "", hits);
+    f.sample("pageserver_layer_index_cache_misses_total", "", misses);
+    f.sample("pageserver_layer_index_cache_bytes", "", bytes);
     let errors = GETPAGE_ERRORS.load(Ordering::Relaxed);
     f.sample("pageserver_getpage_errors_total", "", errors);
     f.sample("pageserver_tenants", "", tenants.len() as u64);

@@ -80,12 +80,12 @@ impl Resident {
     }
 
     /// The LSN of `key`'s newest version in `lsn_range`, from the layer's index alone.
-    pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
+    pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Result<Option<Lsn>, LayerError> {
         match self {
             Resident::Delta(d) => d.newest_lsn(key, lsn_range),
             Resident::Image(i) => {
                 let lsn = i.name().lsn_range().start;
-                (lsn_range.contains(&lsn) && i.contains(key)).then_some(lsn)
+                Ok((lsn_range.contains(&lsn) && i.contains(key)?).then_some(lsn))
             }
         }
     }
@@ -140,10 +140,10 @@ impl Resident {
     }
 
     /// Distinct keys of the layer within `range`.
-    pub fn keys_in(&self, range: &Range<Key>) -> Vec<Key> {
+    pub fn keys_in(&self, range: &Range<Key>) -> Result<Vec<Key>, LayerError> {
         match self {
-            Resident::Delta(d) => d.keys().filter(|k| range.contains(k)).collect(),
-            Resident::Image(i) => i.keys().filter(|k| range.contains(k)).collect(),
+            Resident::Delta(d) => d.keys_in(range),
+            Resident::Image(i) => i.keys_in(range),
         }
     }
 }

@@ -13,10 +13,8 @@
 use std::ops::Range;
 use std::path::Path;
 
-use bytes::Bytes;
-
 use super::file_format::{
-    LayerError, LayerFile, LayerFileWriter, LayerKind, delta_id, id_key, id_lsn,
+    Block, IndexCursor, LayerError, LayerFile, LayerFileWriter, LayerKind, delta_id, id_key, id_lsn,
 };
 use crate::pg::Lsn;
 use crate::repository::layers::LayerName;
@@ -180,11 +178,10 @@ impl DeltaLayer {
         key: Key,
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, LayerError> {
-        (self.file.blocks(self.entries(key, &lsn_range)))
-            .map(|r| {
-                r.and_then(|(i, p)| self.decode(i, p))
-                    .map(|(_, lsn, v)| (lsn, v))
-            })
+        let mut cur = IndexCursor::new();
+        let entries = self.entries(&mut cur, key, &lsn_range)?;
+        (self.file.blocks(entries))
+            .map(|r| r.and_then(|b| self.decode(b)).map(|(_, lsn, v)| (lsn, v)))
             .collect()
     }
 
@@ -196,9 +193,9 @@ impl DeltaLayer {
         lsn_range: Range<Lsn>,
     ) -> Result<Vec<(Lsn, Value)>, LayerError> {
         let mut out = Vec::new();
-        for r in self.file.blocks_rev(self.entries(key, &lsn_range)) {
-            let (i, payload) = r?;
-            let (_, lsn, value) = self.decode(i, payload)?;
+        let entries = self.entries(&mut IndexCursor::new(), key, &lsn_range)?;
+        for r in self.file.blocks_rev(entries) {
+            let (_, lsn, value) = self.decode(r?)?;
             let init = value.will_init();
             out.push((lsn, value));
             if init {
@@ -218,60 +215,99 @@ impl DeltaLayer {
         if keys.is_empty() || lsn_range.is_empty() {
             return Ok(Vec::new());
         }
-        let lo = self.file.lower_bound(&delta_id(keys.start, Lsn(0)));
-        let hi = self.file.lower_bound(&delta_id(keys.end, Lsn(0)));
-        let wanted = |i: usize| lsn_range.contains(&id_lsn(self.file.id(i)));
+        let mut cur = IndexCursor::new();
+        let lo = self
+            .file
+            .lower_bound(&mut cur, &delta_id(keys.start, Lsn(0)))?;
+        let hi = self
+            .file
+            .lower_bound(&mut cur, &delta_id(keys.end, Lsn(0)))?;
+        let mut wanted = |i: usize| -> Result<bool, LayerError> {
+            Ok(lsn_range.contains(&id_lsn(self.file.id(&mut cur, i)?)))
+        };
         let mut out = Vec::new();
         let mut i = lo;
         while i < hi {
-            if !wanted(i) {
+            if !wanted(i)? {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < hi && wanted(i) {
+            while i < hi && wanted(i)? {
                 i += 1;
             }
             for r in self.file.blocks(start..i) {
-                let (j, payload) = r?;
-                out.push(self.decode(j, payload)?);
+                out.push(self.decode(r?)?);
             }
         }
         Ok(out)
     }
 
     /// The LSN of `key`'s newest version in `lsn_range`, from the index alone.
-    pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Option<Lsn> {
-        let e = self.entries(key, &lsn_range);
-        (!e.is_empty()).then(|| id_lsn(self.file.id(e.end - 1)))
+    pub fn newest_lsn(&self, key: Key, lsn_range: Range<Lsn>) -> Result<Option<Lsn>, LayerError> {
+        let mut cur = IndexCursor::new();
+        let e = self.entries(&mut cur, key, &lsn_range)?;
+        if e.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(id_lsn(self.file.id(&mut cur, e.end - 1)?)))
     }
 
     /// The entry numbers of `key`'s versions in `lsn_range` (the index is in (key, LSN) order).
-    fn entries(&self, key: Key, lsn_range: &Range<Lsn>) -> Range<usize> {
+    fn entries(
+        &self,
+        cur: &mut IndexCursor,
+        key: Key,
+        lsn_range: &Range<Lsn>,
+    ) -> Result<Range<usize>, LayerError> {
         if lsn_range.is_empty() {
-            return 0..0;
+            return Ok(0..0);
         }
-        let lo = self.file.lower_bound(&delta_id(key, lsn_range.start));
-        lo..self.file.lower_bound(&delta_id(key, lsn_range.end))
+        let lo = self
+            .file
+            .lower_bound(cur, &delta_id(key, lsn_range.start))?;
+        Ok(lo..self.file.lower_bound(cur, &delta_id(key, lsn_range.end))?)
     }
 
-    /// Every entry, in (key, LSN) order. Stops after the first error.
+    /// Every entry, in (key, LSN) order (a scan: the index pages are not cached). Stops after the first
+    /// error.
     pub fn iter(&self) -> impl Iterator<Item = Result<(Key, Lsn, Value), LayerError>> + '_ {
-        (self.file.blocks(0..self.entry_count())).map(|r| r.and_then(|(i, p)| self.decode(i, p)))
+        (self.file.blocks_scan(0..self.entry_count())).map(|r| r.and_then(|b| self.decode(b)))
     }
 
     /// The distinct keys, in order, from the index alone.
-    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        let mut prev = None;
-        (self.file.ids()).filter_map(move |id| {
-            let key = id_key(id);
-            (prev.replace(key) != Some(key)).then_some(key)
-        })
+    pub fn keys(&self) -> Result<Vec<Key>, LayerError> {
+        self.distinct_keys(0..self.entry_count())
     }
 
-    fn decode(&self, i: usize, payload: Bytes) -> Result<(Key, Lsn, Value), LayerError> {
-        let id = self.file.id(i);
-        let (key, lsn) = (id_key(id), id_lsn(id));
+    /// The distinct keys in `range`, in order, from the index alone.
+    pub fn keys_in(&self, range: &Range<Key>) -> Result<Vec<Key>, LayerError> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cur = IndexCursor::new();
+        let lo = self
+            .file
+            .lower_bound(&mut cur, &delta_id(range.start, Lsn(0)))?;
+        let hi = self
+            .file
+            .lower_bound(&mut cur, &delta_id(range.end, Lsn(0)))?;
+        self.distinct_keys(lo..hi)
+    }
+
+    fn distinct_keys(&self, entries: Range<usize>) -> Result<Vec<Key>, LayerError> {
+        let mut keys: Vec<Key> = Vec::new();
+        for id in self.file.ids(entries)? {
+            let key = id_key(&id);
+            if keys.last() != Some(&key) {
+                keys.push(key);
+            }
+        }
+        Ok(keys)
+    }
+
+    fn decode(&self, (_, id, payload): Block) -> Result<(Key, Lsn, Value), LayerError> {
+        let (key, lsn) = (id_key(&id), id_lsn(&id));
         let value = Value::decode(&payload).map_err(|source| LayerError::Value {
             path: self.path().to_path_buf(),
             key,
@@ -287,6 +323,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use proptest::prelude::*;
+
+    use bytes::Bytes;
 
     use super::*;
     use crate::repository::layers::tests::{arb_value, small_key};
@@ -327,7 +365,7 @@ mod tests {
             prop_assert_eq!(all, expected);
             let mut keys: Vec<Key> = model.keys().map(|(k, _)| *k).collect();
             keys.dedup();
-            prop_assert_eq!(layer.keys().collect::<Vec<_>>(), keys);
+            prop_assert_eq!(layer.keys().unwrap(), keys);
             for (k, a, b) in queries {
                 let key = small_key(k);
                 let got = layer.get_values(key, Lsn(a)..Lsn(b)).expect("get_values");

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use crate::pg::Lsn;
 use crate::repository::Key;
 use crate::repository::key::KEY_SIZE;
-use crate::repository::layers::LayerName;
+use crate::repository::layers::{LayerName, index_cache};
 use crate::repository::value::ValueError;
 
 /// The version of the format documented in docs/storage-format.md. A reader refuses any other.
@@ -56,6 +56,9 @@ const READ_CHUNK: u64 = 1 << 20;
 /// they usually stop at the first image.
 const READ_CHUNK_REV: u64 = 32 << 10;
 const WRITE_BUFFER: usize = 256 << 10;
+/// Index entries per index page: the unit in which an open layer reads and caches its index (8,704 bytes of a
+/// delta index, 6,656 of an image index).
+pub const INDEX_PAGE_ENTRIES: usize = 256;
 
 /// Everything that can go wrong with a layer file. Each variant names the file it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -381,15 +384,23 @@ impl Footer {
     }
 }
 
-/// An open layer file: its validated footer and index in memory, blocks read on demand with `read_at`.
+/// An open layer file: its validated footer in memory, and of its index only the first id and the crc32c of
+/// each page of [`INDEX_PAGE_ENTRIES`] entries; index pages are read on demand through the process's
+/// [`index_cache`](super::index_cache), blocks with `read_at`.
 pub(crate) struct LayerFile {
     path: PathBuf,
     name: LayerName,
     file: File,
     file_size: u64,
     footer: Footer,
-    /// The on-disk index, verbatim: `entry_count` entries of `kind.entry_size()` bytes.
-    index: Vec<u8>,
+    entry_count: usize,
+    /// This open file's key space in the index cache.
+    cache_id: u64,
+    /// The id of each index page's first entry, concatenated (`id_len` bytes each).
+    fences: Vec<u8>,
+    /// The crc32c of each index page, computed at open (where the whole index was checked against the
+    /// footer's crc) and checked whenever the page is read again.
+    page_crcs: Vec<u32>,
 }
 
 impl std::fmt::Debug for LayerFile {
@@ -402,9 +413,47 @@ impl std::fmt::Debug for LayerFile {
     }
 }
 
+impl Drop for LayerFile {
+    fn drop(&mut self) {
+        let pages = u32::try_from(self.page_crcs.len()).unwrap_or(u32::MAX);
+        index_cache::get().forget_file(self.cache_id, pages);
+    }
+}
+
+/// The index page a reader is on, so that neighbouring entries cost one cache lookup per page rather than
+/// one per entry. A cursor belongs to one layer file.
+pub(crate) struct IndexCursor {
+    page_no: usize,
+    page: Bytes,
+    /// Insert pages read from disk into the cache (point reads); scans of a whole layer do not, so that
+    /// they do not push out the pages other reads keep using.
+    cache: bool,
+}
+
+impl IndexCursor {
+    pub fn new() -> IndexCursor {
+        IndexCursor {
+            page_no: 0,
+            page: Bytes::new(),
+            cache: true,
+        }
+    }
+
+    pub fn scan() -> IndexCursor {
+        IndexCursor {
+            cache: false,
+            ..IndexCursor::new()
+        }
+    }
+}
+
+/// Bytes of the index read at a time while it is checked at open.
+const OPEN_READ: usize = 1 << 20;
+
 impl LayerFile {
     /// Opens and validates everything but the blocks: footer, version, index crc, index order and ranges,
-    /// block offsets, and that the file name is the footer's [`LayerName`].
+    /// block offsets, and that the file name is the footer's [`LayerName`]. The index is read once, in
+    /// pieces, and not kept.
     pub fn open(path: &Path, kind: LayerKind) -> Result<LayerFile, LayerError> {
         let file = File::open(path).map_err(io_err(path, "open"))?;
         let file_size = file.metadata().map_err(io_err(path, "stat"))?.len();
@@ -426,61 +475,91 @@ impl LayerFile {
                 format!("the file name does not match the footer's layer {name}"),
             ));
         }
-        let index_len = usize::try_from(footer.index_len)
+        let entry_count = usize::try_from(footer.entry_count)
             .map_err(|_| corrupt(path, "index does not fit in memory"))?;
-        let mut index = vec![0u8; index_len];
-        file.read_exact_at(&mut index, footer.index_offset)
-            .map_err(io_err(path, "read index"))?;
-        let got = crc32c::crc32c(&index);
-        if got != footer.index_crc {
-            return Err(LayerError::Checksum {
-                path: path.to_path_buf(),
-                what: "index".into(),
-                expected: footer.index_crc,
-                got,
-            });
-        }
-        let layer = LayerFile {
+        let mut layer = LayerFile {
             path: path.to_path_buf(),
             name,
             file,
             file_size,
             footer,
-            index,
+            entry_count,
+            cache_id: index_cache::get().new_file(),
+            fences: Vec::new(),
+            page_crcs: Vec::new(),
         };
-        layer.validate_index()?;
+        layer.check_index()?;
         Ok(layer)
     }
 
-    /// Ids strictly increasing and within the footer's ranges; blocks contiguous from 0, each holding at
-    /// least its crc, the last one ending where the index starts.
-    fn validate_index(&self) -> Result<(), LayerError> {
+    /// Reads the index once, page by page: the footer's crc over all of it; ids strictly increasing and
+    /// within the footer's ranges; blocks contiguous from 0, each holding at least its crc, the last one
+    /// ending where the index starts. Records each page's first id and crc.
+    fn check_index(&mut self) -> Result<(), LayerError> {
         let kind = self.footer.kind;
-        let mut expected_offset = 0u64;
-        let mut prev: Option<&[u8]> = None;
-        for (i, entry) in self.index.chunks_exact(kind.entry_size()).enumerate() {
-            let (id, offset) = entry.split_at(kind.id_len());
-            if prev.is_some_and(|p| p >= id) {
-                return Err(self.corrupt(format!("index entry {i} is not after the previous one")));
+        let (entry_size, id_len) = (kind.entry_size(), kind.id_len());
+        let page_bytes = INDEX_PAGE_ENTRIES * entry_size;
+        let read_size = (OPEN_READ / page_bytes).max(1) * page_bytes;
+        let pages = self.entry_count.div_ceil(INDEX_PAGE_ENTRIES);
+        self.fences = Vec::with_capacity(pages * id_len);
+        self.page_crcs = Vec::with_capacity(pages);
+        let index_len = self.footer.index_len;
+        let mut buf = vec![0u8; read_size];
+        let (mut total_crc, mut expected_offset, mut i) = (0u32, 0u64, 0usize);
+        let mut prev = [0u8; KEY_SIZE + 8];
+        let mut read = 0u64;
+        while read < index_len {
+            let n = usize::try_from((index_len - read).min(read_size as u64)).unwrap_or(read_size);
+            let chunk = &mut buf[..n];
+            (self
+                .file
+                .read_exact_at(chunk, self.footer.index_offset + read))
+            .map_err(io_err(&self.path, "read index"))?;
+            read += n as u64;
+            for page in chunk.chunks(page_bytes) {
+                total_crc = crc32c::crc32c_append(total_crc, page);
+                self.page_crcs.push(crc32c::crc32c(page));
+                self.fences
+                    .extend_from_slice(page.get(..id_len).unwrap_or_default());
+                for entry in page.chunks_exact(entry_size) {
+                    let (id, offset) = entry.split_at(id_len);
+                    if i > 0 && prev.get(..id_len).unwrap_or_default() >= id {
+                        return Err(
+                            self.corrupt(format!("index entry {i} is not after the previous one"))
+                        );
+                    }
+                    let in_range = self.footer.key_range.contains(&id_key(id))
+                        && (kind == LayerKind::Image
+                            || self.footer.lsn_range.contains(&id_lsn(id)));
+                    if !in_range {
+                        let what = describe_id(kind, id);
+                        return Err(
+                            self.corrupt(format!("index entry {i} ({what}) is outside the layer"))
+                        );
+                    }
+                    let offset = u64_at(offset, 0);
+                    if i > 0 && offset < expected_offset.saturating_add(BLOCK_CRC_SIZE as u64) {
+                        return Err(self
+                            .corrupt(format!("index entry {i}: block overlaps the previous one")));
+                    }
+                    if i == 0 && offset != 0 {
+                        return Err(self.corrupt("the first block does not start at offset 0"));
+                    }
+                    expected_offset = offset;
+                    prev[..id_len].copy_from_slice(id);
+                    i += 1;
+                }
             }
-            let in_range = self.footer.key_range.contains(&id_key(id))
-                && (kind == LayerKind::Image || self.footer.lsn_range.contains(&id_lsn(id)));
-            if !in_range {
-                let what = describe_id(kind, id);
-                return Err(self.corrupt(format!("index entry {i} ({what}) is outside the layer")));
-            }
-            if i > 0 && u64_at(offset, 0) < expected_offset.saturating_add(BLOCK_CRC_SIZE as u64) {
-                return Err(
-                    self.corrupt(format!("index entry {i}: block overlaps the previous one"))
-                );
-            }
-            if i == 0 && u64_at(offset, 0) != 0 {
-                return Err(self.corrupt("the first block does not start at offset 0"));
-            }
-            expected_offset = u64_at(offset, 0);
-            prev = Some(id);
         }
-        let data_end_ok = if self.index.is_empty() {
+        if total_crc != self.footer.index_crc {
+            return Err(LayerError::Checksum {
+                path: self.path.clone(),
+                what: "index".into(),
+                expected: self.footer.index_crc,
+                got: total_crc,
+            });
+        }
+        let data_end_ok = if self.entry_count == 0 {
             self.footer.index_offset == 0
         } else {
             self.footer.index_offset >= expected_offset.saturating_add(BLOCK_CRC_SIZE as u64)
@@ -516,49 +595,116 @@ impl LayerFile {
     }
 
     pub fn entry_count(&self) -> usize {
-        self.index.len() / self.footer.kind.entry_size()
+        self.entry_count
     }
 
-    /// The id of entry `i` (empty past the end).
-    pub fn id(&self, i: usize) -> &[u8] {
-        let start = i.saturating_mul(self.footer.kind.entry_size());
-        let end = start.saturating_add(self.footer.kind.id_len());
-        self.index.get(start..end).unwrap_or_default()
+    /// Index page `p`: from the cache, or read from the file and checked against the crc taken at open.
+    fn index_page(&self, p: usize, cache: bool) -> Result<Bytes, LayerError> {
+        let page_no = u32::try_from(p).map_err(|_| self.corrupt("index page number overflows"))?;
+        let expected = *(self.page_crcs.get(p))
+            .ok_or_else(|| self.corrupt(format!("index page {p} is past the end")))?;
+        let cache_ = index_cache::get();
+        if let Some(page) = cache_.page(self.cache_id, page_no) {
+            return Ok(page);
+        }
+        let entry_size = self.footer.kind.entry_size();
+        let first = p * INDEX_PAGE_ENTRIES;
+        let entries = (self.entry_count - first).min(INDEX_PAGE_ENTRIES);
+        let mut buf = vec![0u8; entries * entry_size];
+        let at = self.footer.index_offset + (first * entry_size) as u64;
+        (self.file.read_exact_at(&mut buf, at)).map_err(io_err(&self.path, "read index"))?;
+        let got = crc32c::crc32c(&buf);
+        if got != expected {
+            return Err(LayerError::Checksum {
+                path: self.path.clone(),
+                what: format!("index page {p}"),
+                expected,
+                got,
+            });
+        }
+        let page = Bytes::from(buf);
+        if cache {
+            cache_.insert(self.cache_id, page_no, page.clone());
+        }
+        Ok(page)
     }
 
-    /// All entry ids, in order.
-    pub fn ids(&self) -> impl Iterator<Item = &[u8]> + '_ {
+    /// Entry `i` (id, then block offset), through `cur`.
+    fn entry<'c>(&self, cur: &'c mut IndexCursor, i: usize) -> Result<&'c [u8], LayerError> {
+        let p = i / INDEX_PAGE_ENTRIES;
+        if cur.page.is_empty() || cur.page_no != p {
+            cur.page = self.index_page(p, cur.cache)?;
+            cur.page_no = p;
+        }
+        let entry_size = self.footer.kind.entry_size();
+        let at = (i % INDEX_PAGE_ENTRIES) * entry_size;
+        (cur.page.get(at..at + entry_size))
+            .ok_or_else(|| self.corrupt(format!("index entry {i} is past the end")))
+    }
+
+    /// The id of entry `i`.
+    pub fn id<'c>(&self, cur: &'c mut IndexCursor, i: usize) -> Result<&'c [u8], LayerError> {
         let id_len = self.footer.kind.id_len();
-        (self.index.chunks_exact(self.footer.kind.entry_size()))
-            .map(move |e| e.get(..id_len).unwrap_or_default())
+        Ok(self.entry(cur, i)?.get(..id_len).unwrap_or_default())
     }
 
-    /// The first entry whose id is not less than `target`.
-    pub fn lower_bound(&self, target: &[u8]) -> usize {
-        let (mut lo, mut hi) = (0, self.entry_count());
+    /// Entry ids `range`, copied out, read as a scan (not cached).
+    pub fn ids(&self, range: Range<usize>) -> Result<Vec<Vec<u8>>, LayerError> {
+        let mut cur = IndexCursor::scan();
+        range
+            .map(|i| self.id(&mut cur, i).map(<[u8]>::to_vec))
+            .collect()
+    }
+
+    fn fence(&self, p: usize) -> &[u8] {
+        let id_len = self.footer.kind.id_len();
+        (self.fences.get(p * id_len..(p + 1) * id_len)).unwrap_or_default()
+    }
+
+    /// The first entry whose id is not less than `target`: a search of the page fences in memory, then of
+    /// one index page.
+    pub fn lower_bound(&self, cur: &mut IndexCursor, target: &[u8]) -> Result<usize, LayerError> {
+        let (mut lo, mut hi) = (0, self.page_crcs.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.id(mid) < target {
+            if self.fence(mid) < target {
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        lo
+        if lo == 0 {
+            return Ok(0);
+        }
+        // Page lo-1 starts below target and page lo (if any) at or above it.
+        let first = (lo - 1) * INDEX_PAGE_ENTRIES;
+        let (mut lo, mut hi) = (
+            first + 1,
+            (first + INDEX_PAGE_ENTRIES).min(self.entry_count),
+        );
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.id(cur, mid)? < target {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
     }
 
-    fn block_start(&self, i: usize) -> u64 {
-        if i >= self.entry_count() {
-            return self.footer.index_offset;
+    fn block_start(&self, cur: &mut IndexCursor, i: usize) -> Result<u64, LayerError> {
+        if i >= self.entry_count {
+            return Ok(self.footer.index_offset);
         }
-        let at = i * self.footer.kind.entry_size() + self.footer.kind.id_len();
-        u64_at(&self.index, at)
+        let id_len = self.footer.kind.id_len();
+        Ok(u64_at(self.entry(cur, i)?, id_len))
     }
 
     /// Reads every block and checks its crc (the footer and index were checked at open): the whole file is
     /// what was written. Used before an upload, so that damage never reaches remote storage.
     pub fn verify_blocks(&self) -> Result<(), LayerError> {
-        for block in self.blocks(0..self.entry_count()) {
+        for block in self.blocks_scan(0..self.entry_count()) {
             block?;
         }
         Ok(())
@@ -566,8 +712,18 @@ impl LayerFile {
 
     /// The verified payloads of entries `range`, read in chunks of up to `READ_CHUNK`.
     pub fn blocks(&self, range: Range<usize>) -> Blocks<'_> {
+        self.blocks_with(range, IndexCursor::new())
+    }
+
+    /// [`blocks`](Self::blocks) for a read of a whole layer: its index pages are not cached.
+    pub fn blocks_scan(&self, range: Range<usize>) -> Blocks<'_> {
+        self.blocks_with(range, IndexCursor::scan())
+    }
+
+    fn blocks_with(&self, range: Range<usize>, cursor: IndexCursor) -> Blocks<'_> {
         Blocks {
             layer: self,
+            cursor,
             next: range.start,
             end: range.end.min(self.entry_count()),
             chunk: Bytes::new(),
@@ -581,6 +737,7 @@ impl LayerFile {
     pub fn blocks_rev(&self, range: Range<usize>) -> BlocksRev<'_> {
         BlocksRev {
             layer: self,
+            cursor: IndexCursor::new(),
             start: range.start,
             next: range.end.min(self.entry_count()),
             chunk: Bytes::new(),
@@ -590,28 +747,44 @@ impl LayerFile {
     }
 
     /// Blocks `[first, end)` where `first >= start` is as low as fits `READ_CHUNK_REV` (at least one block).
-    fn read_chunk_rev(&self, start: usize, end: usize) -> Result<(u64, Bytes), LayerError> {
-        let stop = self.block_start(end);
+    fn read_chunk_rev(
+        &self,
+        cur: &mut IndexCursor,
+        start: usize,
+        end: usize,
+    ) -> Result<(u64, Bytes), LayerError> {
+        let stop = self.block_start(cur, end)?;
         let mut first = end - 1;
-        while first > start && stop.saturating_sub(self.block_start(first - 1)) <= READ_CHUNK_REV {
+        while first > start
+            && stop.saturating_sub(self.block_start(cur, first - 1)?) <= READ_CHUNK_REV
+        {
             first -= 1;
         }
-        let begin = self.block_start(first);
-        let len = usize::try_from(stop.saturating_sub(begin))
-            .map_err(|_| self.corrupt("block too large"))?;
-        let mut buf = vec![0u8; len];
-        (self.file.read_exact_at(&mut buf, begin)).map_err(io_err(&self.path, "read blocks"))?;
-        Ok((begin, Bytes::from(buf)))
+        let begin = self.block_start(cur, first)?;
+        self.read_range(begin, stop)
     }
 
-    fn read_chunk(&self, from: usize, end: usize) -> Result<(u64, Bytes), LayerError> {
-        let start = self.block_start(from);
-        let mut stop = self.block_start(from + 1);
+    fn read_chunk(
+        &self,
+        cur: &mut IndexCursor,
+        from: usize,
+        end: usize,
+    ) -> Result<(u64, Bytes), LayerError> {
+        let start = self.block_start(cur, from)?;
+        let mut stop = self.block_start(cur, from + 1)?;
         let mut j = from + 1;
-        while j < end && self.block_start(j + 1).saturating_sub(start) <= READ_CHUNK {
-            stop = self.block_start(j + 1);
+        while j < end {
+            let next = self.block_start(cur, j + 1)?;
+            if next.saturating_sub(start) > READ_CHUNK {
+                break;
+            }
+            stop = next;
             j += 1;
         }
+        self.read_range(start, stop)
+    }
+
+    fn read_range(&self, start: u64, stop: u64) -> Result<(u64, Bytes), LayerError> {
         let len = usize::try_from(stop.saturating_sub(start))
             .map_err(|_| self.corrupt("block too large"))?;
         let mut buf = vec![0u8; len];
@@ -619,15 +792,21 @@ impl LayerFile {
         Ok((start, Bytes::from(buf)))
     }
 
-    /// Entry `i`'s payload from `chunk` (which starts at file offset `chunk_start`), its crc checked.
-    fn payload(&self, chunk: &Bytes, chunk_start: u64, i: usize) -> Result<Bytes, LayerError> {
-        let (start, end) = (self.block_start(i), self.block_start(i + 1));
+    /// Entry `i`'s id and payload from `chunk` (which starts at file offset `chunk_start`), its crc checked.
+    fn payload(
+        &self,
+        cur: &mut IndexCursor,
+        chunk: &Bytes,
+        chunk_start: u64,
+        i: usize,
+    ) -> Result<(EntryId, Bytes), LayerError> {
+        let (start, end) = (self.block_start(cur, i)?, self.block_start(cur, i + 1)?);
         let rel = |o: u64| usize::try_from(o.wrapping_sub(chunk_start)).unwrap_or(usize::MAX);
         let block = (chunk.get(rel(start)..rel(end)))
             .ok_or_else(|| self.corrupt(format!("block {i} is not where the index says")))?;
         let (body, crc) = (block.split_last_chunk::<BLOCK_CRC_SIZE>())
             .ok_or_else(|| self.corrupt(format!("block {i} is shorter than its crc")))?;
-        let id = self.id(i);
+        let id = self.id(cur, i)?;
         let (expected, got) = (u32::from_be_bytes(*crc), block_crc(id, body));
         if expected != got {
             return Err(LayerError::Checksum {
@@ -637,19 +816,28 @@ impl LayerFile {
                 got,
             });
         }
+        let mut copied: EntryId = [0; KEY_SIZE + 8];
+        copied[..id.len()].copy_from_slice(id);
         // Share the read buffer only when it holds this block alone, so that a kept value does not pin a
         // whole chunk of other values.
         if block.len() == chunk.len() {
-            Ok(chunk.slice(..body.len()))
+            Ok((copied, chunk.slice(..body.len())))
         } else {
-            Ok(Bytes::copy_from_slice(body))
+            Ok((copied, Bytes::copy_from_slice(body)))
         }
     }
 }
 
-/// Iterator over verified block payloads: `(entry number, payload)`. Stops after the first error.
+/// An entry id, copied out of the index: a delta's key and LSN, or an image's key followed by zeros.
+pub(crate) type EntryId = [u8; KEY_SIZE + 8];
+
+/// A verified block: (entry number, entry id, payload).
+pub(crate) type Block = (usize, EntryId, Bytes);
+
+/// Iterator over verified blocks. Stops after the first error.
 pub(crate) struct Blocks<'a> {
     layer: &'a LayerFile,
+    cursor: IndexCursor,
     next: usize,
     end: usize,
     chunk: Bytes,
@@ -657,37 +845,39 @@ pub(crate) struct Blocks<'a> {
     failed: bool,
 }
 
+impl Blocks<'_> {
+    fn step(&mut self) -> Result<Block, LayerError> {
+        let (layer, cur, i) = (self.layer, &mut self.cursor, self.next);
+        let chunk_end = self.chunk_start + self.chunk.len() as u64;
+        let in_chunk = !self.chunk.is_empty()
+            && layer.block_start(cur, i)? >= self.chunk_start
+            && layer.block_start(cur, i + 1)? <= chunk_end;
+        if !in_chunk {
+            (self.chunk_start, self.chunk) = layer.read_chunk(cur, i, self.end)?;
+        }
+        self.next += 1;
+        let (id, payload) = layer.payload(cur, &self.chunk, self.chunk_start, i)?;
+        Ok((i, id, payload))
+    }
+}
+
 impl Iterator for Blocks<'_> {
-    type Item = Result<(usize, Bytes), LayerError>;
+    type Item = Result<Block, LayerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.next >= self.end {
             return None;
         }
-        let i = self.next;
-        let chunk_end = self.chunk_start + self.chunk.len() as u64;
-        let in_chunk = self.layer.block_start(i) >= self.chunk_start
-            && self.layer.block_start(i + 1) <= chunk_end
-            && !self.chunk.is_empty();
-        if !in_chunk {
-            match self.layer.read_chunk(i, self.end) {
-                Ok((start, chunk)) => (self.chunk_start, self.chunk) = (start, chunk),
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        self.next += 1;
-        let result = self.layer.payload(&self.chunk, self.chunk_start, i);
+        let result = self.step();
         self.failed = result.is_err();
-        Some(result.map(|p| (i, p)))
+        Some(result)
     }
 }
 
 /// Iterator over verified block payloads, last entry first. Stops after the first error.
 pub(crate) struct BlocksRev<'a> {
     layer: &'a LayerFile,
+    cursor: IndexCursor,
     start: usize,
     /// One past the next entry to yield.
     next: usize,
@@ -696,28 +886,30 @@ pub(crate) struct BlocksRev<'a> {
     failed: bool,
 }
 
+impl BlocksRev<'_> {
+    fn step(&mut self) -> Result<Block, LayerError> {
+        let (layer, cur) = (self.layer, &mut self.cursor);
+        let i = self.next - 1;
+        let in_chunk = !self.chunk.is_empty() && layer.block_start(cur, i)? >= self.chunk_start;
+        if !in_chunk {
+            (self.chunk_start, self.chunk) = layer.read_chunk_rev(cur, self.start, i + 1)?;
+        }
+        self.next = i;
+        let (id, payload) = layer.payload(cur, &self.chunk, self.chunk_start, i)?;
+        Ok((i, id, payload))
+    }
+}
+
 impl Iterator for BlocksRev<'_> {
-    type Item = Result<(usize, Bytes), LayerError>;
+    type Item = Result<Block, LayerError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.next <= self.start {
             return None;
         }
-        let i = self.next - 1;
-        let in_chunk = !self.chunk.is_empty() && self.layer.block_start(i) >= self.chunk_start;
-        if !in_chunk {
-            match self.layer.read_chunk_rev(self.start, i + 1) {
-                Ok((start, chunk)) => (self.chunk_start, self.chunk) = (start, chunk),
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            }
-        }
-        self.next = i;
-        let result = self.layer.payload(&self.chunk, self.chunk_start, i);
+        let result = self.step();
         self.failed = result.is_err();
-        Some(result.map(|p| (i, p)))
+        Some(result)
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 
-use super::file_format::{LayerError, LayerFile, LayerFileWriter, LayerKind, id_key};
+use super::file_format::{IndexCursor, LayerError, LayerFile, LayerFileWriter, LayerKind, id_key};
 use crate::pg::Lsn;
 use crate::repository::Key;
 use crate::repository::layers::LayerName;
@@ -150,12 +150,13 @@ impl ImageLayer {
     /// The image of `key`, if the layer has one. Reads only that image's block.
     pub fn get(&self, key: Key) -> Result<Option<Bytes>, LayerError> {
         let target = key.to_bytes();
-        let i = self.file.lower_bound(&target);
-        if self.file.id(i) != target {
+        let mut cur = IndexCursor::new();
+        let i = self.file.lower_bound(&mut cur, &target)?;
+        if i >= self.entry_count() || self.file.id(&mut cur, i)? != target {
             return Ok(None);
         }
         match self.file.blocks(i..i + 1).next() {
-            Some(r) => r.map(|(_, image)| Some(image)),
+            Some(r) => r.map(|(_, _, image)| Some(image)),
             None => Err(self.file.corrupt(format!("no block for index entry {i}"))),
         }
     }
@@ -165,29 +166,49 @@ impl ImageLayer {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let lo = self.file.lower_bound(&keys.start.to_bytes());
-        let hi = self.file.lower_bound(&keys.end.to_bytes());
+        let mut cur = IndexCursor::new();
+        let lo = self.file.lower_bound(&mut cur, &keys.start.to_bytes())?;
+        let hi = self.file.lower_bound(&mut cur, &keys.end.to_bytes())?;
         (self.file.blocks(lo..hi))
-            .map(|r| r.map(|(i, image)| (id_key(self.file.id(i)), image)))
+            .map(|r| r.map(|(_, id, image)| (id_key(&id), image)))
             .collect()
     }
 
     /// Whether the layer holds `key`, from the index alone.
-    pub fn contains(&self, key: Key) -> bool {
+    pub fn contains(&self, key: Key) -> Result<bool, LayerError> {
         let target = key.to_bytes();
-        let i = self.file.lower_bound(&target);
-        i < self.entry_count() && self.file.id(i) == target
+        let mut cur = IndexCursor::new();
+        let i = self.file.lower_bound(&mut cur, &target)?;
+        Ok(i < self.entry_count() && self.file.id(&mut cur, i)? == target)
     }
 
-    /// Every `(key, image)`, in key order. Stops after the first error.
+    /// Every `(key, image)`, in key order (a scan: the index pages are not cached). Stops after the first
+    /// error.
     pub fn iter(&self) -> impl Iterator<Item = Result<(Key, Bytes), LayerError>> + '_ {
-        (self.file.blocks(0..self.entry_count()))
-            .map(|r| r.map(|(i, image)| (id_key(self.file.id(i)), image)))
+        (self.file.blocks_scan(0..self.entry_count()))
+            .map(|r| r.map(|(_, id, image)| (id_key(&id), image)))
     }
 
     /// The keys, in order, from the index alone.
-    pub fn keys(&self) -> impl Iterator<Item = Key> + '_ {
-        self.file.ids().map(id_key)
+    pub fn keys(&self) -> Result<Vec<Key>, LayerError> {
+        self.keys_of(0..self.entry_count())
+    }
+
+    /// The keys in `range`, in order, from the index alone.
+    pub fn keys_in(&self, range: &Range<Key>) -> Result<Vec<Key>, LayerError> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cur = IndexCursor::new();
+        let lo = self.file.lower_bound(&mut cur, &range.start.to_bytes())?;
+        let hi = self.file.lower_bound(&mut cur, &range.end.to_bytes())?;
+        self.keys_of(lo..hi)
+    }
+
+    fn keys_of(&self, entries: Range<usize>) -> Result<Vec<Key>, LayerError> {
+        Ok((self.file.ids(entries)?.iter())
+            .map(|id| id_key(id))
+            .collect())
     }
 }
 
@@ -223,7 +244,7 @@ mod tests {
             prop_assert_eq!(layer.lsn(), Lsn(0x10));
             let all = layer.iter().collect::<Result<Vec<_>, _>>().expect("iter");
             prop_assert_eq!(all, model.clone().into_iter().collect::<Vec<_>>());
-            prop_assert_eq!(layer.keys().collect::<Vec<_>>(), model.keys().copied().collect::<Vec<_>>());
+            prop_assert_eq!(layer.keys().unwrap(), model.keys().copied().collect::<Vec<_>>());
             for k in 0..31 {
                 let key = small_key(k);
                 prop_assert_eq!(layer.get(key).expect("get"), model.get(&key).cloned());

@@ -4,6 +4,7 @@
 pub mod delta;
 pub mod file_format;
 pub mod image;
+pub mod index_cache;
 pub mod inmemory;
 pub mod name;
 

@@ -335,7 +335,11 @@ impl Timeline {
         self.walk_layers(key, lsn, |layer, range| {
             newest = match layer {
                 SearchLayer::Memory(m) => m.newest_lsn(key, range),
-                SearchLayer::Historic(h) => resident(h)?.newest_lsn(key, range),
+                SearchLayer::Historic(h) => {
+                    let file = resident(h)?;
+                    let found = file.newest_lsn(key, range);
+                    found.map_err(|e| layer_error(h, file, e))?
+                }
             };
             Ok(newest.is_some())
         })?;
@@ -456,7 +460,7 @@ impl Timeline {
         lsn: Lsn,
     ) -> Result<Vec<Key>, LayerError> {
         loop {
-            match self.keys_in_range_local(range, lsn) {
+            match self.keys_in_range_local(range, lsn)? {
                 Ok(keys) => return Ok(keys),
                 Err(layer) => {
                     layer.download().await?;
@@ -466,11 +470,12 @@ impl Timeline {
         }
     }
 
+    /// The keys, or (inner error) the first layer needed that is not on the local disk.
     fn keys_in_range_local(
         &self,
         range: &std::ops::Range<Key>,
         lsn: Lsn,
-    ) -> Result<Vec<Key>, HistoricLayer> {
+    ) -> Result<Result<Vec<Key>, HistoricLayer>, LayerError> {
         let mut keys = std::collections::BTreeSet::new();
         let mut timeline: &Timeline = self;
         let mut limit = lsn;
@@ -481,8 +486,10 @@ impl Timeline {
                 let overlaps =
                     name.key_range().start < range.end && range.start < name.key_range().end;
                 if name.lsn_range().start <= limit && overlaps {
-                    let r = h.get_resident().ok_or_else(|| h.clone())?;
-                    keys.extend(r.keys_in(range));
+                    let Some(r) = h.get_resident() else {
+                        return Ok(Err(h.clone()));
+                    };
+                    keys.extend(r.keys_in(range)?);
                 }
             }
             let memory = map.open.iter().chain(map.frozen.iter().map(|f| &f.layer));
@@ -500,6 +507,6 @@ impl Timeline {
                 None => break,
             }
         }
-        Ok(keys.into_iter().collect())
+        Ok(Ok(keys.into_iter().collect()))
     }
 }
