@@ -19,6 +19,7 @@ pub mod pg;
 pub mod recover;
 pub mod remote_storage;
 pub mod repository;
+pub mod restore;
 pub mod service;
 pub mod tls;
 pub mod wal_archive;

@@ -36,6 +36,9 @@ struct Cli {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    /// Write a data directory that plain PostgreSQL starts on, as the timeline was at an LSN or a point in
+    /// time (no WAL replay: a fullbackup at that LSN, unpacked as it streams).
+    Restore(RestoreArgs),
     /// Print one JSON object per WAL record of the given segment files or directories.
     Waldump {
         #[arg(required = true, value_name = "SEGMENT_OR_DIR")]
@@ -92,6 +95,41 @@ enum Command {
         #[command(subcommand)]
         command: PagebenchCommand,
     },
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["lsn", "time", "latest"])))]
+struct RestoreArgs {
+    /// The management API of the pageserver.
+    #[arg(
+        long,
+        value_name = "http://HOST:PORT",
+        default_value = "http://127.0.0.1:9898"
+    )]
+    server: String,
+    /// The page service (default: the address the server reports in /v1/status).
+    #[arg(long, value_name = "HOST:PORT")]
+    page_service: Option<String>,
+    #[arg(long)]
+    tenant: String,
+    #[arg(long)]
+    timeline: String,
+    /// Restore the state at this LSN (within the timeline's retention).
+    #[arg(long, value_name = "X/Y")]
+    lsn: Option<String>,
+    /// Restore the state at this time, RFC 3339 (e.g. 2026-12-07T10:00:00Z): every transaction committed up
+    /// to it and none after, as PostgreSQL's recovery_target_time.
+    #[arg(long, value_name = "RFC3339")]
+    time: Option<String>,
+    /// Restore the newest state the timeline holds.
+    #[arg(long)]
+    latest: bool,
+    /// The data directory to write: must not exist, or be empty. It appears only when complete.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// A file holding the JWT for a server with NeonJWT auth (used for the API and the page service).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -151,6 +189,7 @@ fn main() -> ExitCode {
             lsn.as_deref(),
         ),
         Some(Command::Pagebench { ref command }) => pagebench(command),
+        Some(Command::Restore(ref args)) => restore(args),
         Some(Command::Token {
             ref private_key,
             ref scope,
@@ -231,6 +270,68 @@ fn stress(dir: &std::path::Path, verify: bool, steps: Option<u64>) -> anyhow::Re
         }
         anyhow::Ok(())
     })
+}
+
+fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
+    use pageserver::restore::{RestoreOptions, Target, progress_line};
+    use std::io::{IsTerminal, Write};
+    let target = match (&args.lsn, &args.time, args.latest) {
+        (Some(l), _, _) => Target::Lsn(
+            l.parse()
+                .ok()
+                .with_context(|| format!("--lsn {l:?}: expected such as 0/16B3740"))?,
+        ),
+        (_, Some(t), _) => Target::Time(t.clone()),
+        _ => Target::Latest,
+    };
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let opts = RestoreOptions {
+        server: args.server.clone(),
+        page_service: args.page_service.clone(),
+        tenant: args.tenant.clone(),
+        timeline: args.timeline.clone(),
+        target,
+        out: args.out.clone(),
+        token,
+    };
+    let tty = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let restored = runtime.block_on(pageserver::restore::restore(&opts, |p| {
+        let mut err = std::io::stderr();
+        if tty {
+            let _ = write!(err, "\r\x1b[2K{}", progress_line(&p));
+            if p.done {
+                let _ = writeln!(err);
+            }
+        } else if p.done || last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            last_line = std::time::Instant::now();
+            let _ = writeln!(err, "{}", progress_line(&p));
+        }
+    }));
+    if tty {
+        eprintln!();
+    }
+    let restored = restored?;
+    println!(
+        "restored {} at lsn {} ({} bytes in {:.1} s)",
+        restored.out.display(),
+        restored.lsn,
+        restored.bytes,
+        restored.elapsed.as_secs_f64()
+    );
+    Ok(())
 }
 
 fn getpage(

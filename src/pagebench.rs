@@ -8,8 +8,6 @@ use std::collections::VecDeque;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
 use serde::Serialize;
 
 use crate::page_service::client::{ClientError, PageServiceClient};
@@ -71,48 +69,34 @@ pub async fn fetch_keyspace(
     tenant: &str,
     timeline: &str,
 ) -> Result<(Vec<Range<Key>>, Lsn), PagebenchError> {
-    let url = format!("{mgmt}/v1/tenant/{tenant}/timeline/{timeline}/keyspace");
+    fetch_keyspace_at(mgmt, tenant, timeline, None, None).await
+}
+
+/// [`fetch_keyspace`] at `at_lsn` (default the last record), with a bearer token.
+pub async fn fetch_keyspace_at(
+    mgmt: &str,
+    tenant: &str,
+    timeline: &str,
+    at_lsn: Option<Lsn>,
+    token: Option<&str>,
+) -> Result<(Vec<Range<Key>>, Lsn), PagebenchError> {
+    let mut path = format!("/v1/tenant/{tenant}/timeline/{timeline}/keyspace");
+    if let Some(lsn) = at_lsn {
+        path.push_str(&format!("?at_lsn={lsn}"));
+    }
+    let url = format!("{mgmt}{path}");
     let err = |msg: String| PagebenchError::Mgmt {
         url: url.clone(),
         msg,
     };
-    let authority = mgmt
-        .strip_prefix("http://")
-        .ok_or_else(|| err("only http:// endpoints are supported".into()))?
-        .trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-    tokio::spawn(conn);
-    let req = hyper::Request::get(format!("/v1/tenant/{tenant}/timeline/{timeline}/keyspace"))
-        .header(hyper::header::HOST, authority)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| err(e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| err(e.to_string()))?
-        .to_bytes();
-    if !status.is_success() {
-        return Err(err(format!("{status}: {}", String::from_utf8_lossy(&body))));
-    }
     #[derive(serde::Deserialize)]
     struct Partitioning {
         keys: Vec<(String, String)>,
         at_lsn: String,
     }
-    let p: Partitioning =
-        serde_json::from_slice(&body).map_err(|e| err(format!("keyspace JSON: {e}")))?;
+    let p: Partitioning = crate::http::client::get_json(mgmt, &path, token)
+        .await
+        .map_err(err)?;
     let key = |s: &str| s.parse::<Key>().map_err(|e| err(format!("key {s:?}: {e}")));
     let ranges = p
         .keys

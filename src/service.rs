@@ -84,6 +84,7 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
     let mgr = TenantManager::load(&node.workdir, config.clone()).await?;
     let state = Arc::new(http::ApiState {
         node_id: config.id,
+        pg_addr: local_addr(&pg_listener),
         mgr: mgr.clone(),
         jwt: jwt.clone(),
         http_auth: uses_jwt(config.http_auth_type),

@@ -104,7 +104,10 @@ fn status_and_clean_sigterm() {
     let (status, body) = server.get("/v1/status");
     assert_eq!(status, 200);
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(json, serde_json::json!({ "id": 17 }));
+    assert_eq!(
+        json,
+        serde_json::json!({ "id": 17, "pg_addr": server.pg_addr })
+    );
 
     let (status, body) = server.get("/v1/no/such/route");
     assert_eq!(status, 404);

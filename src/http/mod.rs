@@ -2,6 +2,7 @@
 //! [`routes::ROUTES`] from which requests are dispatched and against which the OpenAPI document is checked.
 
 mod auth;
+pub mod client;
 mod error;
 mod metrics;
 mod models;

@@ -15,6 +15,8 @@ use super::{recover, tenants, timelines};
 /// What handlers share: the node's state.
 pub struct ApiState {
     pub node_id: u64,
+    /// The page service's listening address (reported by `GET /v1/status`).
+    pub pg_addr: String,
     pub mgr: std::sync::Arc<crate::repository::mgr::TenantManager>,
     /// The validation keys when `auth_validation_public_key_path` is set (shared with the page service).
     pub jwt: Option<Arc<crate::auth::JwtAuth>>,
@@ -160,6 +162,11 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         GET,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/restore_points",
+        timelines::restore_points
+    ),
+    route!(
+        GET,
         "/v1/tenant/:tenant_id/timeline/:timeline_id/keyspace",
         timelines::keyspace
     ),
@@ -246,7 +253,7 @@ fn match_path(pattern: &'static str, path: &str) -> Option<PathParams> {
 async fn status(ctx: RequestContext) -> HandlerResult {
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({ "id": ctx.state.node_id }),
+        &serde_json::json!({ "id": ctx.state.node_id, "pg_addr": ctx.state.pg_addr }),
     ))
 }
 

@@ -345,16 +345,53 @@ pub async fn get_lsn_by_timestamp(ctx: RequestContext) -> HandlerResult {
             "invalid timestamp {text:?}: expected RFC 3339 in UTC, such as 2026-11-21T10:00:00.5Z"
         ))
     })?;
-    let (kind, lsn) = match tl.find_lsn_for_timestamp(timestamp).await? {
+    let found = tl.find_lsn_for_timestamp(timestamp).await?;
+    let (kind, lsn) = match found.kind {
         LsnForTimestamp::Present(lsn) => ("present", lsn),
         LsnForTimestamp::Future(lsn) => ("future", lsn),
         LsnForTimestamp::Past(lsn) => ("past", lsn),
         LsnForTimestamp::NoData(lsn) => ("nodata", lsn),
     };
+    let mut body = serde_json::json!({ "lsn": lsn, "kind": kind });
+    if let Some(before) = found.before_next_commit {
+        body["before_next_commit_lsn"] = serde_json::json!(before);
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// GET .../restore_points: the oldest and newest LSN a restore (a fullbackup) can give, and the range of times
+/// `pageserver restore --time` accepts: from the newest commit at the oldest LSN (or the first commit after
+/// it) to the newest commit.
+pub async fn restore_points(ctx: RequestContext) -> HandlerResult {
+    let (_, tl) = timeline(&ctx).await?;
+    let (oldest, newest) = tl.restorable_lsns();
+    let oldest_time = tl.oldest_restorable_time().await?.map(pg_time_text);
+    let newest_time = (tl.commit_ts(newest).await?).map(|c| pg_time_text(c.newest));
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({ "lsn": lsn, "kind": kind }),
+        &serde_json::json!({
+            "oldest_lsn": oldest,
+            "oldest_time": oldest_time,
+            "newest_lsn": newest,
+            "newest_time": newest_time,
+        }),
     ))
+}
+
+/// PostgreSQL's TimestampTz as RFC 3339 in UTC with microseconds.
+pub(crate) fn pg_time_text(ts: i64) -> String {
+    const PG_EPOCH_UNIX_SECS: u64 = 946_684_800;
+    let epoch = std::time::UNIX_EPOCH + std::time::Duration::from_secs(PG_EPOCH_UNIX_SECS);
+    let micros = std::time::Duration::from_micros(ts.unsigned_abs());
+    let t = if ts >= 0 {
+        epoch.checked_add(micros)
+    } else {
+        epoch.checked_sub(micros)
+    };
+    t.map_or_else(
+        || ts.to_string(),
+        |t| humantime::format_rfc3339_micros(t).to_string(),
+    )
 }
 
 /// An RFC 3339 time as PostgreSQL's TimestampTz (µs since 2000-01-01 UTC); None if malformed or out of range.

@@ -224,16 +224,31 @@ impl PageServiceClient {
 
     /// `basebackup ...` or `fullbackup ...`: the whole CopyOut stream (a tar, or gzip of one).
     pub async fn backup(&mut self, command: &str) -> Result<Vec<u8>, ClientError> {
-        self.query(command).await?;
         let mut data = Vec::new();
+        self.backup_into(command, |chunk| {
+            data.extend_from_slice(chunk);
+            Ok(())
+        })
+        .await?;
+        Ok(data)
+    }
+
+    /// [`backup`](Self::backup), each CopyData chunk handed to `sink` as it arrives; an error from `sink`
+    /// ends the backup (the connection is then unusable). Ok only after the server's CommandComplete.
+    pub async fn backup_into(
+        &mut self,
+        command: &str,
+        mut sink: impl FnMut(&[u8]) -> Result<(), ClientError>,
+    ) -> Result<(), ClientError> {
+        self.query(command).await?;
         loop {
             match self.reader.next().await? {
                 BackendMessage::Std(Message::CopyOutResponse(_)) => {}
-                BackendMessage::Std(Message::CopyData(body)) => data.extend_from_slice(body.data()),
+                BackendMessage::Std(Message::CopyData(body)) => sink(body.data())?,
                 BackendMessage::Std(Message::CopyDone) => {}
                 BackendMessage::Std(Message::CommandComplete(_)) => {
                     self.until_ready().await?;
-                    return Ok(data);
+                    return Ok(());
                 }
                 BackendMessage::Std(Message::ErrorResponse(body)) => {
                     let err = server_error(&body);

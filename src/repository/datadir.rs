@@ -40,11 +40,24 @@ pub enum DatadirError {
 }
 
 /// What the commit-timestamp key holds at an LSN: the largest commit time of the commits ingested so far
-/// (PostgreSQL TimestampTz) and the end LSN of the newest of those commits.
+/// (PostgreSQL TimestampTz), and the end and start LSN of the newest of those commits (the start is 0 in
+/// values written before it was recorded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitTs {
     pub newest: i64,
     pub lsn: Lsn,
+    pub start: Lsn,
+}
+
+/// The answer of [`Timeline::find_lsn_for_timestamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampSearch {
+    pub kind: LsnForTimestamp,
+    /// With `Present`: the start of the first commit record later than the timestamp, so the state there
+    /// holds everything written before that commit, as PostgreSQL's `recovery_target_time` stops (before the
+    /// first transaction end past the target; here commits only). None when that commit's value predates the
+    /// recorded start LSN.
+    pub before_next_commit: Option<Lsn>,
 }
 
 /// Where a timestamp falls in a timeline's history (Neon's get_lsn_by_timestamp kinds).
@@ -55,7 +68,8 @@ pub enum LsnForTimestamp {
     Present(Lsn),
     /// Every commit the timeline holds is at or before the timestamp; `lsn` is last_record_lsn.
     Future(Lsn),
-    /// The oldest readable state already has a later commit; `lsn` is that oldest readable LSN.
+    /// The oldest readable state already has a later commit, or the timestamp is before the first commit the
+    /// timeline holds (the time of its oldest state is unknown); `lsn` is that oldest readable LSN.
     Past(Lsn),
     /// No commit has been ingested; `lsn` is last_record_lsn.
     NoData(Lsn),
@@ -149,17 +163,25 @@ pub fn encode_nblocks(n: u32) -> Bytes {
 
 /// The commit-timestamp value (see the module doc).
 pub fn encode_commit_ts(c: CommitTs) -> Bytes {
-    let mut b = BytesMut::with_capacity(16);
+    let mut b = BytesMut::with_capacity(24);
     b.put_i64_le(c.newest);
     b.put_u64_le(c.lsn.0);
+    b.put_u64_le(c.start.0);
     b.freeze()
 }
 
+/// 24 bytes, or the 16 of values written before the start LSN was recorded (start 0).
 pub fn decode_commit_ts(bytes: &[u8]) -> Option<CommitTs> {
-    let b: &[u8; 16] = bytes.try_into().ok()?;
+    if bytes.len() != 16 && bytes.len() != 24 {
+        return None;
+    }
+    let u64_at = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+    };
     Some(CommitTs {
-        newest: i64::from_le_bytes(b[..8].try_into().ok()?),
-        lsn: Lsn(u64::from_le_bytes(b[8..].try_into().ok()?)),
+        newest: u64_at(0)? as i64,
+        lsn: Lsn(u64_at(8)?),
+        start: Lsn(u64_at(16).unwrap_or(0)),
     })
 }
 
@@ -351,6 +373,40 @@ impl Timeline {
         }
     }
 
+    /// The oldest and newest LSN whose state this timeline can give (a fullbackup, a branch): the GC cutoff,
+    /// initdb or the branch point, whichever is newest; and last_record_lsn.
+    pub fn restorable_lsns(&self) -> (Lsn, Lsn) {
+        let hi = self.last_record_lsn();
+        let meta = self.metadata();
+        let mut lo = self.gc_cutoff().max(meta.initdb_lsn);
+        if let Some((_, branch)) = self.ancestor() {
+            lo = lo.max(branch);
+        }
+        (lo.min(hi), hi)
+    }
+
+    /// The oldest time [`find_lsn_for_timestamp`](Self::find_lsn_for_timestamp) answers `Present` for: the
+    /// newest commit time at the oldest restorable LSN, or the first commit's after it; None without commits.
+    pub async fn oldest_restorable_time(&self) -> Result<Option<i64>, DatadirError> {
+        let (lo, hi) = self.restorable_lsns();
+        if let Some(c) = self.commit_ts(lo).await? {
+            return Ok(Some(c.newest));
+        }
+        let Some(newest) = self.commit_ts(hi).await? else {
+            return Ok(None);
+        };
+        // The first LSN with a commit: the value is None up to it and Some from it on.
+        let (mut none, mut some, mut first) = (lo.0, hi.0, newest);
+        while some - none > 1 {
+            let mid = none + (some - none) / 2;
+            match self.commit_ts(Lsn(mid)).await? {
+                Some(c) => (some, first) = (mid, c),
+                None => none = mid,
+            }
+        }
+        Ok(Some(first.newest))
+    }
+
     /// The LSN whose state holds every commit up to `timestamp` (TimestampTz) and none after it, by binary
     /// search over LSNs between the oldest readable one and last_record_lsn: the newest commit time is
     /// non-decreasing in LSN (it is a running maximum), so "no commit later than the timestamp" holds up to
@@ -358,41 +414,50 @@ impl Timeline {
     pub async fn find_lsn_for_timestamp(
         &self,
         timestamp: i64,
-    ) -> Result<LsnForTimestamp, DatadirError> {
-        let hi = self.last_record_lsn();
-        let meta = self.metadata();
-        let mut lo = self.gc_cutoff().max(meta.initdb_lsn);
-        if let Some((_, branch)) = self.ancestor() {
-            lo = lo.max(branch);
-        }
-        let lo = lo.min(hi);
+    ) -> Result<TimestampSearch, DatadirError> {
+        let only = |kind| TimestampSearch {
+            kind,
+            before_next_commit: None,
+        };
+        let (lo, hi) = self.restorable_lsns();
         let Some(newest) = self.commit_ts(hi).await? else {
-            return Ok(LsnForTimestamp::NoData(hi));
+            return Ok(only(LsnForTimestamp::NoData(hi)));
         };
         if newest.newest <= timestamp {
-            return Ok(LsnForTimestamp::Future(hi));
+            return Ok(only(LsnForTimestamp::Future(hi)));
         }
         let at_or_before = |c: Option<CommitTs>| c.is_none_or(|c| c.newest <= timestamp);
         let oldest = self.commit_ts(lo).await?;
         if !at_or_before(oldest) {
-            return Ok(LsnForTimestamp::Past(lo));
+            return Ok(only(LsnForTimestamp::Past(lo)));
         }
         // Invariant: the state at `good` has no commit later than the timestamp, the one at `bad` has.
-        let (mut good, mut bad, mut at_good) = (lo.0, hi.0, oldest);
+        let (mut good, mut bad, mut at_good, mut at_bad) = (lo.0, hi.0, oldest, Some(newest));
         while bad - good > 1 {
             let mid = good + (bad - good) / 2;
             let c = self.commit_ts(Lsn(mid)).await?;
             if at_or_before(c) {
                 (good, at_good) = (mid, c);
             } else {
-                bad = mid;
+                (bad, at_bad) = (mid, c);
             }
         }
-        // The commit that wrote the value seen at `good` ends a record: a place to branch. Before the first
-        // commit (or below the branch point) the oldest readable LSN is as good as any.
-        Ok(LsnForTimestamp::Present(
-            at_good.map_or(lo, |c| c.lsn.max(lo)),
-        ))
+        // Before the first commit the timeline holds, the time of the oldest state is unknown: as Neon
+        // answers when every commit found is later than the timestamp.
+        let Some(at_good) = at_good else {
+            return Ok(only(LsnForTimestamp::Past(lo)));
+        };
+        // The commit that wrote the value seen at `good` ends a record: a place to branch (below the branch
+        // point, the branch point itself). The value at `bad` was written by the first commit later than the
+        // timestamp (it ends at `bad`).
+        let present = at_good.lsn.max(lo);
+        let before_next_commit = (at_bad)
+            .filter(|c| c.lsn == Lsn(bad) && c.start.0 != 0)
+            .map(|c| c.start.max(present));
+        Ok(TimestampSearch {
+            kind: LsnForTimestamp::Present(present),
+            before_next_commit,
+        })
     }
 
     /// Prepared transactions at `lsn`.
@@ -429,9 +494,13 @@ mod tests {
         let c = CommitTs {
             newest: -5,
             lsn: Lsn(0x1_0000_0028),
+            start: Lsn(0x1_0000_0010),
         };
         assert_eq!(decode_commit_ts(&encode_commit_ts(c)), Some(c));
         assert_eq!(decode_commit_ts(&encode_commit_ts(c)[..15]), None);
+        assert_eq!(decode_commit_ts(&encode_commit_ts(c)[..23]), None);
+        let old = decode_commit_ts(&encode_commit_ts(c)[..16]).unwrap();
+        assert_eq!((old.newest, old.lsn, old.start), (c.newest, c.lsn, Lsn(0)));
         for garbage in [&b""[..], &[5, 0, 0, 0, 1][..], &[0, 0, 0, 0, 9][..]] {
             assert!(decode_db_dir(garbage).is_none() && decode_rel_dir(garbage).is_none());
             assert!(decode_u32_set(garbage).is_none());

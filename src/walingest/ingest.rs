@@ -237,7 +237,7 @@ impl WalIngest {
                     body,
                     RecordBody::XactCommit(_) | RecordBody::XactCommitPrepared(_)
                 ) {
-                    self.commit_time(x.xact_time, rec.end_lsn, &mut puts)
+                    self.commit_time(x.xact_time, rec.lsn..rec.end_lsn, &mut puts)
                         .await?;
                 }
             }
@@ -426,7 +426,7 @@ impl WalIngest {
     async fn commit_time(
         &mut self,
         xact_time: i64,
-        end_lsn: Lsn,
+        record: std::ops::Range<Lsn>,
         puts: &mut Puts,
     ) -> Result<(), IngestError> {
         if self.commit_ts.is_none() {
@@ -438,7 +438,8 @@ impl WalIngest {
             .map_or(xact_time, |c| c.newest.max(xact_time));
         let c = CommitTs {
             newest,
-            lsn: end_lsn,
+            lsn: record.end,
+            start: record.start,
         };
         self.commit_ts = Some(Some(c));
         puts.push((

@@ -123,14 +123,26 @@ impl PgCluster {
     /// directory: the test of "plain PostgreSQL boots on it with no extra steps". Panics with the server log
     /// if it does not come up.
     pub fn start_from_tar(tar: &[u8]) -> PgCluster {
-        let dir = tempfile::Builder::new()
+        let dir = Self::data_dir_home();
+        tar::Archive::new(tar)
+            .unpack(dir.path().join("data"))
+            .expect("unpack the tar");
+        Self::start_on(dir)
+    }
+
+    /// A temporary directory for a data directory that the test writes at `<dir>/data`, then starts with
+    /// [`start_on`](Self::start_on).
+    pub fn data_dir_home() -> tempfile::TempDir {
+        tempfile::Builder::new()
             .prefix("pgfull-")
             .tempdir_in("/tmp")
-            .expect("create temp dir");
+            .expect("create temp dir")
+    }
+
+    /// Plain PostgreSQL on the data directory `<dir>/data` (made by a backup or a restore): owned by the
+    /// server user, mode 0700, on a free port.
+    pub fn start_on(dir: tempfile::TempDir) -> PgCluster {
         let data = dir.path().join("data");
-        tar::Archive::new(tar)
-            .unpack(&data)
-            .expect("unpack the tar");
         let run_as = server_user();
         let mut paths = vec![dir.path().to_path_buf()];
         while let Some(p) = paths.pop() {

@@ -1,0 +1,408 @@
+//! `pageserver restore`: a data directory that plain PostgreSQL starts on, for any LSN or point in time a
+//! timeline retains (docs/operations.md, "Restoring a plain PostgreSQL").
+//!
+//! The pageserver holds every page at every LSN of its retention, so a restore replays no WAL: the LSN is
+//! resolved over the management API (`restore_points`, `get_lsn_by_timestamp`), and a `fullbackup` at it is
+//! streamed from the page service and unpacked as it arrives, with no temporary tar. It is unpacked into
+//! `<out>.restoring-<pid>` beside the target, synced (`syncfs`), and only then renamed to the target: a
+//! directory named as the target is always a whole backup; a failed restore removes its partial directory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Deserialize;
+
+use crate::http::client::get_json;
+use crate::page_service::client::{ClientError, ConnectOptions, PageServiceClient};
+use crate::pg::Lsn;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("target directory {}: {msg}", path.display())]
+    Target { path: PathBuf, msg: String },
+    #[error("management API {url}: {msg}")]
+    Api { url: String, msg: String },
+    #[error("{0}")]
+    OutOfRange(String),
+    #[error("invalid time {text:?}: expected RFC 3339, such as 2026-11-21T10:00:00Z")]
+    BadTime { text: String },
+    #[error("fullbackup at {lsn} from {addr}: {source}")]
+    Backup {
+        lsn: Lsn,
+        addr: String,
+        source: ClientError,
+    },
+    #[error("unpacking into {}: {msg}", path.display())]
+    Unpack { path: PathBuf, msg: String },
+}
+
+/// What to restore.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Lsn(Lsn),
+    /// RFC 3339.
+    Time(String),
+    Latest,
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The management API, `http://host:port`.
+    pub server: String,
+    /// The page service, `host:port`; default: the address `GET /v1/status` reports (its host replaced by the
+    /// server's when it listens on all addresses).
+    pub page_service: Option<String>,
+    pub tenant: String,
+    pub timeline: String,
+    pub target: Target,
+    pub out: PathBuf,
+    /// A JWT for both the API and the page service (when they use NeonJWT). Never printed.
+    pub token: Option<String>,
+}
+
+/// Where a restore is, for the progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub bytes: u64,
+    /// Estimated size of the backup (8 KiB per relation block at the LSN), 0 if unknown.
+    pub estimate: u64,
+    pub elapsed: Duration,
+    pub done: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub lsn: Lsn,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub out: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct RestorePoints {
+    oldest_lsn: Lsn,
+    oldest_time: Option<String>,
+    newest_lsn: Lsn,
+    newest_time: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LsnByTimestamp {
+    lsn: Lsn,
+    kind: String,
+    before_next_commit_lsn: Option<Lsn>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    pg_addr: String,
+}
+
+impl RestorePoints {
+    fn describe(&self) -> String {
+        let time = |t: &Option<String>| t.clone().unwrap_or_else(|| "no commit yet".into());
+        format!(
+            "oldest restorable: {} (lsn {}), newest: {} (lsn {})",
+            time(&self.oldest_time),
+            self.oldest_lsn,
+            time(&self.newest_time),
+            self.newest_lsn
+        )
+    }
+}
+
+/// Restores; `progress` is called about every 200 ms and once at the end.
+pub async fn restore(
+    opts: &RestoreOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<Restored, RestoreError> {
+    check_target(&opts.out)?;
+    let token = opts.token.as_deref();
+    let base = format!("/v1/tenant/{}/timeline/{}", opts.tenant, opts.timeline);
+    let points: RestorePoints = fetch(opts, &format!("{base}/restore_points")).await?;
+    let lsn = match &opts.target {
+        Target::Latest => points.newest_lsn,
+        Target::Lsn(lsn) => {
+            if *lsn < points.oldest_lsn || *lsn > points.newest_lsn {
+                return Err(RestoreError::OutOfRange(format!(
+                    "lsn {lsn} is outside the timeline's retention; {}",
+                    points.describe()
+                )));
+            }
+            *lsn
+        }
+        Target::Time(text) => {
+            let t = humantime::parse_rfc3339_weak(text)
+                .map_err(|_| RestoreError::BadTime { text: text.clone() })?;
+            let utc = humantime::format_rfc3339_micros(t).to_string();
+            let path = format!("{base}/get_lsn_by_timestamp?timestamp={utc}");
+            let found: LsnByTimestamp = fetch(opts, &path).await?;
+            match found.kind.as_str() {
+                "present" => found.before_next_commit_lsn.unwrap_or(found.lsn),
+                "future" => {
+                    return Err(RestoreError::OutOfRange(format!(
+                        "time {utc} is after the newest commit the timeline holds (use --latest for its \
+                         newest state); {}",
+                        points.describe()
+                    )));
+                }
+                _ => {
+                    return Err(RestoreError::OutOfRange(format!(
+                        "time {utc} is outside the timeline's retention; {}",
+                        points.describe()
+                    )));
+                }
+            }
+        }
+    };
+    let estimate = crate::pagebench::fetch_keyspace_at(
+        &opts.server,
+        &opts.tenant,
+        &opts.timeline,
+        Some(lsn),
+        token,
+    )
+    .await
+    .map(|(ranges, _)| crate::pagebench::rel_block_runs(&ranges, None).1 * 8192)
+    .unwrap_or(0);
+    let addr = match &opts.page_service {
+        Some(a) => a.clone(),
+        None => {
+            let status: Status = fetch(opts, "/v1/status").await?;
+            reachable(&status.pg_addr, &opts.server)
+        }
+    };
+    let tmp = partial_dir(&opts.out)?;
+    let result = fetch_and_unpack(opts, &addr, lsn, &tmp, estimate, &mut progress).await;
+    let finished = result.and_then(|(bytes, elapsed)| {
+        publish(&tmp, &opts.out)?;
+        Ok(Restored {
+            lsn,
+            bytes,
+            elapsed,
+            out: opts.out.clone(),
+        })
+    });
+    if finished.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    finished
+}
+
+async fn fetch<T: serde::de::DeserializeOwned>(
+    opts: &RestoreOptions,
+    path: &str,
+) -> Result<T, RestoreError> {
+    (get_json(&opts.server, path, opts.token.as_deref()).await).map_err(|msg| RestoreError::Api {
+        url: format!("{}{path}", opts.server),
+        msg,
+    })
+}
+
+/// The target must not exist, or be an empty directory.
+fn check_target(out: &Path) -> Result<(), RestoreError> {
+    let err = |msg: String| RestoreError::Target {
+        path: out.to_path_buf(),
+        msg,
+    };
+    match std::fs::read_dir(out) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(err(
+                    "is not empty; restore writes only into a new or empty directory".into(),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+/// `<out>.restoring-<pid>`, created with mode 0700 (what PostgreSQL wants of a data directory).
+fn partial_dir(out: &Path) -> Result<PathBuf, RestoreError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let name = out.file_name().ok_or_else(|| RestoreError::Target {
+        path: out.to_path_buf(),
+        msg: "has no directory name".into(),
+    })?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(format!(".restoring-{}", std::process::id()));
+    let tmp = out.with_file_name(tmp_name);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&tmp)
+        .map_err(|e| RestoreError::Target {
+            path: tmp.clone(),
+            msg: format!("cannot create: {e}"),
+        })?;
+    Ok(tmp)
+}
+
+/// `pg_addr` as reported by the server; a wildcard host is replaced by the management API's host.
+fn reachable(pg_addr: &str, server: &str) -> String {
+    let server_host = server
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .rsplit_once(':')
+        .map_or("127.0.0.1", |(h, _)| h);
+    match pg_addr.rsplit_once(':') {
+        Some(("0.0.0.0" | "[::]", port)) => format!("{server_host}:{port}"),
+        _ => pg_addr.to_string(),
+    }
+}
+
+/// A `Read` over the chunks a channel delivers; end of input when the sender is gone.
+struct ChunkReader {
+    rx: mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(chunk) => self.current = chunk,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current = self.current.slice(n..);
+        Ok(n)
+    }
+}
+
+async fn fetch_and_unpack(
+    opts: &RestoreOptions,
+    addr: &str,
+    lsn: Lsn,
+    dir: &Path,
+    estimate: u64,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(u64, Duration), RestoreError> {
+    let started = Instant::now();
+    let backup_err = |source| RestoreError::Backup {
+        lsn,
+        addr: addr.to_string(),
+        source,
+    };
+    let options = ConnectOptions {
+        password: opts.token.clone(),
+        tls: None,
+    };
+    let mut client = PageServiceClient::connect_with(addr, &options)
+        .await
+        .map_err(backup_err)?;
+    let (tx, rx) = mpsc::sync_channel::<Bytes>(64);
+    let unpack_dir = dir.to_path_buf();
+    let unpacker = std::thread::spawn(move || -> Result<(), String> {
+        let mut archive = tar::Archive::new(ChunkReader {
+            rx,
+            current: Bytes::new(),
+        });
+        archive.set_preserve_permissions(true);
+        archive.set_overwrite(false);
+        archive.unpack(&unpack_dir).map_err(|e| e.to_string())?;
+        // Drain what follows the end-of-archive blocks, so that the sender never blocks on a full channel.
+        let mut rest = archive.into_inner();
+        std::io::copy(&mut rest, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    let (mut bytes, mut unpack_stopped) = (0u64, false);
+    let mut last_report = Instant::now();
+    let command = format!("fullbackup {} {} {lsn}", opts.tenant, opts.timeline);
+    let streamed = client
+        .backup_into(&command, |chunk| {
+            bytes += chunk.len() as u64;
+            if tx.send(Bytes::copy_from_slice(chunk)).is_err() {
+                unpack_stopped = true;
+                return Err(std::io::Error::other("the unpacking stopped").into());
+            }
+            if last_report.elapsed() >= Duration::from_millis(200) {
+                last_report = Instant::now();
+                progress(Progress {
+                    bytes,
+                    estimate,
+                    elapsed: started.elapsed(),
+                    done: false,
+                });
+            }
+            Ok(())
+        })
+        .await;
+    drop(tx);
+    let unpacked = tokio::task::spawn_blocking(move || unpacker.join())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|joined| joined.map_err(|_| "the unpacking thread panicked".to_string()))
+        .and_then(|r| r);
+    let unpack_err = |msg| RestoreError::Unpack {
+        path: dir.to_path_buf(),
+        msg,
+    };
+    match (streamed, unpacked) {
+        (_, Err(msg)) if unpack_stopped => return Err(unpack_err(msg)),
+        (Err(e), _) => return Err(backup_err(e)),
+        (Ok(()), Err(msg)) => return Err(unpack_err(msg)),
+        (Ok(()), Ok(())) => {}
+    }
+    let _ = client.terminate().await;
+    if !dir.join("global/pg_control").is_file() {
+        return Err(unpack_err("the backup has no global/pg_control".into()));
+    }
+    sync_dir(dir).map_err(|e| unpack_err(format!("syncfs: {e}")))?;
+    progress(Progress {
+        bytes,
+        estimate,
+        elapsed: started.elapsed(),
+        done: true,
+    });
+    Ok((bytes, started.elapsed()))
+}
+
+/// Makes everything written under `dir` durable (one `syncfs` of its filesystem).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let f = std::fs::File::open(dir)?;
+    nix::unistd::syncfs(&f).map_err(std::io::Error::from)
+}
+
+/// Renames the finished directory to the target (replacing an empty one) and syncs the parent.
+fn publish(tmp: &Path, out: &Path) -> Result<(), RestoreError> {
+    let err = |msg: String| RestoreError::Target {
+        path: out.to_path_buf(),
+        msg,
+    };
+    if out.is_dir() {
+        std::fs::remove_dir(out)
+            .map_err(|e| err(format!("cannot replace the empty directory: {e}")))?;
+    }
+    std::fs::rename(tmp, out).map_err(|e| err(format!("rename from {}: {e}", tmp.display())))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent).map_err(|e| err(format!("sync: {e}")))?;
+    }
+    Ok(())
+}
+
+/// One progress line: bytes, rate, and with an estimate, percent and ETA.
+pub fn progress_line(p: &Progress) -> String {
+    let mib = p.bytes as f64 / (1 << 20) as f64;
+    let secs = p.elapsed.as_secs_f64().max(1e-3);
+    let rate = mib / secs;
+    if p.done {
+        return format!("restored {mib:.1} MiB in {secs:.1} s ({rate:.1} MiB/s)");
+    }
+    if p.estimate == 0 {
+        return format!("{mib:.1} MiB, {rate:.1} MiB/s");
+    }
+    let pct = (p.bytes as f64 / p.estimate as f64 * 100.0).min(99.9);
+    let left = p.estimate.saturating_sub(p.bytes) as f64 / (1 << 20) as f64;
+    let eta = if rate > 0.0 { left / rate } else { 0.0 };
+    format!(
+        "{mib:.1} of ~{:.1} MiB ({pct:.0}%), {rate:.1} MiB/s, ETA {eta:.0} s",
+        p.estimate as f64 / (1 << 20) as f64
+    )
+}

@@ -1,0 +1,170 @@
+//! `pageserver restore` against a followed primary (PostgreSQL 15):
+//! - pgbench and a DDL mix run in three phases; at each pause the test records the primary's `now()` and its
+//!   `pg_dumpall`, then the next phase runs;
+//! - afterwards `pageserver restore --time <that now()>` writes a data directory for each moment: plain
+//!   PostgreSQL starts on it and its `pg_dumpall` equals the dump of that moment; `--latest` equals the end;
+//! - the errors: a non-empty target, a time before the retention and one after the newest commit (both
+//!   naming the restorable range), a malformed time; none leaves a directory behind.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::compare::stop_primary_and_wait;
+use support::dump::{as_wal_derived, dumpall, first_difference, snapshot};
+use support::pageserver::{Pageserver, binary};
+use support::pg::{PgCluster, PgOptions};
+use support::workload::{WORKLOAD_CONF, ddl_mix};
+
+const T: &str = "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e";
+const TL: &str = "7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a";
+
+fn restore(ps: &Pageserver, target: &[&str], out: &Path) -> std::process::Output {
+    Command::new(binary())
+        .arg("restore")
+        .args(["--server", &format!("http://{}", ps.http_addr)])
+        .args(["--tenant", T, "--timeline", TL])
+        .args(target)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run pageserver restore")
+}
+
+/// Restores `target` into a new data directory and starts plain PostgreSQL on it.
+fn restored_cluster(ps: &Pageserver, target: &[&str]) -> (PgCluster, String) {
+    let home = PgCluster::data_dir_home();
+    let out = restore(ps, target, &home.path().join("data"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "restore {target:?}: {}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Nothing but the finished directory is left beside it.
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["data"], "{target:?}");
+    (PgCluster::start_on(home), stdout)
+}
+
+fn primary_now(pg: &PgCluster) -> String {
+    pg.sql(r#"SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#)
+}
+
+#[test]
+fn restore_by_time_gives_the_dump_of_each_moment() {
+    let started = Instant::now();
+    let mut pg = PgCluster::start(PgOptions {
+        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+    });
+    let ps = Pageserver::start(&[]);
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
+    pg.pgbench_init("postgres", 5);
+
+    let mut moments = Vec::new();
+    for phase in 0..4 {
+        std::thread::scope(|scope| {
+            let bench = scope.spawn(|| pg.pgbench("postgres", &["-n", "-c", "4", "-T", "4"]));
+            ddl_mix(&pg, &format!("restore{phase}"));
+            bench.join().expect("pgbench thread");
+        });
+        if phase < 3 {
+            // Paused: commits before this time are in, the next phase's commits come after it.
+            std::thread::sleep(Duration::from_millis(20));
+            let time = primary_now(&pg);
+            std::thread::sleep(Duration::from_millis(20));
+            moments.push((time, snapshot(&pg)));
+        }
+    }
+    let end = snapshot(&pg);
+    stop_primary_and_wait(&mut pg, &ps, T, TL);
+    println!(
+        "workload done in {:.0} s; moments {:?}",
+        started.elapsed().as_secs_f64(),
+        moments.iter().map(|(t, _)| t).collect::<Vec<_>>()
+    );
+
+    let (s, points) = ps.json(
+        "GET",
+        &format!("/v1/tenant/{T}/timeline/{TL}/restore_points"),
+        None,
+    );
+    assert_eq!(s, 200, "{points}");
+    println!("restore points: {points}");
+
+    for (i, (time, snap)) in moments.iter().enumerate() {
+        let (mut restored, stdout) = restored_cluster(&ps, &["--time", time]);
+        let ours = dumpall(&restored);
+        let expected = as_wal_derived(snap);
+        assert!(
+            ours == expected,
+            "moment {i} ({time}): pg_dumpall differs: {}",
+            first_difference(&expected, &ours)
+        );
+        println!(
+            "moment {i} at {time}: {} pg_dumpall of {} lines equal",
+            stdout.trim(),
+            ours.lines().count()
+        );
+        restored.stop();
+    }
+    let (mut latest, stdout) = restored_cluster(&ps, &["--latest"]);
+    let ours = dumpall(&latest);
+    let expected = as_wal_derived(&end);
+    assert!(
+        ours == expected,
+        "--latest: pg_dumpall differs: {}",
+        first_difference(&expected, &ours)
+    );
+    println!("--latest: {}", stdout.trim());
+    latest.stop();
+
+    // Errors: each names the problem, exits non-zero and leaves nothing behind.
+    let home = tempfile::tempdir().unwrap();
+    let full = home.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("keep"), b"x").unwrap();
+    let fails = |target: &[&str], out: &Path, expect: &[&str]| {
+        let o = restore(&ps, target, out);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "{target:?} succeeded");
+        for e in expect {
+            assert!(err.contains(e), "{target:?}: {e:?} not in {err}");
+        }
+        println!("{target:?}: {}", err.trim());
+    };
+    fails(&["--latest"], &full, &["is not empty"]);
+    assert_eq!(std::fs::read_dir(&full).unwrap().count(), 1);
+    let range = ["oldest restorable:", "newest:", &moments[0].0[..4]];
+    fails(
+        &["--time", "2001-01-01T00:00:00Z"],
+        &home.path().join("a"),
+        &[&["outside the timeline's retention"][..], &range].concat(),
+    );
+    fails(
+        &["--time", "2999-01-01T00:00:00Z"],
+        &home.path().join("b"),
+        &[&["after the newest commit", "--latest"][..], &range].concat(),
+    );
+    fails(
+        &["--time", "yesterday"],
+        &home.path().join("c"),
+        &["invalid time"],
+    );
+    fails(
+        &["--lsn", "0/10"],
+        &home.path().join("d"),
+        &["outside the timeline's retention"],
+    );
+    let left: Vec<_> = std::fs::read_dir(home.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["full"], "failed restores left {left:?}");
+}
