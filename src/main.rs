@@ -130,6 +130,11 @@ struct RestoreArgs {
     /// A file holding the JWT for a server with NeonJWT auth (used for the API and the page service).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Make the copy a streaming standby of this primary (a libpq conninfo): standby.signal and
+    /// primary_conninfo are written, and it replays the primary's WAL from the newest checkpoint at or before
+    /// the restore point, so the primary must still have that WAL (a slot, or wal_keep_size).
+    #[arg(long, value_name = "CONNINFO")]
+    standby: Option<String>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -301,6 +306,7 @@ fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
         target,
         out: args.out.clone(),
         token,
+        standby: args.standby.clone(),
     };
     let tty = std::io::stderr().is_terminal();
     let mut last_line = std::time::Instant::now();

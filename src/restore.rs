@@ -61,6 +61,9 @@ pub struct RestoreOptions {
     pub out: PathBuf,
     /// A JWT for both the API and the page service (when they use NeonJWT). Never printed.
     pub token: Option<String>,
+    /// Make the copy a streaming standby of the primary at this conninfo: it replays the primary's WAL from
+    /// the newest checkpoint at or before the LSN (which the primary must still have) and follows it.
+    pub standby: Option<String>,
 }
 
 /// Where a restore is, for the progress display.
@@ -314,7 +317,10 @@ async fn fetch_and_unpack(
     });
     let (mut bytes, mut unpack_stopped) = (0u64, false);
     let mut last_report = Instant::now();
-    let command = format!("fullbackup {} {} {lsn}", opts.tenant, opts.timeline);
+    let mut command = format!("fullbackup {} {} {lsn}", opts.tenant, opts.timeline);
+    if opts.standby.is_some() {
+        command.push_str(" --standby");
+    }
     let streamed = client
         .backup_into(&command, |chunk| {
             bytes += chunk.len() as u64;
@@ -354,6 +360,9 @@ async fn fetch_and_unpack(
     if !dir.join("global/pg_control").is_file() {
         return Err(unpack_err("the backup has no global/pg_control".into()));
     }
+    if let Some(conninfo) = &opts.standby {
+        make_standby(dir, conninfo).map_err(|e| unpack_err(format!("standby settings: {e}")))?;
+    }
     sync_dir(dir).map_err(|e| unpack_err(format!("syncfs: {e}")))?;
     progress(Progress {
         bytes,
@@ -362,6 +371,19 @@ async fn fetch_and_unpack(
         done: true,
     });
     Ok((bytes, started.elapsed()))
+}
+
+/// `standby.signal`, and `primary_conninfo` in `postgresql.auto.conf` (quoted as PostgreSQL's config files
+/// quote: a quote or a backslash doubled).
+fn make_standby(dir: &Path, conninfo: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::write(dir.join("standby.signal"), b"")?;
+    let quoted = conninfo.replace('\\', "\\\\").replace('\'', "''");
+    let mut conf = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(dir.join("postgresql.auto.conf"))?;
+    writeln!(conf, "primary_conninfo = '{quoted}'")
 }
 
 /// Makes everything written under `dir` durable (one `syncfs` of its filesystem).

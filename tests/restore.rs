@@ -168,3 +168,75 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
         .collect();
     assert_eq!(left, ["full"], "failed restores left {left:?}");
 }
+
+/// `--standby`: the copy restored at the newest state starts as a hot standby of the primary, catches up with
+/// what the primary wrote after the restore, and answers queries with the primary's data.
+#[test]
+fn restore_standby_follows_the_primary() {
+    let pg = PgCluster::start(PgOptions {
+        extra_conf: vec!["wal_keep_size = '1GB'".into()],
+    });
+    let ps = Pageserver::start(&[]);
+    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
+    pg.pgbench_init("postgres", 2);
+    pg.pgbench("postgres", &["-n", "-c", "2", "-T", "2"]);
+    pg.sql("CHECKPOINT");
+    pg.pgbench("postgres", &["-n", "-c", "2", "-T", "2"]);
+    let at: pageserver::pg::Lsn = pg.sql("SELECT pg_current_wal_lsn()").parse().unwrap();
+    support::compare::wait_past(&ps, T, TL, at);
+
+    let home = PgCluster::data_dir_home();
+    let out = restore(
+        &ps,
+        &["--latest", "--standby", &pg.connstr("postgres")],
+        &home.path().join("data"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = home.path().join("data");
+    assert!(data.join("standby.signal").is_file());
+    let label = std::fs::read_to_string(data.join("backup_label")).unwrap();
+    assert!(label.contains("BACKUP FROM: standby"), "{label}");
+    println!(
+        "{}backup_label:\n{label}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let mut standby = PgCluster::start_on(home);
+    assert_eq!(standby.sql("SELECT pg_is_in_recovery()"), "t");
+
+    // The primary goes on; the standby follows.
+    pg.pgbench("postgres", &["-n", "-c", "2", "-T", "2"]);
+    pg.sql("CREATE TABLE after_restore AS SELECT generate_series(1, 1000) AS i");
+    let end: pageserver::pg::Lsn = pg.sql("SELECT pg_current_wal_lsn()").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let replayed: pageserver::pg::Lsn = standby
+            .sql("SELECT pg_last_wal_replay_lsn()")
+            .parse()
+            .unwrap();
+        if replayed >= end {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby replayed to {replayed}, not {end}:\n{}",
+            standby.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for query in [
+        "SELECT sum(abalance), count(*) FROM pgbench_accounts",
+        "SELECT count(*), sum(delta) FROM pgbench_history",
+        "SELECT count(*), sum(i) FROM after_restore",
+    ] {
+        assert_eq!(standby.sql(query), pg.sql(query), "{query}");
+    }
+    println!(
+        "the standby caught up to {end}: {}",
+        standby.sql("SELECT count(*) FROM pgbench_history")
+    );
+    standby.stop();
+}

@@ -26,12 +26,13 @@ use super::pq::{self, PqError, be};
 use super::{lsn_text, sqlstate};
 use crate::pg::Lsn;
 use crate::pg::constants::*;
-use crate::pg::control::shutdown_control_file;
+use crate::pg::control::{shutdown_control_file, standby_control_file};
 use crate::pg::reader::Reader;
 use crate::pg::records::CheckPoint;
 use crate::pg::walgen::{compute_segment, normalize_lsn, shutdown_checkpoint_wal};
 use crate::pg::{RelFileNode, lsn::wal_file_name};
 use crate::repository::Key;
+use crate::repository::datadir::CheckpointLocation;
 use crate::repository::timeline::Timeline;
 use crate::walredo::SlruKind;
 
@@ -89,15 +90,18 @@ pub struct BackupCommand {
     pub prev_lsn: Option<Lsn>,
     pub gzip: bool,
     pub replica: bool,
+    /// fullbackup `--standby`: for a standby that replays the primary's WAL from the newest checkpoint at or
+    /// before the LSN (a backup_label, pg_control in recovery, no WAL of ours).
+    pub standby: bool,
 }
 
 impl BackupCommand {
     /// `basebackup <tenant> <timeline> [lsn|latest] [--gzip] [--replica]` (flags in any order, once each);
-    /// `fullbackup <tenant> <timeline> [lsn [prev_lsn]]`.
+    /// `fullbackup <tenant> <timeline> [lsn [prev_lsn]] [--standby]`.
     pub fn parse(full: bool, args: &[&str]) -> Result<BackupCommand, String> {
         let name = if full { "fullbackup" } else { "basebackup" };
         let usage = if full {
-            "fullbackup <tenant_id> <timeline_id> [lsn [prev_lsn]]"
+            "fullbackup <tenant_id> <timeline_id> [lsn [prev_lsn]] [--standby]"
         } else {
             "basebackup <tenant_id> <timeline_id> [lsn|latest] [--gzip] [--replica]"
         };
@@ -116,8 +120,16 @@ impl BackupCommand {
             prev_lsn: None,
             gzip: false,
             replica: false,
+            standby: false,
         };
         if full {
+            let rest = match rest {
+                [head @ .., "--standby"] => {
+                    cmd.standby = true;
+                    head
+                }
+                _ => rest,
+            };
             match rest {
                 [] => {}
                 [l] => cmd.lsn = Some(lsn(l)?),
@@ -436,7 +448,22 @@ async fn write_backup<W: AsyncWrite + Unpin>(
     };
     tar.file("neon.signal", signal.as_bytes()).await?;
     tar.file("zenith.signal", signal.as_bytes()).await?;
-    let (pg_control, segments) = if cmd.full {
+    let (pg_control, segments) = if cmd.standby {
+        let at = tl.checkpoint_location(lsn).await.map_err(read_err)?;
+        let at = at.ok_or_else(|| {
+            read_err(format!(
+                "no checkpoint record at or before {lsn} in the timeline: a standby has nowhere to start"
+            ))
+        })?;
+        tar.file(
+            "backup_label",
+            standby_backup_label(at, seg_size, checkpoint.time).as_bytes(),
+        )
+        .await?;
+        let pg_control = standby_control_file(&control, at.lsn, &checkpoint, checkpoint.time, lsn)
+            .map_err(read_err)?;
+        (pg_control, Vec::new())
+    } else if cmd.full {
         let (start, cp, segments) =
             shutdown_checkpoint_wal(lsn, prev.unwrap_or(Lsn(0)), &checkpoint, sysid, seg_size);
         let pg_control =
@@ -461,6 +488,24 @@ async fn write_backup<W: AsyncWrite + Unpin>(
         .await?;
     }
     Ok(())
+}
+
+/// backup_label of a backup taken "from a standby" (PostgreSQL 15's do_pg_backup_start writes this layout and
+/// read_backup_label parses it): replay starts at the checkpoint's redo, the checkpoint record is read at its
+/// LSN, and the backup ends at pg_control's minRecoveryPoint.
+fn standby_backup_label(at: CheckpointLocation, seg_size: u32, time: i64) -> String {
+    let segno = at.redo.segment_number(seg_size);
+    let start = humantime::format_rfc3339_seconds(
+        UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(time).unwrap_or(0)),
+    );
+    format!(
+        "START WAL LOCATION: {} (file {})\nCHECKPOINT LOCATION: {}\nBACKUP METHOD: streamed\n\
+         BACKUP FROM: standby\nSTART TIME: {start}\nLABEL: pageserver restore --standby\n\
+         START TIMELINE: 1\n",
+        at.redo,
+        wal_file_name(1, segno, seg_size),
+        at.lsn
+    )
 }
 
 /// The files of the relations of (spc, db): a fullbackup every fork (1 GiB segments), a basebackup only the

@@ -130,6 +130,32 @@ pub fn shutdown_control_file(
     Ok(b)
 }
 
+/// `DBState` DB_SHUTDOWNED_IN_RECOVERY.
+pub const DB_SHUTDOWNED_IN_RECOVERY: u32 = 2;
+const OFFSET_MIN_RECOVERY_POINT_TLI: usize = 144;
+
+/// pg_control for a data directory that starts as a standby from a backup_label ("BACKUP FROM: standby"):
+/// as [`shutdown_control_file`], but state DB_SHUTDOWNED_IN_RECOVERY and minRecoveryPoint = `consistent_at`
+/// on timeline 1, where PostgreSQL sets the backup's end (xlogrecovery.c, InitWalRecovery: a backup from a
+/// standby ends at pg_control's minRecoveryPoint, and the state must be one of recovery).
+pub fn standby_control_file(
+    stored: &[u8],
+    checkpoint_lsn: Lsn,
+    checkpoint: &CheckPoint,
+    time: i64,
+    consistent_at: Lsn,
+) -> Result<Vec<u8>, ControlFileError> {
+    let mut b = shutdown_control_file(stored, checkpoint_lsn, checkpoint, time)?;
+    b[OFFSET_STATE..OFFSET_STATE + 4].copy_from_slice(&DB_SHUTDOWNED_IN_RECOVERY.to_le_bytes());
+    b[OFFSET_MIN_RECOVERY_POINT..OFFSET_MIN_RECOVERY_POINT + 8]
+        .copy_from_slice(&consistent_at.0.to_le_bytes());
+    b[OFFSET_MIN_RECOVERY_POINT_TLI..OFFSET_MIN_RECOVERY_POINT_TLI + 4]
+        .copy_from_slice(&1u32.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..OFFSET_CRC]);
+    b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(b)
+}
+
 /// `system_identifier` of a pg_control.
 pub fn system_identifier(stored: &[u8]) -> Result<u64, ControlFileError> {
     Ok(parse_control_file(stored)?.system_identifier)

@@ -49,6 +49,30 @@ pub struct CommitTs {
     pub start: Lsn,
 }
 
+/// What the checkpoint-location key holds at an LSN: the start of the newest checkpoint record ingested and
+/// its redo point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointLocation {
+    pub lsn: Lsn,
+    pub redo: Lsn,
+}
+
+pub fn encode_checkpoint_location(c: CheckpointLocation) -> Bytes {
+    let mut b = BytesMut::with_capacity(16);
+    b.put_u64_le(c.lsn.0);
+    b.put_u64_le(c.redo.0);
+    b.freeze()
+}
+
+pub fn decode_checkpoint_location(bytes: &[u8]) -> Option<CheckpointLocation> {
+    let b: &[u8; 16] = bytes.try_into().ok()?;
+    let (lsn, redo) = b.split_at(8);
+    Some(CheckpointLocation {
+        lsn: Lsn(u64::from_le_bytes(lsn.try_into().ok()?)),
+        redo: Lsn(u64::from_le_bytes(redo.try_into().ok()?)),
+    })
+}
+
 /// The answer of [`Timeline::find_lsn_for_timestamp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampSearch {
@@ -355,6 +379,24 @@ impl Timeline {
                 key,
                 lsn,
             }),
+        }
+    }
+
+    /// The newest checkpoint record at or before `lsn`; None before the first one ingested.
+    pub async fn checkpoint_location(
+        &self,
+        lsn: Lsn,
+    ) -> Result<Option<CheckpointLocation>, DatadirError> {
+        let key = Key::checkpoint_location();
+        match get_opt(self, key, lsn).await? {
+            None => Ok(None),
+            Some(b) => decode_checkpoint_location(&b)
+                .map(Some)
+                .ok_or(DatadirError::Malformed {
+                    what: "checkpoint location",
+                    key,
+                    lsn,
+                }),
         }
     }
 

@@ -217,6 +217,19 @@ impl Key {
         }
     }
 
+    /// Where the newest checkpoint record is and its redo point (datadir.rs), for a backup that a standby
+    /// starts from (its backup_label).
+    pub fn checkpoint_location() -> Key {
+        Key {
+            field1: 3,
+            field2: 0,
+            field3: 0,
+            field4: 0,
+            field5: 0,
+            field6: 3,
+        }
+    }
+
     /// A block of a relation fork (not a size key).
     pub fn is_rel_block(&self) -> bool {
         self.field1 == 0 && self.field4 != 0 && self.field6 != REL_SIZE_BLKNUM
@@ -360,6 +373,10 @@ mod tests {
         assert!(
             Key::commit_timestamp() > Key::checkpoint()
                 && Key::commit_timestamp().page_id().is_none()
+        );
+        assert!(
+            Key::checkpoint_location() > Key::commit_timestamp()
+                && Key::checkpoint_location().page_id().is_none()
         );
         assert!("00".parse::<Key>().is_err());
     }

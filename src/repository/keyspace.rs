@@ -59,6 +59,9 @@ impl Timeline {
         if self.commit_ts(lsn).await?.is_some() {
             ranges.push(one(Key::commit_timestamp()));
         }
+        if self.checkpoint_location(lsn).await?.is_some() {
+            ranges.push(one(Key::checkpoint_location()));
+        }
         for ((spc, db), has_relmap) in self.list_dbdirs(lsn).await? {
             ranges.push(one(Key::reldir(spc, db)));
             if has_relmap {

@@ -222,6 +222,14 @@ impl WalIngest {
                 }
                 self.checkpoint = Some(cp);
                 self.checkpoint_dirty = true;
+                let location = datadir::CheckpointLocation {
+                    lsn: rec.lsn,
+                    redo: checkpoint.redo,
+                };
+                puts.push((
+                    Key::checkpoint_location(),
+                    Value::Image(datadir::encode_checkpoint_location(location)),
+                ));
             }
             RecordBody::NextOid(oid) => {
                 if let Some(cp) = self.checkpoint_mut().await? {
