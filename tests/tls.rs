@@ -75,7 +75,8 @@ fn tls_on_both_listeners() {
 
     // HTTPS.
     let status = format!("https://127.0.0.1:{https_port}/v1/status");
-    assert_eq!(curl(&status, Some(&one.ca)).unwrap(), r#"{"id":1}"#);
+    let expected = format!(r#"{{"id":1,"pg_addr":"{}"}}"#, ps.pg_addr);
+    assert_eq!(curl(&status, Some(&one.ca)).unwrap(), expected);
     let by_name = format!("https://localhost:{https_port}/v1/tenant/{T}");
     assert!(curl(&by_name, Some(&one.ca)).unwrap().contains(T));
     let unknown_ca = curl(&status, None).unwrap_err();
