@@ -98,7 +98,7 @@ enum Command {
 }
 
 #[derive(clap::Args, Debug)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["lsn", "time", "latest"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["lsn", "time", "restore_point", "latest"])))]
 struct RestoreArgs {
     /// The management API of the pageserver.
     #[arg(
@@ -121,6 +121,10 @@ struct RestoreArgs {
     /// to it and none after, as PostgreSQL's recovery_target_time.
     #[arg(long, value_name = "RFC3339")]
     time: Option<String>,
+    /// Restore the state right after this named restore point (pg_create_restore_point), as PostgreSQL's
+    /// recovery_target_name.
+    #[arg(long, value_name = "NAME")]
+    restore_point: Option<String>,
     /// Restore the newest state the timeline holds.
     #[arg(long)]
     latest: bool,
@@ -280,13 +284,14 @@ fn stress(dir: &std::path::Path, verify: bool, steps: Option<u64>) -> anyhow::Re
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {
     use pageserver::restore::{RestoreOptions, Target, progress_line};
     use std::io::{IsTerminal, Write};
-    let target = match (&args.lsn, &args.time, args.latest) {
+    let target = match (&args.lsn, &args.time, &args.restore_point) {
         (Some(l), _, _) => Target::Lsn(
             l.parse()
                 .ok()
                 .with_context(|| format!("--lsn {l:?}: expected such as 0/16B3740"))?,
         ),
         (_, Some(t), _) => Target::Time(t.clone()),
+        (_, _, Some(name)) => Target::RestorePoint(name.clone()),
         _ => Target::Latest,
     };
     let token = match &args.token_file {

@@ -45,6 +45,9 @@ pub enum Target {
     Lsn(Lsn),
     /// RFC 3339.
     Time(String),
+    /// A `pg_create_restore_point` name: the state right after its record (the oldest one of that name
+    /// within the retention, as PostgreSQL's `recovery_target_name` stops at the first it meets).
+    RestorePoint(String),
     Latest,
 }
 
@@ -90,6 +93,13 @@ struct RestorePoints {
     oldest_time: Option<String>,
     newest_lsn: Lsn,
     newest_time: Option<String>,
+    restore_points: Vec<NamedPoint>,
+}
+
+#[derive(Deserialize)]
+struct NamedPoint {
+    name: String,
+    lsn: Lsn,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +146,21 @@ pub async fn restore(
                 )));
             }
             *lsn
+        }
+        Target::RestorePoint(name) => {
+            match points.restore_points.iter().find(|p| &p.name == name) {
+                Some(p) => p.lsn,
+                None => {
+                    let names: Vec<&str> = points
+                        .restore_points
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect();
+                    return Err(RestoreError::OutOfRange(format!(
+                        "no restore point named {name:?} within the timeline's retention; there are {names:?}"
+                    )));
+                }
+            }
         }
         Target::Time(text) => {
             let t = humantime::parse_rfc3339_weak(text)

@@ -2,7 +2,8 @@
 //! - pgbench and a DDL mix run in three phases; at each pause the test records the primary's `now()` and its
 //!   `pg_dumpall`, then the next phase runs;
 //! - afterwards `pageserver restore --time <that now()>` writes a data directory for each moment: plain
-//!   PostgreSQL starts on it and its `pg_dumpall` equals the dump of that moment; `--latest` equals the end;
+//!   PostgreSQL starts on it and its `pg_dumpall` equals the dump of that moment; `--restore-point` of the
+//!   point created at the second pause equals that pause's dump; `--latest` equals the end;
 //! - the errors: a non-empty target, a time before the retention and one after the newest commit (both
 //!   naming the restorable range), a malformed time; none leaves a directory behind.
 
@@ -80,6 +81,9 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
             let time = primary_now(&pg);
             std::thread::sleep(Duration::from_millis(20));
             moments.push((time, snapshot(&pg)));
+            if phase == 1 {
+                pg.sql("SELECT pg_create_restore_point('before phase 2')");
+            }
         }
     }
     let end = snapshot(&pg);
@@ -114,6 +118,21 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
         );
         restored.stop();
     }
+    // The named restore point, made right after the second pause's dump.
+    let named = points["restore_points"].as_array().unwrap();
+    assert_eq!(named.len(), 1, "{points}");
+    assert_eq!(named[0]["name"], "before phase 2");
+    let (mut by_name, stdout) = restored_cluster(&ps, &["--restore-point", "before phase 2"]);
+    let ours = dumpall(&by_name);
+    let expected = as_wal_derived(&moments[1].1);
+    assert!(
+        ours == expected,
+        "--restore-point: pg_dumpall differs: {}",
+        first_difference(&expected, &ours)
+    );
+    println!("--restore-point 'before phase 2': {}", stdout.trim());
+    by_name.stop();
+
     let (mut latest, stdout) = restored_cluster(&ps, &["--latest"]);
     let ours = dumpall(&latest);
     let expected = as_wal_derived(&end);
@@ -156,6 +175,11 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
         &["--time", "yesterday"],
         &home.path().join("c"),
         &["invalid time"],
+    );
+    fails(
+        &["--restore-point", "nope"],
+        &home.path().join("e"),
+        &["no restore point named \"nope\"", "before phase 2"],
     );
     fails(
         &["--lsn", "0/10"],

@@ -359,14 +359,18 @@ pub async fn get_lsn_by_timestamp(ctx: RequestContext) -> HandlerResult {
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// GET .../restore_points: the oldest and newest LSN a restore (a fullbackup) can give, and the range of times
-/// `pageserver restore --time` accepts: from the newest commit at the oldest LSN (or the first commit after
-/// it) to the newest commit.
+/// GET .../restore_points: the oldest and newest LSN a restore (a fullbackup) can give, the range of times
+/// `pageserver restore --time` accepts (from the newest commit at the oldest LSN, or the first commit after
+/// it, to the newest commit), and the named restore points within the retention, oldest first.
 pub async fn restore_points(ctx: RequestContext) -> HandlerResult {
     let (_, tl) = timeline(&ctx).await?;
     let (oldest, newest) = tl.restorable_lsns();
     let oldest_time = tl.oldest_restorable_time().await?.map(pg_time_text);
     let newest_time = (tl.commit_ts(newest).await?).map(|c| pg_time_text(c.newest));
+    let named: Vec<serde_json::Value> = (tl.restore_points(newest).await?.into_iter())
+        .filter(|p| p.lsn >= oldest)
+        .map(|p| serde_json::json!({"name": p.name, "lsn": p.lsn, "time": pg_time_text(p.time)}))
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         &serde_json::json!({
@@ -374,6 +378,7 @@ pub async fn restore_points(ctx: RequestContext) -> HandlerResult {
             "oldest_time": oldest_time,
             "newest_lsn": newest,
             "newest_time": newest_time,
+            "restore_points": named,
         }),
     ))
 }

@@ -73,6 +73,42 @@ pub fn decode_checkpoint_location(bytes: &[u8]) -> Option<CheckpointLocation> {
     })
 }
 
+/// A named restore point: `pg_create_restore_point(name)`'s record, its end LSN and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedRestorePoint {
+    pub name: String,
+    pub lsn: Lsn,
+    pub time: i64,
+}
+
+/// `u32 n`, then per point `u64 lsn`, `i64 time`, `u16 len` and the name's bytes, oldest first.
+pub fn encode_restore_points(points: &[NamedRestorePoint]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u32_le(points.len() as u32);
+    for p in points {
+        b.put_u64_le(p.lsn.0);
+        b.put_i64_le(p.time);
+        let name = &p.name.as_bytes()[..p.name.len().min(u16::MAX as usize)];
+        b.put_u16_le(name.len() as u16);
+        b.put_slice(name);
+    }
+    b.freeze()
+}
+
+pub fn decode_restore_points(bytes: &[u8]) -> Option<Vec<NamedRestorePoint>> {
+    let mut r = crate::pg::reader::Reader::new(bytes);
+    let n = r.u32().ok()?;
+    let mut points = Vec::new();
+    for _ in 0..n {
+        let lsn = Lsn(r.u64().ok()?);
+        let time = r.i64().ok()?;
+        let len = r.u16().ok()?;
+        let name = String::from_utf8(r.bytes(len as usize).ok()?.to_vec()).ok()?;
+        points.push(NamedRestorePoint { name, lsn, time });
+    }
+    (r.remaining() == 0).then_some(points)
+}
+
 /// The answer of [`Timeline::find_lsn_for_timestamp`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimestampSearch {
@@ -400,6 +436,19 @@ impl Timeline {
         }
     }
 
+    /// The named restore points at or before `lsn`, oldest first.
+    pub async fn restore_points(&self, lsn: Lsn) -> Result<Vec<NamedRestorePoint>, DatadirError> {
+        let key = Key::restore_points();
+        match get_opt(self, key, lsn).await? {
+            None => Ok(Vec::new()),
+            Some(b) => decode_restore_points(&b).ok_or(DatadirError::Malformed {
+                what: "restore points",
+                key,
+                lsn,
+            }),
+        }
+    }
+
     /// The commit-timestamp value at `lsn`; None before the first commit ingested.
     pub async fn commit_ts(&self, lsn: Lsn) -> Result<Option<CommitTs>, DatadirError> {
         let key = Key::commit_timestamp();
@@ -540,6 +589,22 @@ mod tests {
         };
         assert_eq!(decode_commit_ts(&encode_commit_ts(c)), Some(c));
         assert_eq!(decode_commit_ts(&encode_commit_ts(c)[..15]), None);
+        let points = vec![
+            NamedRestorePoint {
+                name: "before upgrade".into(),
+                lsn: Lsn(0x1_0000_0100),
+                time: 7,
+            },
+            NamedRestorePoint {
+                name: String::new(),
+                lsn: Lsn(0x1_0000_0200),
+                time: -1,
+            },
+        ];
+        let encoded = encode_restore_points(&points);
+        assert_eq!(decode_restore_points(&encoded), Some(points));
+        assert_eq!(decode_restore_points(&encoded[..encoded.len() - 1]), None);
+        assert_eq!(decode_restore_points(&[&encoded[..], &[0]].concat()), None);
         assert_eq!(decode_commit_ts(&encode_commit_ts(c)[..23]), None);
         let old = decode_commit_ts(&encode_commit_ts(c)[..16]).unwrap();
         assert_eq!((old.newest, old.lsn, old.start), (c.newest, c.lsn, Lsn(0)));

@@ -230,6 +230,18 @@ impl Key {
         }
     }
 
+    /// The named restore points (`pg_create_restore_point`) ingested so far (datadir.rs).
+    pub fn restore_points() -> Key {
+        Key {
+            field1: 3,
+            field2: 0,
+            field3: 0,
+            field4: 0,
+            field5: 0,
+            field6: 4,
+        }
+    }
+
     /// A block of a relation fork (not a size key).
     pub fn is_rel_block(&self) -> bool {
         self.field1 == 0 && self.field4 != 0 && self.field6 != REL_SIZE_BLKNUM
@@ -377,6 +389,10 @@ mod tests {
         assert!(
             Key::checkpoint_location() > Key::commit_timestamp()
                 && Key::checkpoint_location().page_id().is_none()
+        );
+        assert!(
+            Key::restore_points() > Key::checkpoint_location()
+                && Key::restore_points().page_id().is_none()
         );
         assert!("00".parse::<Key>().is_err());
     }

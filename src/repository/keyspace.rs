@@ -62,6 +62,9 @@ impl Timeline {
         if self.checkpoint_location(lsn).await?.is_some() {
             ranges.push(one(Key::checkpoint_location()));
         }
+        if !self.restore_points(lsn).await?.is_empty() {
+            ranges.push(one(Key::restore_points()));
+        }
         for ((spc, db), has_relmap) in self.list_dbdirs(lsn).await? {
             ranges.push(one(Key::reldir(spc, db)));
             if has_relmap {

@@ -13,9 +13,10 @@
 //!   earlier records of the batch published first, streamed in chunks) and by WAL
 //!   log; DROP DATABASE; relmapper files; CLOG, multixact and two-phase state (`slru.rs`); visibility-map bit
 //!   clears (`vm.rs`); the checkpoint value a basebackup needs (at each record that changes it); the newest
-//!   commit time and its LSN, at every commit (for get_lsn_by_timestamp).
+//!   commit time and its LSN, at every commit (for get_lsn_by_timestamp); where each checkpoint record is
+//!   (for a standby's backup_label); the named restore points (`pg_create_restore_point`).
 //!
-//! Skipped on purpose (they change nothing the pageserver stores): XLOG NOOP, BACKUP_END, RESTORE_POINT,
+//! Skipped on purpose (they change nothing the pageserver stores): XLOG NOOP, BACKUP_END,
 //! FPW_CHANGE, END_OF_RECOVERY, PARAMETER_CHANGE, SWITCH, OVERWRITE_CONTRECORD; XACT ASSIGNMENT and
 //! INVALIDATIONS; STANDBY LOCK and INVALIDATIONS; LOGICAL MESSAGE; REPLORIGIN; COMMIT_TS (pg_commit_ts is not
 //! kept: get_lsn_by_timestamp uses the commit records' times instead); TABLESPACE (only the default and global tablespaces are supported); and the bodies of every
@@ -66,6 +67,8 @@ pub struct WalIngest {
     checkpoint_dirty: bool,
     /// The commit-timestamp value as of the last record (outer None: not loaded yet).
     commit_ts: Option<Option<CommitTs>>,
+    /// The named restore points as of the last record (None: not loaded yet).
+    restore_points: Option<Vec<datadir::NamedRestorePoint>>,
     /// Puts of the records ingested but not yet published, and the end and start LSN of the last of them.
     pending: Vec<(Key, Lsn, Value)>,
     pending_end: Option<(Lsn, Lsn)>,
@@ -135,6 +138,7 @@ impl WalIngest {
             checkpoint: None,
             checkpoint_dirty: false,
             commit_ts: None,
+            restore_points: None,
             pending: Vec::new(),
             pending_end: None,
             scratch: Puts::new(),
@@ -229,6 +233,25 @@ impl WalIngest {
                 puts.push((
                     Key::checkpoint_location(),
                     Value::Image(datadir::encode_checkpoint_location(location)),
+                ));
+            }
+            RecordBody::RestorePoint { time, name } => {
+                if self.restore_points.is_none() {
+                    let lsn = self.tl.last_record_lsn();
+                    self.restore_points = Some(self.tl.restore_points(lsn).await?);
+                }
+                let points = self.restore_points.get_or_insert_with(Vec::new);
+                // A batch ingested again (after a failed publish) must not list its points twice.
+                if points.last().is_none_or(|p| p.lsn < rec.end_lsn) {
+                    points.push(datadir::NamedRestorePoint {
+                        name: name.clone(),
+                        lsn: rec.end_lsn,
+                        time: *time,
+                    });
+                }
+                puts.push((
+                    Key::restore_points(),
+                    Value::Image(datadir::encode_restore_points(points)),
                 ));
             }
             RecordBody::NextOid(oid) => {

@@ -54,6 +54,11 @@ pub enum RecordBody {
     },
     Fpi,
     FpiForHint,
+    /// `pg_create_restore_point(name)`: its time and name.
+    RestorePoint {
+        time: i64,
+        name: String,
+    },
     // Transactions: commit, abort, their prepared forms, prepare, assignment.
     XactCommit(XactParsed),
     XactAbort(XactParsed),

@@ -127,6 +127,16 @@ pub(super) fn parse(info: u8, r: &mut Reader) -> Result<RecordBody, BodyIssue> {
             overwritten_lsn: Lsn(r.u64()?),
             overwrite_time: r.i64()?,
         },
+        XLOG_RESTORE_POINT => {
+            // xl_restore_point: TimestampTz rp_time; char rp_name[MAXFNAMELEN = 64], NUL-terminated.
+            let time = r.i64()?;
+            let raw = r.bytes(64)?;
+            let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+            RecordBody::RestorePoint {
+                time,
+                name: String::from_utf8_lossy(&raw[..len]).into_owned(),
+            }
+        }
         XLOG_FPI => RecordBody::Fpi,
         XLOG_FPI_FOR_HINT => RecordBody::FpiForHint,
         _ => RecordBody::Other,
