@@ -29,11 +29,12 @@ pub enum RestoreError {
     OutOfRange(String),
     #[error("invalid time {text:?}: expected RFC 3339, such as 2026-11-21T10:00:00Z")]
     BadTime { text: String },
-    #[error("fullbackup at {lsn} from {addr}: {source}")]
+    /// (`cause` is shown in the message, not chained: the binary prints an error's chain.)
+    #[error("fullbackup at {lsn} from {addr}: {cause}")]
     Backup {
         lsn: Lsn,
         addr: String,
-        source: ClientError,
+        cause: ClientError,
     },
     #[error("unpacking into {}: {msg}", path.display())]
     Unpack { path: PathBuf, msg: String },
@@ -313,10 +314,10 @@ async fn fetch_and_unpack(
     progress: &mut impl FnMut(Progress),
 ) -> Result<(u64, Duration), RestoreError> {
     let started = Instant::now();
-    let backup_err = |source| RestoreError::Backup {
+    let backup_err = |cause| RestoreError::Backup {
         lsn,
         addr: addr.to_string(),
-        source,
+        cause,
     };
     let options = ConnectOptions {
         password: opts.token.clone(),

@@ -5,7 +5,8 @@
 //!   PostgreSQL starts on it and its `pg_dumpall` equals the dump of that moment; `--restore-point` of the
 //!   point created at the second pause equals that pause's dump; `--latest` equals the end;
 //! - the errors: a non-empty target, a time before the retention and one after the newest commit (both
-//!   naming the restorable range), a malformed time; none leaves a directory behind.
+//!   naming the restorable range), a malformed time, an unknown restore point, the page service connection
+//!   lost mid-backup; none leaves a directory behind.
 
 mod support;
 
@@ -185,6 +186,15 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
         &["--lsn", "0/10"],
         &home.path().join("d"),
         &["outside the timeline's retention"],
+    );
+    // The connection lost after 10 MiB of the backup: an error, and no directory (complete-looking or not).
+    let pg_port: u16 = ps.pg_addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let cut = support::proxy::Proxy::cutting(pg_port, 10 << 20);
+    let page_service = format!("127.0.0.1:{}", cut.port);
+    fails(
+        &["--latest", "--page-service", &page_service],
+        &home.path().join("cut"),
+        &["fullbackup at", &page_service],
     );
     let left: Vec<_> = std::fs::read_dir(home.path())
         .unwrap()
