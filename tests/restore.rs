@@ -66,7 +66,13 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
         extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
     });
     let ps = Pageserver::start(&[]);
-    ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
+    ps.follow(
+        T,
+        json!({"checkpoint_distance": 33554432}),
+        TL,
+        &pg.connstr("postgres"),
+        "ps",
+    );
     pg.pgbench_init("postgres", 5);
 
     let mut moments = Vec::new();
@@ -144,6 +150,65 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
     );
     println!("--latest: {}", stdout.trim());
     latest.stop();
+
+    // The layer map drawn: one shape per layer file, after a checkpoint and a forced compaction (so that L0,
+    // L1 and image layers are all there), and the marks, a branch point among them.
+    let tl_path = format!("/v1/tenant/{T}/timeline/{TL}");
+    let (s, _) = ps.json("PUT", &format!("{tl_path}/checkpoint"), None);
+    assert_eq!(s, 200);
+    let (s, body) = ps.json(
+        "PUT",
+        &format!("{tl_path}/compact?force_l0_compaction=true&force_image_layer_creation=true"),
+        None,
+    );
+    assert_eq!(s, 200, "{body}");
+    let branch = "7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b7b";
+    let (s, body) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(
+            &json!({"new_timeline_id": branch, "ancestor_timeline_id": TL,
+                    "ancestor_start_lsn": moments[1].1.lsn.to_string()})
+            .to_string(),
+        ),
+    );
+    assert_eq!(s, 201, "{body}");
+    let (s, layers) = ps.json("GET", &format!("{tl_path}/layer"), None);
+    assert_eq!(s, 200);
+    let historic = layers["historic_layers"].as_array().unwrap();
+    let (s, svg) = ps.get(&format!("{tl_path}/layer_map.svg"));
+    assert_eq!(s, 200);
+    assert_eq!(
+        svg.matches("<rect class=\"layer ").count(),
+        historic.len(),
+        "{svg}"
+    );
+    for l in historic {
+        let name = l["layer_file_name"].as_str().unwrap();
+        assert!(
+            svg.contains(&format!("<title>{name} (")),
+            "{name} not drawn"
+        );
+    }
+    for class in ["gc-cutoff", "pitr-horizon", "branch-point", "last-record"] {
+        assert!(
+            svg.contains(&format!("class=\"mark {class}\"")),
+            "no {class} mark"
+        );
+    }
+    let kinds = |k: &str| svg.matches(&format!("class=\"layer {k}\"")).count();
+    println!(
+        "layer_map.svg: {} layers ({} image, {} L1 delta, {} L0 delta), {} bytes",
+        historic.len(),
+        kinds("image"),
+        kinds("delta"),
+        kinds("l0"),
+        svg.len()
+    );
+    assert!(kinds("image") > 0 && kinds("l0") + kinds("delta") > 0);
+    if let Some(out) = std::env::var_os("LAYER_MAP_SVG_OUT") {
+        std::fs::write(out, &svg).unwrap();
+    }
 
     // Errors: each names the problem, exits non-zero and leaves nothing behind.
     let home = tempfile::tempdir().unwrap();

@@ -167,6 +167,11 @@ pub static ROUTES: &[Route] = &[
     ),
     route!(
         GET,
+        "/v1/tenant/:tenant_id/timeline/:timeline_id/layer_map.svg",
+        timelines::layer_map_svg
+    ),
+    route!(
+        GET,
         "/v1/tenant/:tenant_id/timeline/:timeline_id/keyspace",
         timelines::keyspace
     ),

@@ -434,6 +434,65 @@ pub async fn keyspace(ctx: RequestContext) -> HandlerResult {
 }
 
 /// GET .../layer: the in-memory and historic layers.
+/// GET .../layer_map.svg: the layer map drawn (repository/draw.rs).
+pub async fn layer_map_svg(ctx: RequestContext) -> HandlerResult {
+    use crate::repository::draw::{DrawLayer, Mark, layer_map_svg};
+    let (a, tl) = timeline(&ctx).await?;
+    let layers: Vec<DrawLayer> = {
+        let map = tl.layers.read().unwrap_or_else(|p| p.into_inner());
+        (map.historic.iter())
+            .map(|h| {
+                let name = h.name();
+                DrawLayer {
+                    name: name.to_string(),
+                    keys: name.key_range().clone(),
+                    lsns: name.lsn_range(),
+                    image: !name.is_delta(),
+                    l0: is_l0(name),
+                    size: h.file_size(),
+                }
+            })
+            .collect()
+    };
+    let mut marks = vec![
+        Mark {
+            class: "last-record",
+            label: "last record".into(),
+            lsn: tl.last_record_lsn(),
+        },
+        Mark {
+            class: "pitr-horizon",
+            label: "PITR horizon (next GC cutoff)".into(),
+            lsn: tl.gc_cutoff_candidate(None),
+        },
+        Mark {
+            class: "gc-cutoff",
+            label: "GC cutoff".into(),
+            lsn: tl.gc_cutoff(),
+        },
+    ];
+    let id = ctx.timeline_id()?;
+    for child in a.tenant.timelines() {
+        if let Some((parent, at)) = child.ancestor()
+            && parent == id
+        {
+            marks.push(Mark {
+                class: "branch-point",
+                label: format!("branch {}", child.timeline_id),
+                lsn: at,
+            });
+        }
+    }
+    let title = format!("tenant {} timeline {id}", a.tenant.id);
+    let svg = layer_map_svg(&title, &layers, &marks);
+    let mut response = Response::new(Full::new(bytes::Bytes::from(svg)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("image/svg+xml"),
+    );
+    Ok(response)
+}
+
 pub async fn layers(ctx: RequestContext) -> HandlerResult {
     let (_, tl) = timeline(&ctx).await?;
     Ok(json_response(StatusCode::OK, &layer_map_info(&tl)))

@@ -1,6 +1,7 @@
 //! The repository: every version of every page, per tenant and timeline (docs/repository.md).
 
 pub mod datadir;
+pub mod draw;
 pub mod eviction;
 pub mod key;
 pub mod keyspace;

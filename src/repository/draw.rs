@@ -1,0 +1,261 @@
+//! A picture of a timeline's layer map as SVG (`GET .../layer_map.svg`): keys across, LSNs up, one rectangle
+//! per layer file (image layers green, L1 deltas blue, L0 deltas orange), and horizontal marks for the GC
+//! cutoff, the PITR horizon (the cutoff GC may apply next), branch points and the last record.
+//!
+//! Both axes are rank-compressed, as Neon's `pagectl draw-timeline` does: every distinct key (and LSN)
+//! boundary of a layer or mark gets one step, so that a map of a thousand layers whose keys are sparse in a
+//! 144-bit space, and whose L0 layers are thin slices of LSN, stays readable. Hovering a layer shows its name
+//! and size (`<title>`).
+
+use std::fmt::Write;
+use std::ops::Range;
+
+use crate::pg::Lsn;
+use crate::repository::Key;
+
+/// One layer file to draw.
+#[derive(Debug, Clone)]
+pub struct DrawLayer {
+    pub name: String,
+    pub keys: Range<Key>,
+    pub lsns: Range<Lsn>,
+    pub image: bool,
+    pub l0: bool,
+    pub size: u64,
+}
+
+/// A horizontal mark at an LSN; `class` is its CSS class (`gc-cutoff`, `pitr-horizon`, `branch-point`,
+/// `last-record`).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    pub class: &'static str,
+    pub label: String,
+    pub lsn: Lsn,
+}
+
+const MARGIN_LEFT: f64 = 20.0;
+const MARGIN_TOP: f64 = 50.0;
+const MARGIN_RIGHT: f64 = 440.0;
+const MARGIN_BOTTOM: f64 = 20.0;
+/// The drawing area aims at about this size; a step is at least 1 px, and at most `MAX_STEP_X` across and
+/// `MAX_STEP_Y` up.
+const TARGET_WIDTH: f64 = 1400.0;
+const TARGET_HEIGHT: f64 = 900.0;
+const MAX_STEP_X: f64 = 200.0;
+const MAX_STEP_Y: f64 = 60.0;
+/// Labels of marks closer than this are moved apart.
+const LABEL_GAP: f64 = 14.0;
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Sorted distinct values and the rank of each.
+struct Ranks<T: Ord + Copy>(Vec<T>);
+
+impl<T: Ord + Copy> Ranks<T> {
+    fn new(mut values: Vec<T>) -> Ranks<T> {
+        values.sort_unstable();
+        values.dedup();
+        Ranks(values)
+    }
+
+    fn rank(&self, v: T) -> usize {
+        self.0.partition_point(|x| *x < v)
+    }
+
+    fn steps(&self) -> usize {
+        self.0.len().saturating_sub(1).max(1)
+    }
+}
+
+fn step(target: f64, steps: usize, max: f64) -> f64 {
+    (target / steps as f64).clamp(1.0, max)
+}
+
+/// The SVG document of `layers` with `marks`, titled `title`.
+pub fn layer_map_svg(title: &str, layers: &[DrawLayer], marks: &[Mark]) -> String {
+    let keys = Ranks::new(
+        layers
+            .iter()
+            .flat_map(|l| [l.keys.start, l.keys.end])
+            .collect(),
+    );
+    let lsns = Ranks::new(
+        (layers.iter())
+            .flat_map(|l| [l.lsns.start, l.lsns.end])
+            .chain(marks.iter().map(|m| m.lsn))
+            .collect(),
+    );
+    let (dx, dy) = (
+        step(TARGET_WIDTH, keys.steps(), MAX_STEP_X),
+        step(TARGET_HEIGHT, lsns.steps(), MAX_STEP_Y),
+    );
+    let width = (MARGIN_LEFT + dx * keys.steps() as f64 + MARGIN_RIGHT).max(900.0);
+    let height =
+        MARGIN_TOP + dy * lsns.steps() as f64 + MARGIN_BOTTOM + LABEL_GAP * marks.len() as f64;
+    let x = |k: Key| MARGIN_LEFT + dx * keys.rank(k) as f64;
+    // Newest LSN at the top.
+    let y = |l: Lsn| MARGIN_TOP + dy * (lsns.steps() - lsns.rank(l).min(lsns.steps())) as f64;
+    let plot_right = MARGIN_LEFT + dx * keys.steps() as f64;
+
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        svg,
+        "<style>.image{{fill:#4caf50}}.delta{{fill:#2196f3}}.l0{{fill:#ff9800}}\
+         .layer{{stroke:#222;stroke-width:0.5;fill-opacity:0.8}}\
+         .mark{{stroke-width:1.5;stroke-dasharray:6 3}}.gc-cutoff{{stroke:#d32f2f}}\
+         .pitr-horizon{{stroke:#7b1fa2}}.branch-point{{stroke:#00838f}}.last-record{{stroke:#333}}</style>"
+    );
+    let _ = writeln!(
+        svg,
+        r#"<rect width="100%" height="100%" fill="white"/><text x="{MARGIN_LEFT}" y="18" font-size="14">{}</text>"#,
+        escape(title)
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{MARGIN_LEFT}\" y=\"38\">{} layers: image <tspan fill=\"#4caf50\">■</tspan>  L1 delta \
+         <tspan fill=\"#2196f3\">■</tspan>  L0 delta <tspan fill=\"#ff9800\">■</tspan>   keys → (ranked), \
+         LSN ↑ (ranked)</text>",
+        layers.len()
+    );
+    // Big ones first, so that small ones stay visible on top.
+    let mut order: Vec<&DrawLayer> = layers.iter().collect();
+    order.sort_by_key(|l| {
+        std::cmp::Reverse((keys.rank(l.keys.end) - keys.rank(l.keys.start)) as u64)
+    });
+    for l in order {
+        let class = match (l.image, l.l0) {
+            (true, _) => "image",
+            (false, true) => "l0",
+            (false, false) => "delta",
+        };
+        let (x0, x1) = (x(l.keys.start), x(l.keys.end));
+        let (y_top, y_bottom) = (y(l.lsns.end), y(l.lsns.start));
+        let _ = writeln!(
+            svg,
+            r#"<rect class="layer {class}" x="{x0:.1}" y="{y_top:.1}" width="{:.1}" height="{:.1}"><title>{} ({} bytes)</title></rect>"#,
+            (x1 - x0).max(1.0),
+            (y_bottom - y_top).max(1.0),
+            escape(&l.name),
+            l.size
+        );
+    }
+    // Labels top to bottom, each at least LABEL_GAP below the previous one.
+    let mut sorted: Vec<&Mark> = marks.iter().collect();
+    sorted.sort_by_key(|m| std::cmp::Reverse(m.lsn));
+    let mut next_free = f64::MIN;
+    for m in sorted {
+        let my = y(m.lsn);
+        let label_y = (my + 4.0).max(next_free);
+        next_free = label_y + LABEL_GAP;
+        let _ = writeln!(
+            svg,
+            r#"<line class="mark {}" x1="{MARGIN_LEFT}" y1="{my:.1}" x2="{plot_right:.1}" y2="{my:.1}"/><text class="mark-label {}" x="{:.1}" y="{:.1}">{} {}</text>"#,
+            m.class,
+            m.class,
+            plot_right + 6.0,
+            label_y,
+            escape(&m.label),
+            m.lsn
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> Key {
+        Key {
+            field1: 0,
+            field2: 1663,
+            field3: 5,
+            field4: 16384,
+            field5: 0,
+            field6: n,
+        }
+    }
+
+    #[test]
+    fn one_shape_per_layer_and_every_mark() {
+        let layers = vec![
+            DrawLayer {
+                name: "image".into(),
+                keys: key(0)..key(100),
+                lsns: Lsn(0x100)..Lsn(0x101),
+                image: true,
+                l0: false,
+                size: 10,
+            },
+            DrawLayer {
+                name: "l1".into(),
+                keys: key(0)..key(50),
+                lsns: Lsn(0x100)..Lsn(0x200),
+                image: false,
+                l0: false,
+                size: 20,
+            },
+            DrawLayer {
+                name: "l0 <&>".into(),
+                keys: Key::MIN..Key::MAX,
+                lsns: Lsn(0x200)..Lsn(0x300),
+                image: false,
+                l0: true,
+                size: 30,
+            },
+        ];
+        let marks = vec![
+            Mark {
+                class: "gc-cutoff",
+                label: "GC cutoff".into(),
+                lsn: Lsn(0x150),
+            },
+            Mark {
+                class: "branch-point",
+                label: "branch".into(),
+                lsn: Lsn(0x180),
+            },
+        ];
+        let svg = layer_map_svg("t/tl", &layers, &marks);
+        assert_eq!(svg.matches("<rect class=\"layer ").count(), 3, "{svg}");
+        for class in ["layer image", "layer delta", "layer l0"] {
+            assert_eq!(
+                svg.matches(&format!("class=\"{class}\"")).count(),
+                1,
+                "{class}"
+            );
+        }
+        assert!(
+            svg.contains(r#"class="mark gc-cutoff""#)
+                && svg.contains(r#"class="mark branch-point""#)
+        );
+        assert!(svg.contains("l0 &lt;&amp;&gt;") && !svg.contains("l0 <&>"));
+        assert!(svg.starts_with("<svg ") && svg.trim_end().ends_with("</svg>"));
+        // The L0 layer spans every key: the widest shape.
+        let l0_line = svg.lines().find(|l| l.contains("layer l0")).unwrap();
+        let image_line = svg.lines().find(|l| l.contains("layer image")).unwrap();
+        let width = |line: &str| -> f64 {
+            let at = line.find("width=\"").unwrap() + 7;
+            line[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        assert!(width(l0_line) > width(image_line));
+    }
+}
