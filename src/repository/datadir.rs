@@ -249,6 +249,23 @@ fn decode_nblocks(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
 
+/// Reads an optional value and decodes it: `None` when the key has no version at `lsn`, `Malformed` (naming
+/// `what`) when `decode` refuses it.
+async fn get_decoded<T>(
+    tl: &Timeline,
+    key: Key,
+    lsn: Lsn,
+    what: &'static str,
+    decode: fn(&[u8]) -> Option<T>,
+) -> Result<Option<T>, DatadirError> {
+    match get_opt(tl, key, lsn).await? {
+        None => Ok(None),
+        Some(b) => decode(&b)
+            .map(Some)
+            .ok_or(DatadirError::Malformed { what, key, lsn }),
+    }
+}
+
 /// Reads an optional value: `None` when the key has no version at `lsn`.
 async fn get_opt(tl: &Timeline, key: Key, lsn: Lsn) -> Result<Option<Bytes>, DatadirError> {
     match tl.get(key, lsn).await {
@@ -424,44 +441,27 @@ impl Timeline {
         lsn: Lsn,
     ) -> Result<Option<CheckpointLocation>, DatadirError> {
         let key = Key::checkpoint_location();
-        match get_opt(self, key, lsn).await? {
-            None => Ok(None),
-            Some(b) => decode_checkpoint_location(&b)
-                .map(Some)
-                .ok_or(DatadirError::Malformed {
-                    what: "checkpoint location",
-                    key,
-                    lsn,
-                }),
-        }
+        get_decoded(
+            self,
+            key,
+            lsn,
+            "checkpoint location",
+            decode_checkpoint_location,
+        )
+        .await
     }
 
     /// The named restore points at or before `lsn`, oldest first.
     pub async fn restore_points(&self, lsn: Lsn) -> Result<Vec<NamedRestorePoint>, DatadirError> {
         let key = Key::restore_points();
-        match get_opt(self, key, lsn).await? {
-            None => Ok(Vec::new()),
-            Some(b) => decode_restore_points(&b).ok_or(DatadirError::Malformed {
-                what: "restore points",
-                key,
-                lsn,
-            }),
-        }
+        let points = get_decoded(self, key, lsn, "restore points", decode_restore_points).await?;
+        Ok(points.unwrap_or_default())
     }
 
     /// The commit-timestamp value at `lsn`; None before the first commit ingested.
     pub async fn commit_ts(&self, lsn: Lsn) -> Result<Option<CommitTs>, DatadirError> {
         let key = Key::commit_timestamp();
-        match get_opt(self, key, lsn).await? {
-            None => Ok(None),
-            Some(b) => decode_commit_ts(&b)
-                .map(Some)
-                .ok_or(DatadirError::Malformed {
-                    what: "commit timestamp",
-                    key,
-                    lsn,
-                }),
-        }
+        get_decoded(self, key, lsn, "commit timestamp", decode_commit_ts).await
     }
 
     /// The oldest and newest LSN whose state this timeline can give (a fullbackup, a branch): the GC cutoff,

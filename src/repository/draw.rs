@@ -182,17 +182,7 @@ pub fn layer_map_svg(title: &str, layers: &[DrawLayer], marks: &[Mark]) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(n: u32) -> Key {
-        Key {
-            field1: 0,
-            field2: 1663,
-            field3: 5,
-            field4: 16384,
-            field5: 0,
-            field6: n,
-        }
-    }
+    use crate::repository::layers::tests::small_key as key;
 
     #[test]
     fn one_shape_per_layer_and_every_mark() {

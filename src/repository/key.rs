@@ -183,63 +183,40 @@ impl Key {
         }
     }
 
-    pub fn control_file() -> Key {
+    /// The single keys of field1 = 3 (one value each, no page): `n` is field6.
+    const fn cluster_key(n: u32) -> Key {
         Key {
             field1: 3,
             field2: 0,
             field3: 0,
             field4: 0,
             field5: 0,
-            field6: 0,
+            field6: n,
         }
     }
 
+    pub fn control_file() -> Key {
+        Self::cluster_key(0)
+    }
+
     pub fn checkpoint() -> Key {
-        Key {
-            field1: 3,
-            field2: 0,
-            field3: 0,
-            field4: 0,
-            field5: 0,
-            field6: 1,
-        }
+        Self::cluster_key(1)
     }
 
     /// The newest commit timestamp and the LSN of that commit (datadir.rs), for get_lsn_by_timestamp.
     pub fn commit_timestamp() -> Key {
-        Key {
-            field1: 3,
-            field2: 0,
-            field3: 0,
-            field4: 0,
-            field5: 0,
-            field6: 2,
-        }
+        Self::cluster_key(2)
     }
 
     /// Where the newest checkpoint record is and its redo point (datadir.rs), for a backup that a standby
     /// starts from (its backup_label).
     pub fn checkpoint_location() -> Key {
-        Key {
-            field1: 3,
-            field2: 0,
-            field3: 0,
-            field4: 0,
-            field5: 0,
-            field6: 3,
-        }
+        Self::cluster_key(3)
     }
 
     /// The named restore points (`pg_create_restore_point`) ingested so far (datadir.rs).
     pub fn restore_points() -> Key {
-        Key {
-            field1: 3,
-            field2: 0,
-            field3: 0,
-            field4: 0,
-            field5: 0,
-            field6: 4,
-        }
+        Self::cluster_key(4)
     }
 
     /// A block of a relation fork (not a size key).

@@ -9,7 +9,7 @@ pub mod inmemory;
 pub mod name;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use delta::{DeltaLayer, DeltaLayerWriter};
 pub use file_format::{FORMAT_VERSION, LayerError, LayerKind};
