@@ -110,8 +110,10 @@ struct RestoreArgs {
     /// The page service (default: the address the server reports in /v1/status).
     #[arg(long, value_name = "HOST:PORT")]
     page_service: Option<String>,
+    /// The tenant id (32 hex digits).
     #[arg(long)]
     tenant: String,
+    /// The timeline id (32 hex digits).
     #[arg(long)]
     timeline: String,
     /// Restore the state at this LSN (within the timeline's retention).
