@@ -39,6 +39,11 @@ enum Command {
     /// Write a data directory that plain PostgreSQL starts on, as the timeline was at an LSN or a point in
     /// time (no WAL replay: a fullbackup at that LSN, unpacked as it streams).
     Restore(RestoreArgs),
+    /// Operator views of a timeline's layer files.
+    Layers {
+        #[command(subcommand)]
+        command: LayersCommand,
+    },
     /// Print one JSON object per WAL record of the given segment files or directories.
     Waldump {
         #[arg(required = true, value_name = "SEGMENT_OR_DIR")]
@@ -94,6 +99,20 @@ enum Command {
     Pagebench {
         #[command(subcommand)]
         command: PagebenchCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum LayersCommand {
+    /// Draw the layer map of a timeline directory (<workdir>/tenants/<T>/timelines/<TL>) as SVG, offline: key
+    /// ranges across, LSN ranges up, image/L1/L0 told apart, the GC cutoff and branch points marked (the same
+    /// picture as GET .../layer_map.svg).
+    Draw {
+        /// The timeline directory.
+        timeline_dir: PathBuf,
+        /// Write the SVG here instead of to stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -201,6 +220,13 @@ fn main() -> ExitCode {
         ),
         Some(Command::Pagebench { ref command }) => pagebench(command),
         Some(Command::Restore(ref args)) => restore(args),
+        Some(Command::Layers {
+            command:
+                LayersCommand::Draw {
+                    ref timeline_dir,
+                    ref out,
+                },
+        }) => layers_draw(timeline_dir, out.as_deref()),
         Some(Command::Token {
             ref private_key,
             ref scope,
@@ -281,6 +307,15 @@ fn stress(dir: &std::path::Path, verify: bool, steps: Option<u64>) -> anyhow::Re
         }
         anyhow::Ok(())
     })
+}
+
+fn layers_draw(dir: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let svg = pageserver::repository::draw::draw_timeline_dir(dir)?;
+    match out {
+        Some(path) => std::fs::write(path, svg).with_context(|| format!("{}", path.display()))?,
+        None => print!("{svg}"),
+    }
+    Ok(())
 }
 
 fn restore(args: &RestoreArgs) -> anyhow::Result<()> {

@@ -209,6 +209,42 @@ fn restore_by_time_gives_the_dump_of_each_moment() {
     if let Some(out) = std::env::var_os("LAYER_MAP_SVG_OUT") {
         std::fs::write(out, &svg).unwrap();
     }
+    // The same picture offline, from the workdir: `pageserver layers draw <timeline dir>`.
+    let tl_dir = ps.workdir().join(format!("tenants/{T}/timelines/{TL}"));
+    let drawn = Command::new(binary())
+        .args(["layers", "draw"])
+        .arg(&tl_dir)
+        .output()
+        .unwrap();
+    assert!(
+        drawn.status.success(),
+        "{}",
+        String::from_utf8_lossy(&drawn.stderr)
+    );
+    let offline = String::from_utf8(drawn.stdout).unwrap();
+    assert_eq!(
+        offline.matches("<rect class=\"layer ").count(),
+        historic.len()
+    );
+    for l in historic {
+        let name = l["layer_file_name"].as_str().unwrap();
+        assert!(
+            offline.contains(&format!("<title>{name} (")),
+            "{name} not drawn offline"
+        );
+    }
+    for class in ["gc-cutoff", "branch-point", "last-record"] {
+        assert!(
+            offline.contains(&format!("class=\"mark {class}\"")),
+            "no {class} mark offline"
+        );
+    }
+    let not_a_timeline = Command::new(binary())
+        .args(["layers", "draw"])
+        .arg(ps.workdir())
+        .output()
+        .unwrap();
+    assert!(!not_a_timeline.status.success());
 
     // Errors: each names the problem, exits non-zero and leaves nothing behind.
     let home = tempfile::tempdir().unwrap();

@@ -179,6 +179,91 @@ pub fn layer_map_svg(title: &str, layers: &[DrawLayer], marks: &[Mark]) -> Strin
     svg
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum DrawError {
+    #[error(transparent)]
+    Metadata(#[from] crate::repository::metadata::MetadataError),
+    #[error("{}: not a timeline directory (<workdir>/tenants/<tenant>/timelines/<timeline>)", .0.display())]
+    NotATimeline(std::path::PathBuf),
+    #[error("layer {name:?} named in the metadata: {msg}")]
+    LayerName { name: String, msg: String },
+}
+
+/// The layer map of a timeline directory of a workdir, offline (`pageserver layers draw`): the layers its
+/// metadata names (sizes from the metadata, else from the files), marks for disk_consistent_lsn, the GC cutoff,
+/// its own branch point and its children's (sibling timelines whose ancestor it is).
+pub fn draw_timeline_dir(dir: &std::path::Path) -> Result<String, DrawError> {
+    use crate::repository::layers::LayerName;
+    use crate::repository::metadata::TimelineMetadata;
+    let not_timeline = || DrawError::NotATimeline(dir.to_path_buf());
+    let id = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(not_timeline)?;
+    let tenant = (dir.parent().and_then(|p| p.parent()))
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str())
+        .ok_or_else(not_timeline)?;
+    let meta = TimelineMetadata::load(dir)?;
+    let mut layers = Vec::new();
+    for name in &meta.layers {
+        let parsed: LayerName = name.parse().map_err(|e| DrawError::LayerName {
+            name: name.clone(),
+            msg: format!("{e}"),
+        })?;
+        let size = match meta.layer_meta.get(name) {
+            Some(m) => m.file_size,
+            None => std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()),
+        };
+        layers.push(DrawLayer {
+            name: name.clone(),
+            keys: parsed.key_range().clone(),
+            lsns: parsed.lsn_range(),
+            image: !parsed.is_delta(),
+            l0: crate::repository::tasks::plan::is_l0(&parsed),
+            size,
+        });
+    }
+    let mut marks = vec![
+        Mark {
+            class: "last-record",
+            label: "disk consistent".into(),
+            lsn: meta.disk_consistent_lsn,
+        },
+        Mark {
+            class: "gc-cutoff",
+            label: "GC cutoff".into(),
+            lsn: meta.latest_gc_cutoff_lsn,
+        },
+    ];
+    if let Some(parent) = meta.ancestor_timeline {
+        marks.push(Mark {
+            class: "branch-point",
+            label: format!("branched from {parent}"),
+            lsn: meta.ancestor_lsn,
+        });
+    }
+    let siblings =
+        std::fs::read_dir(dir.parent().ok_or_else(not_timeline)?).map_err(|_| not_timeline())?;
+    for entry in siblings.flatten() {
+        let Ok(child) = TimelineMetadata::load(&entry.path()) else {
+            continue;
+        };
+        if child.ancestor_timeline.is_some_and(|a| a.to_string() == id) {
+            marks.push(Mark {
+                class: "branch-point",
+                label: format!("branch {}", entry.file_name().to_string_lossy()),
+                lsn: child.ancestor_lsn,
+            });
+        }
+    }
+    Ok(layer_map_svg(
+        &format!("tenant {tenant} timeline {id} (from the workdir)"),
+        &layers,
+        &marks,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
