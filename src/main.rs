@@ -114,6 +114,9 @@ enum LayersCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Check every checksum of every layer file under a directory (a workdir, a tenant or a timeline
+    /// directory): footer, index and every block. Prints one line per file; exits 1 if any is damaged.
+    Verify { dir: PathBuf },
 }
 
 #[derive(clap::Args, Debug)]
@@ -227,6 +230,9 @@ fn main() -> ExitCode {
                     ref out,
                 },
         }) => layers_draw(timeline_dir, out.as_deref()),
+        Some(Command::Layers {
+            command: LayersCommand::Verify { ref dir },
+        }) => layers_verify(dir),
         Some(Command::Token {
             ref private_key,
             ref scope,
@@ -314,6 +320,51 @@ fn layers_draw(dir: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::
     match out {
         Some(path) => std::fs::write(path, svg).with_context(|| format!("{}", path.display()))?,
         None => print!("{svg}"),
+    }
+    Ok(())
+}
+
+fn layers_verify(dir: &std::path::Path) -> anyhow::Result<()> {
+    use pageserver::repository::layers::{DeltaLayer, ImageLayer, LayerName};
+    let mut dirs = vec![dir.to_path_buf()];
+    let (mut ok, mut damaged) = (0u64, 0u64);
+    while let Some(d) = dirs.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&d)
+            .with_context(|| format!("{}", d.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let Some(name) = (path.file_name().and_then(|n| n.to_str()))
+                .and_then(|n| n.parse::<LayerName>().ok())
+            else {
+                continue;
+            };
+            let checked = if name.is_delta() {
+                DeltaLayer::open(&path).and_then(|l| l.verify())
+            } else {
+                ImageLayer::open(&path).and_then(|l| l.verify())
+            };
+            match checked {
+                Ok(()) => {
+                    ok += 1;
+                    println!("ok {}", path.display());
+                }
+                Err(e) => {
+                    damaged += 1;
+                    println!("DAMAGED {e}");
+                }
+            }
+        }
+    }
+    println!("{ok} layer files ok, {damaged} damaged");
+    if damaged > 0 {
+        anyhow::bail!("{damaged} damaged layer file(s) under {}", dir.display());
     }
     Ok(())
 }
