@@ -117,6 +117,9 @@ enum LayersCommand {
     /// Check every checksum of every layer file under a directory (a workdir, a tenant or a timeline
     /// directory): footer, index and every block. Prints one line per file; exits 1 if any is damaged.
     Verify { dir: PathBuf },
+    /// Print a key (36 hex digits, as in layer file names and the API) in every form: hex, its six fields,
+    /// and what it stands for (relation, fork, block and data-directory file; SLRU page; metadata key).
+    Key { key: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -233,6 +236,9 @@ fn main() -> ExitCode {
         Some(Command::Layers {
             command: LayersCommand::Verify { ref dir },
         }) => layers_verify(dir),
+        Some(Command::Layers {
+            command: LayersCommand::Key { ref key },
+        }) => layers_key(key),
         Some(Command::Token {
             ref private_key,
             ref scope,
@@ -321,6 +327,19 @@ fn layers_draw(dir: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::
         Some(path) => std::fs::write(path, svg).with_context(|| format!("{}", path.display()))?,
         None => print!("{svg}"),
     }
+    Ok(())
+}
+
+fn layers_key(text: &str) -> anyhow::Result<()> {
+    let key: pageserver::repository::Key = text
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{text:?} is not a key (36 hex digits): {e}"))?;
+    println!("key     {key}");
+    println!(
+        "fields  field1={} field2={} field3={} field4={} field5={} field6={}",
+        key.field1, key.field2, key.field3, key.field4, key.field5, key.field6
+    );
+    println!("what    {}", key.describe());
     Ok(())
 }
 

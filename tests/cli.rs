@@ -204,3 +204,30 @@ fn layers_verify_finds_a_flipped_byte() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 damaged layer file"));
     println!("{}", damaged[0]);
 }
+
+/// `pageserver layers key`: a key in every form; a malformed one is an error naming it.
+#[test]
+fn layers_key_prints_every_form() {
+    let key = "000000067F0000000500004000000000000A";
+    let out = Command::new(binary())
+        .args(["layers", "key", key])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(&format!("key     {key}")), "{text}");
+    assert!(
+        text.contains("field2=1663 field3=5 field4=16384 field5=0 field6=10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("block 10 of relation 1663/5/16384 fork main (base/5/16384 segment 0"),
+        "{text}"
+    );
+    let out = Command::new(binary())
+        .args(["layers", "key", "xyz"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"xyz\" is not a key"));
+}

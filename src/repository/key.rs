@@ -234,6 +234,80 @@ impl Key {
     }
 
     /// The page this key stands for, if it is an 8 KiB page that WAL records can change.
+    /// What the key stands for, in words (docs/storage-format.md, the key table), with the file it maps to
+    /// in a data directory where there is one.
+    pub fn describe(&self) -> String {
+        const FORKS: [&str; 4] = ["main", "fsm", "vm", "init"];
+        const SLRUS: [&str; 3] = ["pg_xact", "pg_multixact/members", "pg_multixact/offsets"];
+        let fork = |f: u8| FORKS.get(f as usize).copied().unwrap_or("unknown fork");
+        let rel_path = |spc: u32, db: u32, rel: u32, f: u8| {
+            let suffix = match f {
+                0 => String::new(),
+                f => format!("_{}", fork(f)),
+            };
+            match spc {
+                1664 => format!("global/{rel}{suffix}"),
+                1663 => format!("base/{db}/{rel}{suffix}"),
+                spc => format!("pg_tblspc/{spc}/…/{db}/{rel}{suffix}"),
+            }
+        };
+        let k = *self;
+        let slru = SLRUS
+            .get(k.field2 as usize)
+            .copied()
+            .unwrap_or("unknown SLRU");
+        match k.field1 {
+            0 if k.field4 != 0 && k.field6 == REL_SIZE_BLKNUM => format!(
+                "size of relation {}/{}/{} fork {} ({})",
+                k.field2,
+                k.field3,
+                k.field4,
+                fork(k.field5),
+                rel_path(k.field2, k.field3, k.field4, k.field5)
+            ),
+            0 if k.field4 != 0 => format!(
+                "block {} of relation {}/{}/{} fork {} ({} segment {}, block {} in it)",
+                k.field6,
+                k.field2,
+                k.field3,
+                k.field4,
+                fork(k.field5),
+                rel_path(k.field2, k.field3, k.field4, k.field5),
+                k.field6 / 131_072,
+                k.field6 % 131_072
+            ),
+            _ if k == Key::dbdir() => "the database directory".into(),
+            0 if k.field6 == 0 => format!(
+                "relmapper file of {}/{} (pg_filenode.map)",
+                k.field2, k.field3
+            ),
+            0 if k.field6 == 1 => {
+                format!("relation directory of database {}/{}", k.field2, k.field3)
+            }
+            1 if k.field3 == 0 => format!("segment directory of {slru}"),
+            1 if k.field6 == REL_SIZE_BLKNUM => format!("size of {slru} segment {:04X}", k.field4),
+            1 => format!("{slru} segment {:04X} block {}", k.field4, k.field6),
+            2 if k == Key::twophase_dir() => "the two-phase directory".into(),
+            2 => {
+                let xid =
+                    (u64::from(k.field4) << 40) | (u64::from(k.field5) << 32) | u64::from(k.field6);
+                format!(
+                    "two-phase state of xid {xid} (pg_twophase/{:08X})",
+                    xid as u32
+                )
+            }
+            3 => match k.field6 {
+                0 => "the control file (global/pg_control)".into(),
+                1 => "the checkpoint value".into(),
+                2 => "the newest commit timestamp".into(),
+                3 => "the newest checkpoint record's location".into(),
+                4 => "the named restore points".into(),
+                _ => "an unknown cluster key".into(),
+            },
+            _ => "not a key this pageserver writes".into(),
+        }
+    }
+
     pub fn page_id(&self) -> Option<PageId> {
         if self.is_rel_block() {
             Some(PageId::Rel(BufferTag {
@@ -372,5 +446,36 @@ mod tests {
                 && Key::restore_points().page_id().is_none()
         );
         assert!("00".parse::<Key>().is_err());
+        let rel = RelFileNode {
+            spc: 1663,
+            db: 5,
+            rel: 16384,
+        };
+        assert_eq!(
+            Key::rel_block(rel, 2, 131_073).describe(),
+            "block 131073 of relation 1663/5/16384 fork vm (base/5/16384_vm segment 1, block 1 in it)"
+        );
+        assert!(
+            Key::rel_size(rel, 0)
+                .describe()
+                .starts_with("size of relation 1663/5/16384 fork main")
+        );
+        assert_eq!(
+            Key::slru_block(SlruKind::Clog, 2, 3).describe(),
+            "pg_xact segment 0002 block 3"
+        );
+        assert_eq!(
+            Key::twophase_file(0x1_0000_00FF).describe(),
+            "two-phase state of xid 4294967551 (pg_twophase/000000FF)"
+        );
+        assert_eq!(
+            Key::control_file().describe(),
+            "the control file (global/pg_control)"
+        );
+        assert_eq!(
+            Key::reldir(1663, 5).describe(),
+            "relation directory of database 1663/5"
+        );
+        assert_eq!(Key::dbdir().describe(), "the database directory");
     }
 }
