@@ -446,11 +446,7 @@ mod tests {
                 && Key::restore_points().page_id().is_none()
         );
         assert!("00".parse::<Key>().is_err());
-        let rel = RelFileNode {
-            spc: 1663,
-            db: 5,
-            rel: 16384,
-        };
+        let rel = rnode;
         assert_eq!(
             Key::rel_block(rel, 2, 131_073).describe(),
             "block 131073 of relation 1663/5/16384 fork vm (base/5/16384_vm segment 1, block 1 in it)"
