@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
                 break;
             }
         }
-        let keys: Vec<_> = layer.keys().collect();
+        let keys = layer.keys().unwrap_or_default();
         for key in keys {
             let _ = layer.get_values(key, Lsn(0)..Lsn(u64::MAX));
             let _ = layer.get_values_newest_first(key, Lsn(0)..Lsn(u64::MAX));
