@@ -216,12 +216,7 @@ impl DeltaLayer {
             return Ok(Vec::new());
         }
         let mut cur = IndexCursor::new();
-        let lo = self
-            .file
-            .lower_bound(&mut cur, &delta_id(keys.start, Lsn(0)))?;
-        let hi = self
-            .file
-            .lower_bound(&mut cur, &delta_id(keys.end, Lsn(0)))?;
+        let Range { start: lo, end: hi } = self.key_entries(&mut cur, keys)?;
         let mut wanted = |i: usize| -> Result<bool, LayerError> {
             Ok(lsn_range.contains(&id_lsn(self.file.id(&mut cur, i)?)))
         };
@@ -263,10 +258,8 @@ impl DeltaLayer {
         if lsn_range.is_empty() {
             return Ok(0..0);
         }
-        let lo = self
-            .file
-            .lower_bound(cur, &delta_id(key, lsn_range.start))?;
-        Ok(lo..self.file.lower_bound(cur, &delta_id(key, lsn_range.end))?)
+        let (start, end) = (delta_id(key, lsn_range.start), delta_id(key, lsn_range.end));
+        self.file.id_range(cur, &start, &end)
     }
 
     /// Every entry, in (key, LSN) order (a scan: the index pages are not cached). Stops after the first
@@ -285,14 +278,18 @@ impl DeltaLayer {
         if range.is_empty() {
             return Ok(Vec::new());
         }
-        let mut cur = IndexCursor::new();
-        let lo = self
-            .file
-            .lower_bound(&mut cur, &delta_id(range.start, Lsn(0)))?;
-        let hi = self
-            .file
-            .lower_bound(&mut cur, &delta_id(range.end, Lsn(0)))?;
-        self.distinct_keys(lo..hi)
+        let entries = self.key_entries(&mut IndexCursor::new(), range)?;
+        self.distinct_keys(entries)
+    }
+
+    /// The entries of the keys in `keys`, at every LSN.
+    fn key_entries(
+        &self,
+        cur: &mut IndexCursor,
+        keys: &Range<Key>,
+    ) -> Result<Range<usize>, LayerError> {
+        let (start, end) = (delta_id(keys.start, Lsn(0)), delta_id(keys.end, Lsn(0)));
+        self.file.id_range(cur, &start, &end)
     }
 
     fn distinct_keys(&self, entries: Range<usize>) -> Result<Vec<Key>, LayerError> {

@@ -693,6 +693,17 @@ impl LayerFile {
         Ok(lo)
     }
 
+    /// The entries whose ids are in `[start, end)`.
+    pub fn id_range(
+        &self,
+        cur: &mut IndexCursor,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Range<usize>, LayerError> {
+        let lo = self.lower_bound(cur, start)?;
+        Ok(lo..self.lower_bound(cur, end)?)
+    }
+
     fn block_start(&self, cur: &mut IndexCursor, i: usize) -> Result<u64, LayerError> {
         if i >= self.entry_count {
             return Ok(self.footer.index_offset);

@@ -167,9 +167,9 @@ impl ImageLayer {
             return Ok(Vec::new());
         }
         let mut cur = IndexCursor::new();
-        let lo = self.file.lower_bound(&mut cur, &keys.start.to_bytes())?;
-        let hi = self.file.lower_bound(&mut cur, &keys.end.to_bytes())?;
-        (self.file.blocks(lo..hi))
+        let entries =
+            (self.file).id_range(&mut cur, &keys.start.to_bytes(), &keys.end.to_bytes())?;
+        (self.file.blocks(entries))
             .map(|r| r.map(|(_, id, image)| (id_key(&id), image)))
             .collect()
     }
@@ -200,9 +200,9 @@ impl ImageLayer {
             return Ok(Vec::new());
         }
         let mut cur = IndexCursor::new();
-        let lo = self.file.lower_bound(&mut cur, &range.start.to_bytes())?;
-        let hi = self.file.lower_bound(&mut cur, &range.end.to_bytes())?;
-        self.keys_of(lo..hi)
+        let entries =
+            (self.file).id_range(&mut cur, &range.start.to_bytes(), &range.end.to_bytes())?;
+        self.keys_of(entries)
     }
 
     fn keys_of(&self, entries: Range<usize>) -> Result<Vec<Key>, LayerError> {
