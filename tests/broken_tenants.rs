@@ -171,11 +171,12 @@ fn leftovers_of_crashes_are_removed_and_an_interrupted_import_leaves_no_timeline
     }
 
     ps.spawn(&[]);
+    // Tenants load in the background after the start; a request on the tenant waits for its load.
+    let (s, list) = ps.json("GET", &format!("/v1/tenant/{t}/timeline"), None);
+    assert_eq!(s, 200);
     for path in leftovers.iter().chain(&temp_files) {
         assert!(!path.exists(), "{} survived the restart", path.display());
     }
-    let (s, list) = ps.json("GET", &format!("/v1/tenant/{t}/timeline"), None);
-    assert_eq!(s, 200);
     let ids: Vec<&str> = list
         .as_array()
         .unwrap()

@@ -254,6 +254,9 @@ fn oversized_imports_and_idle_connections_are_bounded() {
     std::fs::write(&spool, b"half an archive").unwrap();
     ps.kill9();
     ps.spawn(&[]);
+    // Tenants load in the background after the start; a request on the tenant waits for its load.
+    let (s, _) = ps.json("GET", &format!("/v1/tenant/{T}/timeline"), None);
+    assert_eq!(s, 200);
     assert!(!spool.exists(), "the spool survived a restart");
     assert!(!ps.log_text().contains("panicked"));
 }
