@@ -34,7 +34,7 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 log "cargo test"
-cargo test --all-targets --locked
+cargo test --all-targets --locked --no-fail-fast
 log "fuzz targets, 60 s each (cargo fuzz)"
 scripts/fuzz.sh
 log "the HTTP API against its OpenAPI document (schemathesis)"

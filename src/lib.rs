@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod http;
 pub mod id;
 pub mod import;
+pub mod inspect;
 pub mod logging;
 pub mod metrics;
 pub mod page_service;

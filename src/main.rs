@@ -104,8 +104,9 @@ enum Command {
 
 #[derive(clap::Subcommand, Debug)]
 enum LayersCommand {
-    /// Draw the layer map of a timeline directory (<workdir>/tenants/<T>/timelines/<TL>) as SVG, offline: key
-    /// ranges across, LSN ranges up, image/L1/L0 told apart, the GC cutoff and branch points marked (the same
+    /// Draw a timeline's layer map as SVG.
+    ///
+    /// Of a timeline directory (<workdir>/tenants/<T>/timelines/<TL>), offline: key ranges across, LSN ranges up, image/L1/L0 told apart, the GC cutoff and branch points marked (the same
     /// picture as GET .../layer_map.svg).
     Draw {
         /// The timeline directory.
@@ -114,12 +115,86 @@ enum LayersCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Check every checksum of every layer file under a directory (a workdir, a tenant or a timeline
-    /// directory): footer, index and every block. Prints one line per file; exits 1 if any is damaged.
-    Verify { dir: PathBuf },
-    /// Print a key (36 hex digits, as in layer file names and the API) in every form: hex, its six fields,
+    /// List the layers of a timeline, in a workdir or in remote storage.
+    ///
+    /// Of a timeline directory (<workdir>/tenants/<T>/timelines/<TL>: those its
+    /// metadata names, resident or evicted, and stray layer files), or in remote storage (those its newest
+    /// index names, each checked against the bucket's listing).
+    List {
+        /// The timeline directory (or give --remote-storage, --tenant and --timeline).
+        #[arg(
+            required_unless_present = "remote_storage",
+            conflicts_with = "remote_storage"
+        )]
+        timeline_dir: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print a layer file's footer and index, and with --values its values.
+    ///
+    /// The footer (kind, key and LSN ranges, size, index place), then one line per index
+    /// entry (number, key, LSN, block offset and length); with --values, each value decoded too.
+    Dump {
+        file: PathBuf,
+        /// Read every block (crc checked) and describe its value: a page image with its page LSN, a WAL
+        /// record by resource manager, info and xid.
+        #[arg(long)]
+        values: bool,
+    },
+    /// Show an index_part.json: a file, or the newest index of a timeline in remote storage.
+    ///
+    /// A summary: the timeline's metadata, its layers by kind, generations and LSN-time samples; --json
+    /// prints the index itself (validated either way).
+    IndexPart {
+        /// The index file (or give --remote-storage, --tenant and --timeline).
+        #[arg(
+            required_unless_present = "remote_storage",
+            conflicts_with = "remote_storage"
+        )]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Print the JSON itself (validated) instead of the summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum of a workdir or of a bucket.
+    ///
+    /// Of every layer file under a directory (a workdir, a tenant or a timeline
+    /// directory: footer, index and every block), or of a bucket (--remote-storage: each timeline's newest
+    /// index, every layer it names, downloaded and checked, and the WAL archive's objects against their
+    /// manifests' sha256 and hash chain). One line per object; exits 1 if any is damaged.
+    Verify {
+        /// The directory (or give --remote-storage, and optionally --tenant and --timeline).
+        #[arg(
+            required_unless_present = "remote_storage",
+            conflicts_with = "remote_storage"
+        )]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Print a key in every form.
+    ///
+    /// A key is 36 hex digits, as in layer file names and the API; printed as hex, its six fields,
     /// and what it stands for (relation, fork, block and data-directory file; SLRU page; metadata key).
     Key { key: String },
+}
+
+/// Where a timeline is in remote storage.
+#[derive(clap::Args, Debug)]
+struct RemoteArgs {
+    /// The remote storage, as the remote_storage key of pageserver.toml: "{local_path='/x'}" or
+    /// "{bucket_name='b', bucket_region='r', endpoint='http://...'}" or "{container_name='c', ...}".
+    /// Credentials come from the environment, as for the server.
+    #[arg(long, value_name = "TOML")]
+    remote_storage: Option<String>,
+    /// The tenant id (32 hex digits); for verify, all tenants when absent.
+    #[arg(long, requires = "remote_storage")]
+    tenant: Option<String>,
+    /// The timeline id (32 hex digits); for verify, all timelines of the tenant when absent.
+    #[arg(long, requires = "tenant")]
+    timeline: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -234,8 +309,35 @@ fn main() -> ExitCode {
                 },
         }) => layers_draw(timeline_dir, out.as_deref()),
         Some(Command::Layers {
-            command: LayersCommand::Verify { ref dir },
+            command: LayersCommand::Verify {
+                dir: Some(ref dir), ..
+            },
         }) => layers_verify(dir),
+        Some(Command::Layers {
+            command:
+                LayersCommand::Verify {
+                    dir: None,
+                    ref remote,
+                },
+        }) => layers_verify_remote(remote),
+        Some(Command::Layers {
+            command:
+                LayersCommand::List {
+                    ref timeline_dir,
+                    ref remote,
+                },
+        }) => layers_list(timeline_dir.as_deref(), remote),
+        Some(Command::Layers {
+            command: LayersCommand::Dump { ref file, values },
+        }) => layers_dump(file, values),
+        Some(Command::Layers {
+            command:
+                LayersCommand::IndexPart {
+                    ref file,
+                    ref remote,
+                    json,
+                },
+        }) => layers_index_part(file.as_deref(), remote, json),
         Some(Command::Layers {
             command: LayersCommand::Key { ref key },
         }) => layers_key(key),
@@ -384,6 +486,232 @@ fn layers_verify(dir: &std::path::Path) -> anyhow::Result<()> {
     println!("{ok} layer files ok, {damaged} damaged");
     if damaged > 0 {
         anyhow::bail!("{damaged} damaged layer file(s) under {}", dir.display());
+    }
+    Ok(())
+}
+
+/// Runs `f` on a small runtime (the offline tools' remote storage calls).
+fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// The remote storage and tenant (and timeline, if `need_timeline` or given) of `--remote-storage`.
+async fn remote_target(
+    remote: &RemoteArgs,
+    need_timeline: bool,
+) -> anyhow::Result<(
+    pageserver::remote_storage::GenericRemoteStorage,
+    Option<pageserver::id::TenantId>,
+    Option<pageserver::id::TimelineId>,
+)> {
+    let toml = (remote.remote_storage.as_deref()).context("--remote-storage is required")?;
+    let storage = pageserver::inspect::remote_storage(toml).await?;
+    let tenant = (remote.tenant.as_deref())
+        .map(|t| {
+            t.parse()
+                .map_err(|e| anyhow::anyhow!("--tenant {t:?}: {e}"))
+        })
+        .transpose()?;
+    let timeline = (remote.timeline.as_deref())
+        .map(|t| {
+            t.parse()
+                .map_err(|e| anyhow::anyhow!("--timeline {t:?}: {e}"))
+        })
+        .transpose()?;
+    if need_timeline && (tenant.is_none() || timeline.is_none()) {
+        anyhow::bail!("--remote-storage needs --tenant and --timeline here");
+    }
+    Ok((storage, tenant, timeline))
+}
+
+/// Writes through `f` to a buffered stdout; a closed pipe (`| head`) ends the output quietly.
+fn to_stdout(f: impl FnOnce(&mut dyn std::io::Write) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result = f(&mut out).and_then(|()| Ok(std::io::Write::flush(&mut out)?));
+    match result {
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                    || matches!(
+                        c.downcast_ref::<pageserver::inspect::InspectError>(),
+                        Some(pageserver::inspect::InspectError::Output(io))
+                            if io.kind() == std::io::ErrorKind::BrokenPipe
+                    )
+            }) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+fn layers_list(dir: Option<&std::path::Path>, remote: &RemoteArgs) -> anyhow::Result<()> {
+    use pageserver::inspect::{local_layers, remote_layers, write_rows};
+    let rows = match dir {
+        Some(dir) => {
+            let (meta, rows) = local_layers(dir)?;
+            println!(
+                "timeline {} (workdir): disk_consistent_lsn {}, gc cutoff {}",
+                dir.display(),
+                meta.disk_consistent_lsn,
+                meta.latest_gc_cutoff_lsn
+            );
+            rows
+        }
+        None => block_on(async {
+            let (storage, tenant, timeline) = remote_target(remote, true).await?;
+            let (tenant, timeline) = (tenant.expect("checked"), timeline.expect("checked"));
+            let (generation, index, rows) = remote_layers(&storage, tenant, timeline).await?;
+            println!(
+                "timeline {timeline} of tenant {tenant} (remote index of generation {generation}): \
+                 disk_consistent_lsn {}, gc cutoff {}",
+                index.disk_consistent_lsn, index.metadata.latest_gc_cutoff_lsn
+            );
+            Ok(rows)
+        })?,
+    };
+    to_stdout(|mut out| Ok(write_rows(&mut out, &rows)?))
+}
+
+fn layers_dump(file: &std::path::Path, values: bool) -> anyhow::Result<()> {
+    use pageserver::repository::layers::inspect::InspectedLayer;
+    let layer = InspectedLayer::open(file)?;
+    let info = layer.info();
+    to_stdout(|out| {
+        let level = match (info.kind, info.l0) {
+            (pageserver::repository::layers::LayerKind::Image, _) => "",
+            (_, true) => " L0",
+            (_, false) => " L1",
+        };
+        writeln!(out, "file      {}", file.display())?;
+        writeln!(
+            out,
+            "kind      {}{level} (format version {})",
+            info.kind, info.format_version
+        )?;
+        writeln!(
+            out,
+            "keys      {} .. {}",
+            info.key_range.start, info.key_range.end
+        )?;
+        writeln!(
+            out,
+            "lsns      {} .. {}",
+            info.lsn_range.start, info.lsn_range.end
+        )?;
+        writeln!(out, "size      {} bytes", info.file_size)?;
+        writeln!(
+            out,
+            "index     {} entries at offset {}, {} bytes, {} pages",
+            info.entry_count, info.index_offset, info.index_len, info.index_pages
+        )?;
+        writeln!(
+            out,
+            "{:>8} {:<36} {:<18} {:>12} {:>7}{}",
+            "entry",
+            "key",
+            "lsn",
+            "offset",
+            "len",
+            if values { "  value" } else { "" }
+        )?;
+        let mut values_iter = values.then(|| layer.values());
+        for entry in layer.index() {
+            let e = entry?;
+            let lsn = e.lsn.map_or_else(|| "-".to_string(), |l| l.to_string());
+            write!(
+                out,
+                "{:>8} {} {:<18} {:>12} {:>7}",
+                e.number, e.key, lsn, e.offset, e.len
+            )?;
+            if let Some(it) = values_iter.as_mut() {
+                match it.next() {
+                    Some(Ok((_, v))) => write!(out, "  {}", layer.describe_value(&v))?,
+                    Some(Err(err)) => {
+                        writeln!(out)?;
+                        return Err(err.into());
+                    }
+                    None => {}
+                }
+            }
+            writeln!(out)?;
+        }
+        Ok(())
+    })
+}
+
+fn layers_index_part(
+    file: Option<&std::path::Path>,
+    remote: &RemoteArgs,
+    json: bool,
+) -> anyhow::Result<()> {
+    use pageserver::remote_storage::index::IndexPart;
+    let (from, index) = match file {
+        Some(path) => {
+            let data = std::fs::read(path).with_context(|| format!("{}", path.display()))?;
+            // The timeline named by the path (<...>/timelines/<TL>/index_part.json), for messages.
+            let timeline = (path.parent().and_then(|p| p.file_name()))
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| "00000000000000000000000000000000".parse().expect("an id"));
+            let index = IndexPart::from_json(&data, timeline)
+                .with_context(|| format!("{}", path.display()))?;
+            (path.display().to_string(), index)
+        }
+        None => block_on(async {
+            let (storage, tenant, timeline) = remote_target(remote, true).await?;
+            let (tenant, timeline) = (tenant.expect("checked"), timeline.expect("checked"));
+            let (generation, index) =
+                pageserver::remote_storage::upload_queue::download_newest_index(
+                    &storage,
+                    tenant,
+                    timeline,
+                    pageserver::remote_storage::index::Generation(u32::MAX),
+                )
+                .await?
+                .ok_or(pageserver::inspect::InspectError::NoIndex { tenant, timeline })?;
+            let key = pageserver::remote_storage::index::index_path(tenant, timeline, generation);
+            Ok((format!("{key} (generation {generation})"), index))
+        })?,
+    };
+    to_stdout(|mut out| {
+        if json {
+            out.write_all(&index.to_json())?;
+            writeln!(out)?;
+        } else {
+            pageserver::inspect::write_index(&mut out, &from, &index)?;
+        }
+        Ok(())
+    })
+}
+
+fn layers_verify_remote(remote: &RemoteArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let (storage, tenant, timeline) = rt.block_on(remote_target(remote, false))?;
+    let scratch = std::env::temp_dir().join(format!("pageserver-verify-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("{}", scratch.display()))?;
+    let mut counts = None;
+    let result = to_stdout(|mut out| {
+        counts = Some(rt.block_on(pageserver::inspect::verify_remote(
+            &storage, tenant, timeline, &scratch, &mut out,
+        ))?);
+        Ok(())
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    if let Some(c) = counts
+        && c.damaged > 0
+    {
+        anyhow::bail!("{} damaged object(s) in remote storage", c.damaged);
     }
     Ok(())
 }

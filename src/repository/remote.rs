@@ -84,7 +84,7 @@ impl HistoricLayer {
 }
 
 /// One attempt: the whole object into `tmp`, fsynced, its size checked.
-async fn download_to(
+pub(crate) async fn download_to(
     storage: &GenericRemoteStorage,
     from: &crate::remote_storage::RemotePath,
     tmp: &Path,

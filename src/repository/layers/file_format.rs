@@ -598,6 +598,11 @@ impl LayerFile {
         self.entry_count
     }
 
+    /// How many pages of [`INDEX_PAGE_ENTRIES`] entries the index has.
+    pub fn index_pages(&self) -> usize {
+        self.page_crcs.len()
+    }
+
     /// Index page `p`: from the cache, or read from the file and checked against the crc taken at open.
     fn index_page(&self, p: usize, cache: bool) -> Result<Bytes, LayerError> {
         let page_no = u32::try_from(p).map_err(|_| self.corrupt("index page number overflows"))?;
@@ -704,7 +709,8 @@ impl LayerFile {
         Ok(lo..self.lower_bound(cur, end)?)
     }
 
-    fn block_start(&self, cur: &mut IndexCursor, i: usize) -> Result<u64, LayerError> {
+    /// Where entry `i`'s block starts; for `i == entry_count`, where the index starts (the end of the blocks).
+    pub(crate) fn block_start(&self, cur: &mut IndexCursor, i: usize) -> Result<u64, LayerError> {
         if i >= self.entry_count {
             return Ok(self.footer.index_offset);
         }

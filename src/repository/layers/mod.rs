@@ -6,6 +6,7 @@ pub mod file_format;
 pub mod image;
 pub mod index_cache;
 pub mod inmemory;
+pub mod inspect;
 pub mod name;
 
 #[cfg(test)]
