@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # postgresql-15: the real primary of the integration tests (server, psql, pgbench, pg_basebackup, pg_waldump).
+# pgbackrest: the PITR comparison of benches/pitr.rs (backup, archive-push, restore with WAL replay).
 # openssl: the Ed25519 keys and TLS certificates of the auth and TLS tests (as an operator makes them).
 # python3, python3-venv: the walredo smoke test, free ports in the scripts, and the venv of the Python tools.
-ensure_apt_packages postgresql-15 ca-certificates curl openssl python3 python3-venv
+ensure_apt_packages postgresql-15 pgbackrest ca-certificates curl openssl python3 python3-venv
 ensure_rust clippy fmt
 # From PyPI, into $PAGESERVER_CACHE_DIR/venv (first on PATH from here on, cargo test included): psycopg, the
 # third-party libpq client of tests/page_service_e2e.rs, schemathesis for scripts/schemathesis.sh, and

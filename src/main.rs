@@ -219,9 +219,10 @@ struct RestoreArgs {
     /// Restore the state at this LSN (within the timeline's retention).
     #[arg(long, value_name = "X/Y")]
     lsn: Option<String>,
-    /// Restore the state at this time, RFC 3339 (e.g. 2026-12-07T10:00:00Z): every transaction committed up
-    /// to it and none after, as PostgreSQL's recovery_target_time.
-    #[arg(long, value_name = "RFC3339")]
+    /// Restore the state at this time: every transaction committed up to it and none after, as PostgreSQL's
+    /// recovery_target_time. As PostgreSQL prints it or RFC 3339: 2026-12-07 10:00:00.5+01,
+    /// 2026-12-07T10:00:00Z; without an offset, UTC.
+    #[arg(long, value_name = "TIME")]
     time: Option<String>,
     /// Restore the state right after this named restore point (pg_create_restore_point), as PostgreSQL's
     /// recovery_target_name.

@@ -27,7 +27,9 @@ pub enum RestoreError {
     Api { url: String, msg: String },
     #[error("{0}")]
     OutOfRange(String),
-    #[error("invalid time {text:?}: expected RFC 3339, such as 2026-11-21T10:00:00Z")]
+    #[error(
+        "invalid time {text:?}: expected such as 2026-11-21T10:00:00Z or 2026-11-21 10:00:00.5+01 (no offset: UTC)"
+    )]
     BadTime { text: String },
     /// (`cause` is shown in the message, not chained: the binary prints an error's chain.)
     #[error("fullbackup at {lsn} from {addr}: {cause}")]
@@ -44,7 +46,7 @@ pub enum RestoreError {
 #[derive(Debug, Clone)]
 pub enum Target {
     Lsn(Lsn),
-    /// RFC 3339.
+    /// As [`parse_time`] reads it.
     Time(String),
     /// A `pg_create_restore_point` name: the state right after its record (the oldest one of that name
     /// within the retention, as PostgreSQL's `recovery_target_name` stops at the first it meets).
@@ -164,8 +166,7 @@ pub async fn restore(
             }
         }
         Target::Time(text) => {
-            let t = humantime::parse_rfc3339_weak(text)
-                .map_err(|_| RestoreError::BadTime { text: text.clone() })?;
+            let t = parse_time(text).ok_or_else(|| RestoreError::BadTime { text: text.clone() })?;
             let utc = humantime::format_rfc3339_micros(t).to_string();
             let path = format!("{base}/get_lsn_by_timestamp?timestamp={utc}");
             let found: LsnByTimestamp = fetch(opts, &path).await?;
@@ -453,4 +454,79 @@ pub fn progress_line(p: &Progress) -> String {
         "{mib:.1} of ~{:.1} MiB ({pct:.0}%), {rate:.1} MiB/s, ETA {eta:.0} s",
         p.estimate as f64 / (1 << 20) as f64
     )
+}
+
+/// A time as an operator copies it from PostgreSQL (`SELECT now()`, a log line, `recovery_target_time`) or
+/// writes it in RFC 3339: a date, `T` or a space, a time with optional fraction, then `Z`, an offset
+/// (`+01`, `-08:00`, `+0530`) or nothing (UTC).
+pub fn parse_time(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.trim();
+    // An offset sign comes after the date's own dashes (the first 10 characters).
+    let sign_at = (text.get(10..)?.rfind(['+', '-'])).map(|i| i + 10);
+    let (main, offset_secs) = match sign_at {
+        Some(i) => {
+            let (main, offset) = text.split_at(i);
+            let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
+            if !(digits.len() == 2 || digits.len() == 4)
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            let hours: u64 = digits[..2].parse().ok()?;
+            let minutes: u64 = digits
+                .get(2..)
+                .filter(|m| !m.is_empty())
+                .map_or(Ok(0), str::parse)
+                .ok()?;
+            if hours > 15 || minutes > 59 {
+                return None;
+            }
+            let secs = hours * 3600 + minutes * 60;
+            (
+                main,
+                if offset.starts_with('-') {
+                    -(secs as i64)
+                } else {
+                    secs as i64
+                },
+            )
+        }
+        None => (text.strip_suffix('Z').unwrap_or(text), 0),
+    };
+    let local = humantime::parse_rfc3339_weak(main).ok()?;
+    // UTC = local time - offset.
+    if offset_secs >= 0 {
+        local.checked_sub(std::time::Duration::from_secs(offset_secs as u64))
+    } else {
+        local.checked_add(std::time::Duration::from_secs(offset_secs.unsigned_abs()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_as_postgresql_prints_them() {
+        let utc =
+            |t: &str| super::parse_time(t).map(|t| humantime::format_rfc3339_micros(t).to_string());
+        let want = Some("2026-12-07T06:29:02.887499Z".to_string());
+        for t in [
+            "2026-12-07T06:29:02.887499Z",
+            "2026-12-07 06:29:02.887499",
+            "2026-12-07 06:29:02.887499+00",
+            "2026-12-07 07:29:02.887499+01",
+            "2026-12-07 12:29:02.887499+06:00",
+            "2026-12-06 22:59:02.887499-0730",
+        ] {
+            assert_eq!(utc(t), want, "{t}");
+        }
+        for bad in [
+            "2026-12-07",
+            "2026-12-07 06:29:02+1",
+            "2026-12-07 06:29:02+16",
+            "yesterday",
+            "2026-12-07 06:29:02 +01",
+        ] {
+            assert_eq!(utc(bad), None, "{bad}");
+        }
+    }
 }

@@ -239,6 +239,30 @@ impl PgCluster {
         self.running = true;
     }
 
+    /// The whole server log.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The cluster's own directory (the data directory's parent, the socket directory), owned by the server
+    /// user.
+    pub fn home(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `program` (from PATH, or a path) run as the server's user, in the cluster's directory: for tools that
+    /// work on the server's files, such as pgBackRest.
+    pub fn command_as_server_user(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.dir.path());
+        cmd.env("LC_ALL", "C.UTF-8");
+        if let Some(user) = &self.run_as {
+            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+            cmd.env("HOME", self.dir.path());
+        }
+        cmd
+    }
+
     /// The end of the server log, for failure messages.
     pub fn log_tail(&self) -> String {
         let log = fs::read_to_string(self.log_path()).unwrap_or_default();
@@ -485,6 +509,13 @@ impl Drop for PgCluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+}
+
+/// Gives `path` (a directory the test made) to the server's user, for files the server or its tools write.
+pub fn chown_to_server_user(path: &Path) {
+    if let Some(user) = server_user() {
+        chown(path, Some(user.uid), Some(user.gid)).expect("chown to the server user");
     }
 }
 
