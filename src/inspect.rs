@@ -425,7 +425,7 @@ async fn verify_layer_object(
     scratch: &Path,
 ) -> Result<Result<(), String>, InspectError> {
     let file = scratch.join(name);
-    crate::repository::remote::download_to(storage, key, &file, size).await?;
+    crate::repository::remote::download_to(storage, key, &file, size, None).await?;
     let checked = InspectedLayer::open(&file).and_then(|l| l.verify());
     let _ = std::fs::remove_file(&file);
     Ok(checked.map_err(|e| e.to_string()))

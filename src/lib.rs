@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod page_service;
 pub mod pagebench;
 pub mod pg;
+pub mod progress;
 pub mod recover;
 pub mod remote_storage;
 pub mod repository;

@@ -143,7 +143,7 @@ fn recoveries_equal_the_primary_and_the_scrub_finds_the_corruption() {
         let job = start_recover(&ps, T, TL, &format!("to_time={to_time}"));
         let shadow = job["target_timeline_id"].as_str().unwrap().to_string();
         let start_last = lsn(&detail(&ps, TL)["last_record_lsn"]);
-        let (mut reads, mut running_polls) = (0, 0);
+        let (mut reads, mut running_polls, mut progress_seen) = (0, 0, 0);
         let mut ingested_during = false;
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
@@ -164,6 +164,19 @@ fn recoveries_equal_the_primary_and_the_scrub_finds_the_corruption() {
                 break;
             }
             running_polls += 1;
+            // The job's progress: done of total WAL bytes, a rate and an ETA once a segment is replayed.
+            let (s, running) = ps.json("GET", "/v1/progress", None);
+            assert_eq!(s, 200, "{running}");
+            if let Some(r) = (running.as_array().unwrap().iter()).find(|p| p["kind"] == "recover") {
+                let (done, total) = (r["done"].as_u64().unwrap(), r["total"].as_u64().unwrap());
+                assert!(total > 0 && done <= total, "{r}");
+                assert_eq!(r["timeline_id"], shadow.as_str(), "{r}");
+                if done > 0 {
+                    assert!(r["rate_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+                    assert!(r["eta_secs"].as_f64().is_some(), "{r}");
+                    progress_seen += 1;
+                }
+            }
             // The target refuses reads while the job runs.
             let (s, _) = ps.get_bytes(&format!(
                 "/v1/tenant/{T}/timeline/{shadow}/getpage?key={probe}&lsn={}",
@@ -190,6 +203,21 @@ fn recoveries_equal_the_primary_and_the_scrub_finds_the_corruption() {
             "the job ran while the source was read"
         );
         assert!(ingested_during, "the source ingested during the job");
+        assert!(
+            progress_seen >= 1,
+            "GET /v1/progress never showed the recovery under way"
+        );
+        let (_, running) = ps.json("GET", "/v1/progress", None);
+        assert!(
+            !(running.as_array().unwrap().iter()).any(|p| p["kind"] == "recover"),
+            "a finished recovery is still listed: {running}"
+        );
+        let log = ps.log_text();
+        assert!(
+            log.lines()
+                .any(|l| l.contains("finished") && l.contains("kind=Recover")),
+            "no end-of-recovery progress line in the log"
+        );
         let info = detail(&ps, &shadow);
         let at = lsn(&info["last_record_lsn"]);
         assert!(at >= first.lsn, "{info}");

@@ -90,6 +90,7 @@ macro_rules! route {
 /// Every route of the API. The OpenAPI document (openapi.yaml, served at /swagger.yml) must list exactly these.
 pub static ROUTES: &[Route] = &[
     route!(GET, "/v1/status", status),
+    route!(GET, "/v1/progress", progress),
     route!(GET, "/metrics", super::metrics::handler),
     route!(GET, "/swagger.yml", swagger),
     route!(
@@ -260,6 +261,11 @@ async fn status(ctx: RequestContext) -> HandlerResult {
         StatusCode::OK,
         &serde_json::json!({ "id": ctx.state.node_id, "pg_addr": ctx.state.pg_addr }),
     ))
+}
+
+/// Long work running now ([`crate::progress`]).
+async fn progress(_ctx: RequestContext) -> HandlerResult {
+    Ok(json_response(StatusCode::OK, &crate::progress::list()))
 }
 
 /// Reads the validation keys again from `auth_validation_public_key_path`; the old keys stay on error.

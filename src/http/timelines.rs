@@ -204,11 +204,17 @@ async fn import_spooled(
 ) -> Result<Arc<Timeline>, ApiError> {
     let file = std::fs::File::open(spool)
         .map_err(|e| ApiError::Internal(format!("{}: {e}", spool.display())))?;
+    let size = file.metadata().ok().map(|m| m.len());
     let tl = a.tenant.create_timeline_for_import(id, 15).await?;
     let imported = async {
-        let stats =
-            crate::import::datadir::import_tar(&tl, std::io::BufReader::new(file), lsn, None)
-                .await?;
+        let stats = crate::import::datadir::import_tar_sized(
+            &tl,
+            std::io::BufReader::new(file),
+            lsn,
+            None,
+            size,
+        )
+        .await?;
         tl.finish_import(lsn)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;

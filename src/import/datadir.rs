@@ -126,6 +126,27 @@ pub async fn import_tar<R: Read + Send + 'static>(
     lsn: Lsn,
     prev: Option<Lsn>,
 ) -> Result<ImportStats, ImportError> {
+    import_tar_sized(tl, tar, lsn, prev, None).await
+}
+
+/// [`import_tar`] of an archive of `total` bytes (if known): the bytes read are its progress
+/// ([`crate::progress`]: `GET /v1/progress`, and the log).
+pub async fn import_tar_sized<R: Read + Send + 'static>(
+    tl: &Timeline,
+    tar: R,
+    lsn: Lsn,
+    prev: Option<Lsn>,
+    total: Option<u64>,
+) -> Result<ImportStats, ImportError> {
+    let progress = crate::progress::start(
+        crate::progress::Kind::Import,
+        format!("a data directory at {lsn}"),
+        Some(tl.tenant_id),
+        Some(tl.timeline_id),
+        "bytes",
+        total,
+    );
+    let tar = crate::progress::CountingReader::new(tar, progress);
     import_with(tl, lsn, prev, move |sink| scan_tar(tar, sink)).await
 }
 

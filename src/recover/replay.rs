@@ -505,6 +505,18 @@ async fn replay(
     }
     let mut ingest = WalIngest::new(target.clone());
     let to_time = req.to_time.as_ref().map(|(_, t)| *t);
+    // The WAL span to replay: to to_lsn, else to the archive's end (an upper bound for to_time).
+    let end = (req.to_lsn)
+        .or_else(|| steps.iter().map(|s| s.found.manifest.end_lsn).max())
+        .unwrap_or(start);
+    let progress = crate::progress::start(
+        crate::progress::Kind::Recover,
+        format!("job {} from {start} to {end}", job.status().job_id),
+        Some(target.tenant_id),
+        Some(target.timeline_id),
+        "bytes",
+        Some(end.checked_sub(start).unwrap_or(0)),
+    );
     let mut replayed_before: Option<Sha256Digest> = None;
     for step in steps {
         if target.cancel.is_cancelled() {
@@ -585,11 +597,14 @@ async fn replay(
             s.records_replayed += records;
             s.lsn_reached = Some(reached);
         });
+        progress.set_done(span);
         crate::metrics::recovery_replayed(fed);
         crate::failpoint::pause("recover-after-segment").await;
         if stop {
             break;
         }
     }
+    // Replayed to the target: what remained of the upper bound (a to_time target) is not owed.
+    progress.set_total(progress.status().done);
     Ok(())
 }

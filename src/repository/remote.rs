@@ -51,13 +51,23 @@ impl HistoricLayer {
         let tmp = path.with_file_name(format!("{}{DOWNLOAD_SUFFIX}", self.name()));
         let size = self.file_size();
         let never = CancellationToken::new();
+        // The key is tenants/<tenant>/timelines/<timeline>/<layer>.
+        let parts: Vec<&str> = remote.path.as_str().split('/').collect();
+        let progress = crate::progress::start(
+            crate::progress::Kind::Download,
+            self.name().to_string(),
+            parts.get(1).and_then(|t| t.parse().ok()),
+            parts.get(3).and_then(|t| t.parse().ok()),
+            "bytes",
+            Some(size),
+        );
         retry::retry(
             remote.path.as_str(),
             FOREGROUND,
             Some(FOREGROUND_ATTEMPTS),
             &never,
             |_| {},
-            || download_to(&remote.storage, &remote.path, &tmp, size),
+            || download_to(&remote.storage, &remote.path, &tmp, size, Some(&progress)),
         )
         .await
         .map_err(|e| fail(e.to_string()))?;
@@ -89,6 +99,7 @@ pub(crate) async fn download_to(
     from: &crate::remote_storage::RemotePath,
     tmp: &Path,
     size: u64,
+    progress: Option<&crate::progress::ProgressGuard>,
 ) -> Result<(), RemoteError> {
     let io = |e: std::io::Error| RemoteError::Transient(format!("writing {}: {e}", tmp.display()));
     let mut download = storage.download(from, ByteRange::ALL).await?;
@@ -98,6 +109,9 @@ pub(crate) async fn download_to(
         let chunk = chunk.map_err(RemoteError::from_body_io)?;
         got += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io)?;
+        if let Some(p) = progress {
+            p.set_done(got);
+        }
     }
     if got != size {
         return Err(RemoteError::Transient(format!(

@@ -82,7 +82,14 @@ async fn backup_and_import(
     info!(timeline_id = %id, start = %backup.start_lsn, end = %backup.end_lsn, bytes = backup.tar_bytes, "base backup taken");
     let tl = tenant.create_timeline_for_import(id, 15).await?;
     let reader = std::io::BufReader::new(std::fs::File::open(spool).map_err(io)?);
-    let stats = crate::import::datadir::import_tar(&tl, reader, backup.start_lsn, None).await?;
+    let stats = crate::import::datadir::import_tar_sized(
+        &tl,
+        reader,
+        backup.start_lsn,
+        None,
+        Some(backup.tar_bytes),
+    )
+    .await?;
     tl.finish_import(backup.start_lsn)
         .await
         .map_err(|e| FollowError::Io(e.to_string()))?;

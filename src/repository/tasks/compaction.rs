@@ -49,6 +49,7 @@ fn merge_l0(
     dir: &std::path::Path,
     inputs: &[Arc<DeltaLayer>],
     target_size: u64,
+    progress: &crate::progress::ProgressGuard,
 ) -> Result<Vec<DeltaLayer>, LayerError> {
     let lsn_range = inputs
         .iter()
@@ -74,6 +75,7 @@ fn merge_l0(
     let mut written = 0u64;
     let mut last_key: Option<Key> = None;
     while let Some(std::cmp::Reverse((key, lsn, i, HeapValue(value)))) = heap.pop() {
+        progress.add(1);
         if let Some(entry) = iters[i].next() {
             let (k, l, v) = entry?;
             heap.push(std::cmp::Reverse((k, l, i, HeapValue(v))));
@@ -181,9 +183,18 @@ impl Timeline {
             let dir = self.dir.clone();
             let target = conf.compaction_target_size;
             let to_merge = layers.clone();
-            let merged = tokio::task::spawn_blocking(move || merge_l0(&dir, &to_merge, target))
-                .await
-                .map_err(|e| CompactionError::Panicked(e.to_string()))?;
+            let progress = crate::progress::start(
+                crate::progress::Kind::Compaction,
+                format!("{} L0 layers into L1", to_merge.len()),
+                Some(self.tenant_id),
+                Some(self.timeline_id),
+                "entries",
+                Some(to_merge.iter().map(|l| l.entry_count() as u64).sum()),
+            );
+            let merged =
+                tokio::task::spawn_blocking(move || merge_l0(&dir, &to_merge, target, &progress))
+                    .await
+                    .map_err(|e| CompactionError::Panicked(e.to_string()))?;
             if let Err(e) = &merged
                 && e.is_damage()
                 && let Some(h) = handles.iter().find(|h| h.path() == e.path())
