@@ -25,6 +25,8 @@ PAGESERVER_WALREDO_BUNDLE=$(walredo-bundle/build.sh | tail -1)
 export PAGESERVER_WALREDO_BUNDLE
 log "walredo bundle smoke test"
 python3 walredo-bundle/test/smoke.py --bundle "$PAGESERVER_WALREDO_BUNDLE"
+log "walredo bundle: a second build from the same inputs is byte-identical"
+scripts/check-bundle-reproducible.sh "$PAGESERVER_WALREDO_BUNDLE"
 
 log "no citations of documents outside the repository"
 scripts/check-refs.sh

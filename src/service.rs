@@ -32,6 +32,8 @@ pub enum ServiceError {
     AuthKeys(#[from] crate::auth::KeyError),
     #[error("tls: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    #[error("pg_distrib_dir: {0}")]
+    Bundle(#[from] crate::walredo::bundle::BundleError),
 }
 
 /// The running node's fixed facts.
@@ -69,6 +71,16 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> Result<(), ServiceE
     } else {
         None
     };
+    // The walredo bundle, against its manifest: a bundle that differs stops the start, naming the file. One
+    // that is not there is only reported: the node serves what needs no redo, and redo says what is missing.
+    if config.pg_distrib_dir.exists() {
+        let dir = config.pg_distrib_dir.clone();
+        let verified =
+            tokio::task::spawn_blocking(move || crate::walredo::bundle::verify(&dir)).await??;
+        info!(bundle = %config.pg_distrib_dir.display(), files = verified.files, bytes = verified.bytes, "walredo bundle verified against its manifest");
+    } else {
+        tracing::warn!(bundle = %config.pg_distrib_dir.display(), "no walredo bundle at pg_distrib_dir: WAL redo will fail until one is there (walredo-bundle/build.sh)");
+    }
     let uses_jwt = |t: AuthType| (t == AuthType::NeonJWT).then(|| jwt.clone()).flatten();
     info!(
         workdir = %node.workdir.display(),

@@ -231,3 +231,79 @@ fn layers_key_prints_every_form() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("\"xyz\" is not a key"));
 }
+
+/// The walredo bundle is checked against its manifest at start: the bundle as built passes; a copy with one
+/// byte changed in one library, or with a file the build did not make, is refused with that file named.
+#[test]
+fn a_changed_walredo_bundle_is_refused_at_start() {
+    let built = std::fs::canonicalize(
+        std::env::var("PAGESERVER_WALREDO_BUNDLE")
+            .expect("PAGESERVER_WALREDO_BUNDLE (scripts/test.sh sets it)"),
+    )
+    .unwrap();
+    let copy = tempfile::tempdir().unwrap();
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", built.display()))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let distrib = format!("pg_distrib_dir='{}'", copy.path().display());
+
+    let mut ps = Pageserver::start(&[&distrib]);
+    assert!(
+        ps.log_text()
+            .contains("walredo bundle verified against its manifest"),
+        "{}",
+        ps.log_text()
+    );
+    ps.signal_and_wait(Signal::SIGTERM, Duration::from_secs(30));
+
+    let start = || {
+        let workdir = tempfile::tempdir().unwrap();
+        let out = Command::new(binary())
+            .arg("-D")
+            .arg(workdir.path())
+            .arg("-c")
+            .arg(format!(
+                "listen_http_addr='127.0.0.1:{}'",
+                support::free_port()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "listen_pg_addr='127.0.0.1:{}'",
+                support::free_port()
+            ))
+            .arg("-c")
+            .arg(&distrib)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let lib = copy.path().join("v15/lib/postgresql/plpgsql.so");
+    let mut bytes = std::fs::read(&lib).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&lib, &bytes).unwrap();
+    let (ok, err) = start();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("v15/lib/postgresql/plpgsql.so differs from the manifest"),
+        "{err}"
+    );
+    println!("{}", err.trim());
+    bytes[at] ^= 0x01;
+    std::fs::write(&lib, &bytes).unwrap();
+
+    std::fs::write(copy.path().join("v15/lib/postgresql/extra.so"), b"x").unwrap();
+    let (ok, err) = start();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("v15/lib/postgresql/extra.so is not in the manifest"),
+        "{err}"
+    );
+}

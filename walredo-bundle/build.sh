@@ -21,9 +21,13 @@ readonly PG_VERSION=15.18
 readonly DEB_SRC_VERSION=15.18-0+deb12u1
 readonly ORIG_TARBALL=postgresql-15_${PG_VERSION}.orig.tar.bz2
 readonly ORIG_SHA256=11df0df97fe3ea4ba9a791faaf39cee1d2fe571e78885b5b55d8517d27c323b4
-readonly BUILD_DEPS=(build-essential bison flex zlib1g-dev liblz4-dev libzstd-dev
+readonly BUILD_DEPS=(build-essential bison flex zlib1g-dev liblz4-dev libzstd-dev python3
 	pkg-config dpkg-dev bzip2)
 readonly DEB_SRC_LIST=/etc/apt/sources.list.d/pageserver-debian-src.sources
+# The installation prefix compiled into the binaries: a fixed path that exists nowhere, so that the bundle's
+# bytes do not depend on where it is built or kept (PostgreSQL finds share/ and lib/ relative to its own
+# binary; initdb and the redo child get LD_LIBRARY_PATH=<bundle>/v15/lib).
+readonly INSTALL_PREFIX=/pageserver-walredo-bundle
 # Directories of the PostgreSQL tree built and installed, in build order.
 readonly BUILD_DIRS=(src/backend src/backend/utils/mb/conversion_procs
 	src/backend/snowball src/interfaces/libpq src/bin/initdb src/pl/plpgsql)
@@ -200,6 +204,76 @@ verify() {
 		run_unprivileged '$out/v15/bin/postgres-testhooks' --wal-redo </dev/null"
 }
 
+# The compiler, linker and libraries the binaries are made with and linked against: their Debian versions go
+# into the manifest beside the build dependencies (a change of any may change the bytes).
+readonly TOOLCHAIN_PACKAGES=(gcc-12 binutils libc6 libc6-dev zlib1g liblz4-1 libzstd1)
+
+# Write $1/manifest.json: the sha256 of every file of the bundle and the target of every symbolic link
+# (what the pageserver checks at start), and what it was built from: the source package and tarball, the
+# patches and src/ files by sha256, this script, and the versions of the build dependencies and toolchain.
+write_manifest() {
+	local out=$1
+	python3 - "$out" "$here" "$PG_VERSION" "$DEB_SRC_VERSION" "$ORIG_TARBALL" "$ORIG_SHA256" \
+		"${BUILD_DEPS[@]}" "${TOOLCHAIN_PACKAGES[@]}" <<'PY'
+import hashlib, json, os, subprocess, sys
+
+out, here, pg_version, deb_version, tarball, tarball_sha, *deps = sys.argv[1:]
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+def tree(top, skip=()):
+    files, links = {}, {}
+    for root, dirs, names in os.walk(top):
+        for name in names + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            path = os.path.join(root, name)
+            rel = os.path.relpath(path, top)
+            if rel in skip:
+                continue
+            if os.path.islink(path):
+                links[rel] = os.readlink(path)
+            else:
+                files[rel] = sha256(path)
+    return dict(sorted(files.items())), dict(sorted(links.items()))
+
+files, links = tree(out, skip=("manifest.json", ".complete"))
+inputs = {}
+for sub in ("patches", "src"):
+    inputs[sub], _ = tree(os.path.join(here, sub))
+versions = {}
+for dep in deps:
+    q = subprocess.run(["dpkg-query", "-W", "-f=${Version}", dep], capture_output=True, text=True)
+    versions[dep] = q.stdout
+manifest = {
+    "format_version": 1,
+    "versions": {
+        "15": {
+            "postgresql": pg_version,
+            "debian_source_package": "postgresql-15",
+            "debian_source_version": deb_version,
+            "orig_tarball": tarball,
+            "orig_sha256": tarball_sha,
+            "patches": inputs["patches"],
+            "src": inputs["src"],
+        }
+    },
+    "build": {
+        "script_sha256": sha256(os.path.join(here, "build.sh")),
+        "dependencies": versions,
+    },
+    "files": files,
+    "symlinks": links,
+}
+with open(os.path.join(out, "manifest.json"), "w") as f:
+    json.dump(manifest, f, indent=2, sort_keys=True)
+    f.write("\n")
+PY
+}
+
 update_current_link() {
 	local dir=$1 key=$2
 	ln -sfn "$key" "$dir/current.tmp.$$"
@@ -239,12 +313,14 @@ main() {
 	build_log=$tmp/build.log
 	log "building $bundle (log: $build_log)"
 
-	build_postgres "$tmp/postgresql-$PG_VERSION" "$bundle/v15" "$tmp/stage" "$tmp/postgres-testhooks"
+	build_postgres "$tmp/postgresql-$PG_VERSION" "$INSTALL_PREFIX/v15" "$tmp/stage" "$tmp/postgres-testhooks"
 	mkdir -p "$(dirname "$bundle")"
 	rm -rf "$out"
-	assemble "$tmp/stage$bundle/v15" "$out"
+	assemble "$tmp/stage$INSTALL_PREFIX/v15" "$out"
 	cp "$tmp/postgres-testhooks" "$out/v15/bin/postgres-testhooks"
 	verify "$out"
+	write_manifest "$out"
+	chmod a+r "$out/manifest.json"
 	printf '%s\n' "$key" >"$out/.complete"
 
 	if [[ -e $bundle ]]; then

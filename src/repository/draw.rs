@@ -333,4 +333,106 @@ mod tests {
         };
         assert!(width(l0_line) > width(image_line));
     }
+
+    /// A thousand layers as a long-lived timeline has them (L0 slices across every key, L1 deltas over key
+    /// ranges in LSN bands, images of sparse key ranges): every layer gets its own rectangle of at least
+    /// 1 x 1 px, layers whose key and LSN ranges are disjoint never overlap on the picture, every L0 spans
+    /// the whole width, and the picture stays within a screen-like size in both directions.
+    #[test]
+    fn a_thousand_layers_stay_apart_and_bounded() {
+        let mut layers = Vec::new();
+        let lsn = |i: u64| Lsn(0x1000_0000 + i * 0x10_0000);
+        for band in 0..30u64 {
+            for part in 0..20u32 {
+                layers.push(DrawLayer {
+                    name: format!("l1-{band}-{part}"),
+                    keys: key(part * 1000)..key(part * 1000 + 1000),
+                    lsns: lsn(band * 10)..lsn(band * 10 + 10),
+                    image: false,
+                    l0: false,
+                    size: 1,
+                });
+            }
+        }
+        for i in 0..200u64 {
+            layers.push(DrawLayer {
+                name: format!("l0-{i}"),
+                keys: Key::MIN..Key::MAX,
+                lsns: lsn(300 + i)..lsn(301 + i),
+                image: false,
+                l0: true,
+                size: 1,
+            });
+        }
+        for i in 0..200u32 {
+            let at = lsn(u64::from(i % 10) * 30 + 5);
+            layers.push(DrawLayer {
+                name: format!("image-{i}"),
+                keys: key(i * 100)..key(i * 100 + 37),
+                lsns: at..Lsn(at.0 + 1),
+                image: true,
+                l0: false,
+                size: 1,
+            });
+        }
+        assert_eq!(layers.len(), 1000);
+        let svg = layer_map_svg("thousand", &layers, &[]);
+        let attr = |line: &str, name: &str| -> f64 {
+            let at = line.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+            line[at..].split('"').next().unwrap().parse().unwrap()
+        };
+        let header = svg.lines().next().unwrap();
+        let (width, height) = (attr(header, "width"), attr(header, "height"));
+        assert!(width <= 3000.0 && height <= 3000.0, "{width} x {height}");
+        let mut rects = std::collections::HashMap::new();
+        for line in svg
+            .lines()
+            .filter(|l| l.starts_with("<rect class=\"layer "))
+        {
+            let name = line
+                .split("<title>")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            let r = (
+                attr(line, "x"),
+                attr(line, "y"),
+                attr(line, "width"),
+                attr(line, "height"),
+            );
+            assert!(r.2 >= 1.0 && r.3 >= 1.0, "{name}: {r:?}");
+            assert!(
+                rects.insert(name.to_string(), r).is_none(),
+                "{name} drawn twice"
+            );
+        }
+        assert_eq!(rects.len(), 1000);
+        let l0_width = rects["l0-0"].2;
+        for l in layers.iter().filter(|l| l.l0) {
+            assert_eq!(rects[&l.name].2, l0_width);
+        }
+        for (i, a) in layers.iter().enumerate() {
+            for b in &layers[i + 1..] {
+                let apart = a.keys.end <= b.keys.start
+                    || b.keys.end <= a.keys.start
+                    || a.lsns.end <= b.lsns.start
+                    || b.lsns.end <= a.lsns.start;
+                if !apart {
+                    continue;
+                }
+                // Coordinates are printed to 0.1 px: neighbours may share up to 0.1 px of edge.
+                let (ra, rb) = (rects[&a.name], rects[&b.name]);
+                let overlap_x = ra.0 < rb.0 + rb.2 - 0.11 && rb.0 < ra.0 + ra.2 - 0.11;
+                let overlap_y = ra.1 < rb.1 + rb.3 - 0.11 && rb.1 < ra.1 + ra.3 - 0.11;
+                assert!(
+                    !(overlap_x && overlap_y),
+                    "{} and {} overlap: {ra:?} {rb:?}",
+                    a.name,
+                    b.name
+                );
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@
 //! killed, its callers get an error, and the next request gets a fresh child; a tenant's children die with
 //! the tenant ([`PostgresRedoManager::shutdown`]).
 
+pub mod bundle;
 pub mod native;
 pub mod pool;
 pub mod process;
