@@ -111,6 +111,7 @@ fn main() {
                 pool_size: 1,
                 idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
+                empty_root: true,
             },
             tracing::Span::none(),
         )

@@ -29,6 +29,7 @@ fn config(binary: &str) -> RedoConfig {
         pool_size: 1,
         idle_timeout: Duration::ZERO,
         request_timeout: Duration::from_secs(10),
+        empty_root: true,
     }
 }
 
@@ -130,6 +131,99 @@ async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
         vec![pid],
         "one process served every request"
     );
+}
+
+fn namespace(pid: &str, kind: &str) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
+}
+
+/// The files a process has mapped (the paths as it sees them).
+fn mapped_files(pid: u32) -> Vec<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mut files: Vec<String> = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .filter(|p| p.starts_with('/'))
+        .map(str::to_string)
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+}
+
+/// The child runs in an empty root of its own (docs/walredo.md §4): only the bundle is there, every library
+/// it runs on is the bundle's copy, its user, mount and network namespaces are new; and its pages equal
+/// those of a child on the host's filesystem, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_child_runs_in_an_empty_root_on_the_bundles_libraries() {
+    let sample = tokio::task::spawn_blocking(|| heap_page_sample(20))
+        .await
+        .unwrap();
+    let isolated = manager();
+    let page = isolated.redo(request(&sample)).await.unwrap();
+    let pid = isolated.pool().pids().await[0];
+
+    let interp =
+        pageserver::walredo::isolate::elf_interpreter(&bundle().join("v15/bin/postgres")).unwrap();
+    let loader_dir = interp
+        .components()
+        .nth(1)
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
+    let mut root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    root.sort();
+    let mut expected = vec!["pageserver-walredo-bundle".to_string(), loader_dir];
+    expected.sort();
+    assert_eq!(root, expected);
+
+    let files = mapped_files(pid);
+    assert!(
+        files
+            .iter()
+            .all(|f| f.starts_with("/pageserver-walredo-bundle/v15/")),
+        "{files:#?}"
+    );
+    for lib in [
+        "bin/postgres",
+        "lib/system/libc.so.6",
+        "lib/system/libzstd.so.1",
+    ] {
+        assert!(
+            files.contains(&format!("/pageserver-walredo-bundle/v15/{lib}")),
+            "{lib} not mapped: {files:#?}"
+        );
+    }
+    for kind in ["user", "mnt", "net"] {
+        assert_ne!(
+            namespace(&pid.to_string(), kind),
+            namespace("self", kind),
+            "{kind}"
+        );
+    }
+
+    // The same redo on the host's filesystem: the same bytes; and there the child maps the host's libraries.
+    let mut cfg = config("postgres");
+    cfg.empty_root = false;
+    let host = PostgresRedoManager::new(&cfg, Span::none()).unwrap();
+    assert_eq!(host.redo(request(&sample)).await.unwrap(), page);
+    let host_pid = host.pool().pids().await[0];
+    assert_eq!(
+        namespace(&host_pid.to_string(), "net"),
+        namespace("self", "net")
+    );
+    assert!(
+        !mapped_files(host_pid)
+            .iter()
+            .any(|f| f.starts_with("/pageserver-walredo-bundle/")),
+        "the host child runs on the host's libraries"
+    );
+    isolated.shutdown().await;
+    host.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,6 +139,7 @@ async fn redo_matches_wal_consistency_images() {
                 pool_size: 2,
                 idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
+                empty_root: true,
             },
             tracing::Span::none(),
         )

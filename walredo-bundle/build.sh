@@ -189,6 +189,28 @@ assemble() {
 	chmod -R a+rX "$out"
 }
 
+# The host libraries the bundle's programs load (glibc and its loader, zlib, lz4, zstd; what ldd resolves
+# outside the bundle), copied into $1/v15/lib/system under their sonames, and the empty directory that the
+# redo child's tmpfs root is mounted on ($1/sandbox-root). In the child's empty root these copies are the
+# only libraries there are (docs/walredo.md, "The empty root").
+add_system_libraries() {
+	local out=$1 interp lib
+	mkdir -p "$out/v15/lib/system" "$out/sandbox-root"
+	interp=$(readelf -l "$out/v15/bin/postgres" |
+		sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
+	[[ -n $interp ]] || die "no ELF interpreter in $out/v15/bin/postgres"
+	{
+		printf '%s\n' "$interp"
+		find "$out/v15/bin" "$out/v15/lib" -type f -print0 |
+			xargs -0 env LD_LIBRARY_PATH="$out/v15/lib" ldd 2>/dev/null |
+			awk '$2 == "=>" && $3 ~ /^\// { print $3 }'
+	} | sort -u | while read -r lib; do
+		case $lib in "$out"/*) continue ;; esac
+		cp -L "$lib" "$out/v15/lib/system/${lib##*/}"
+	done
+	chmod -R a+rX "$out/v15/lib/system" "$out/sandbox-root"
+}
+
 # Check the assembled bundle: initdb works, --wal-redo starts and exits on EOF.
 verify() {
 	local out=$1 data
@@ -318,6 +340,7 @@ main() {
 	rm -rf "$out"
 	assemble "$tmp/stage$INSTALL_PREFIX/v15" "$out"
 	cp "$tmp/postgres-testhooks" "$out/v15/bin/postgres-testhooks"
+	add_system_libraries "$out"
 	verify "$out"
 	write_manifest "$out"
 	chmod a+r "$out/manifest.json"

@@ -14,6 +14,7 @@
 //! the tenant ([`PostgresRedoManager::shutdown`]).
 
 pub mod bundle;
+pub mod isolate;
 pub mod native;
 pub mod pool;
 pub mod process;
@@ -77,6 +78,9 @@ pub struct RedoConfig {
     /// A child idle this long is stopped; zero: never.
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// Run each child in an empty root of its own, in new user, mount and network namespaces
+    /// (`isolate`); when the kernel refuses, the children run on the host's filesystem, with a warning.
+    pub empty_root: bool,
 }
 
 impl RedoConfig {
@@ -109,7 +113,20 @@ impl RedoConfig {
             None
         };
         let sandbox = sandbox::program_bytes().map_err(|e| RedoError::Setup(e.to_string()))?;
+        let empty_root = if self.empty_root {
+            match isolate::EmptyRoot::for_bundle(&self.bundle_dir, "v15", &binary) {
+                Ok(root) => Some(root),
+                Err(e) => {
+                    tracing::warn!(error = %e, "wal-redo processes run without the empty root (seccomp only)");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(LaunchConfig {
+            empty_root,
+            empty_root_failed: Default::default(),
             binary,
             lib_dir: v15.join("lib"),
             run_as,

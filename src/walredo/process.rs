@@ -19,6 +19,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::{Mutex, oneshot};
 use tracing::{Instrument, Span, error, info, warn};
 
+use super::isolate::EmptyRoot;
 use super::record::BufferTag;
 use crate::pg::Lsn;
 use crate::pg::constants::BLCKSZ;
@@ -35,6 +36,56 @@ pub struct LaunchConfig {
     /// The sandbox program ('S' payload).
     pub sandbox: Bytes,
     pub request_timeout: Duration,
+    /// The empty root to run in (`super::isolate`); `None`: the host's filesystem, with seccomp only.
+    pub empty_root: Option<EmptyRoot>,
+    /// Set when entering the empty root failed (the kernel here allows no user namespaces): later launches
+    /// of the pool go without it.
+    pub empty_root_failed: Arc<AtomicBool>,
+}
+
+impl LaunchConfig {
+    fn command(&self, program: &std::path::Path, library_path: &std::ffi::OsStr) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.arg("--wal-redo")
+            .env_clear()
+            .env("LD_LIBRARY_PATH", library_path)
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = self.run_as {
+            // std drops supplementary groups (setgroups(0)) when it changes the uid as root.
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    }
+
+    /// Starts the child in the empty root: the binary and libraries by their paths inside it.
+    fn spawn_in_empty_root(&self, root: &EmptyRoot) -> Result<Child, String> {
+        let name = self
+            .binary
+            .file_name()
+            .ok_or("the binary has no file name")?
+            .to_string_lossy()
+            .into_owned();
+        let (uid, gid) = self.run_as.unwrap_or((
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ));
+        let prepared = root.prepare(uid, gid).map_err(|e| e.to_string())?;
+        let mut cmd = self.command(
+            &root.inside(&format!("bin/{name}")),
+            std::ffi::OsStr::new(&root.library_path()),
+        );
+        // SAFETY: `enter` makes only system calls on `prepared`, allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || super::isolate::enter(&prepared));
+        }
+        cmd.spawn().map_err(|e| {
+            format!("entering the empty root (user, mount and network namespaces): {e}")
+        })
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -121,20 +172,24 @@ impl RedoProcess {
             binary: config.binary.display().to_string(),
             msg,
         };
-        let mut cmd = Command::new(&config.binary);
-        cmd.arg("--wal-redo")
-            .env_clear()
-            .env("LD_LIBRARY_PATH", &config.lib_dir)
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        if let Some((uid, gid)) = config.run_as {
-            // std drops supplementary groups (setgroups(0)) when it changes the uid as root.
-            cmd.uid(uid).gid(gid);
-        }
-        let mut child = cmd.spawn().map_err(|e| launch_err(e.to_string()))?;
+        let in_empty_root = config
+            .empty_root
+            .as_ref()
+            .filter(|_| !config.empty_root_failed.load(Ordering::Acquire));
+        let (mut child, root) = match in_empty_root.map(|r| config.spawn_in_empty_root(r)) {
+            Some(Ok(child)) => (child, "empty"),
+            other => {
+                if let Some(Err(e)) = other {
+                    config.empty_root_failed.store(true, Ordering::Release);
+                    span.in_scope(|| warn!(error = %e, "wal-redo processes run without the empty root from now on (seccomp only)"));
+                }
+                let child = config
+                    .command(&config.binary, config.lib_dir.as_os_str())
+                    .spawn()
+                    .map_err(|e| launch_err(e.to_string()))?;
+                (child, "host")
+            }
+        };
         let pid = child.id().unwrap_or(0);
         let mut stdin = child
             .stdin
@@ -163,7 +218,7 @@ impl RedoProcess {
             read_replies(pid, stdout, waiting.clone(), dead.clone()).instrument(span.clone()),
         );
         tokio::spawn(log_stderr(pid, stderr).instrument(span.clone()));
-        span.in_scope(|| info!(pid, "launched wal-redo process"));
+        span.in_scope(|| info!(pid, root, "launched wal-redo process"));
         Ok(Arc::new(RedoProcess {
             pid,
             child: std::sync::Mutex::new(Some(child)),
