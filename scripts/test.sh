@@ -27,6 +27,9 @@ log "walredo bundle smoke test"
 python3 walredo-bundle/test/smoke.py --bundle "$PAGESERVER_WALREDO_BUNDLE"
 log "walredo bundle: a second build from the same inputs is byte-identical"
 scripts/check-bundle-reproducible.sh "$PAGESERVER_WALREDO_BUNDLE"
+log "a Debian 13 root (debootstrap; cached) for tests/foreign_root.rs"
+PAGESERVER_DEBIAN13_ROOT=$(scripts/debian13-root.sh | tail -1)
+export PAGESERVER_DEBIAN13_ROOT
 
 log "no citations of documents outside the repository"
 scripts/check-refs.sh

@@ -24,6 +24,8 @@ pub struct Pageserver {
     pub env: Vec<(String, String)>,
     /// A JWT sent as `Authorization: Bearer` with every request of the helpers (NeonJWT servers).
     pub token: Option<String>,
+    /// Another distribution's root filesystem to run in (`tests/support/in_root.sh`), if any.
+    root: Option<PathBuf>,
 }
 
 impl Pageserver {
@@ -34,6 +36,21 @@ impl Pageserver {
 
     /// [`start`](Self::start) with extra environment (e.g. remote storage credentials), kept for restarts.
     pub fn start_with_env(overrides: &[&str], env: Vec<(String, String)>) -> Pageserver {
+        Self::start_where(overrides, env, None)
+    }
+
+    /// [`start`](Self::start) with `root` (another distribution's root filesystem) as the process's `/`:
+    /// the binary, the walredo bundle and the workdir are mounted in at their own paths
+    /// (`tests/support/in_root.sh`; needs root).
+    pub fn start_in_root(root: &Path, overrides: &[&str]) -> Pageserver {
+        Self::start_where(overrides, Vec::new(), Some(root.to_path_buf()))
+    }
+
+    fn start_where(
+        overrides: &[&str],
+        env: Vec<(String, String)>,
+        root: Option<PathBuf>,
+    ) -> Pageserver {
         let workdir = tempfile::Builder::new()
             .prefix("pageserver-test-")
             .tempdir()
@@ -49,6 +66,7 @@ impl Pageserver {
             log,
             env,
             token: None,
+            root,
         };
         // A port that was free when picked may be taken by a parallel test before the pageserver binds it:
         // then pick others.
@@ -80,7 +98,20 @@ impl Pageserver {
             .append(true)
             .open(&self.log)
             .expect("open log");
-        let mut cmd = Command::new(binary());
+        let mut cmd = match &self.root {
+            None => Command::new(binary()),
+            Some(root) => {
+                let mut cmd = Command::new(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/in_root.sh"),
+                );
+                cmd.arg(root).arg(binary()).arg(self.workdir.path());
+                if let Ok(bundle) = std::env::var("PAGESERVER_WALREDO_BUNDLE") {
+                    cmd.arg(std::fs::canonicalize(bundle).expect("the walredo bundle"));
+                }
+                cmd.arg("--").arg(binary());
+                cmd
+            }
+        };
         cmd.arg("-D")
             .arg(self.workdir.path())
             .arg("-c")
@@ -91,6 +122,14 @@ impl Pageserver {
         if let Ok(bundle) = std::env::var("PAGESERVER_WALREDO_BUNDLE")
             && !overrides.iter().any(|o| o.starts_with("pg_distrib_dir"))
         {
+            let bundle = match &self.root {
+                // Inside the root the `current` link of the cache does not exist: the bundle's own path.
+                Some(_) => std::fs::canonicalize(&bundle)
+                    .expect("the walredo bundle")
+                    .display()
+                    .to_string(),
+                None => bundle,
+            };
             cmd.arg("-c").arg(format!("pg_distrib_dir='{bundle}'"));
         }
         for o in overrides {
