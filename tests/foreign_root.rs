@@ -3,7 +3,7 @@
 //! sets; the test fails without it). The pageserver built here runs with that root as its `/` (glibc 2.41
 //! instead of the host's 2.36), follows a PostgreSQL 15 primary on the host under pgbench and the DDL mix,
 //! and serves every page equal to the primary's files; its redo children run in their empty roots on the
-//! bundle's own libraries; and it bootstraps a timeline with the bundle's initdb.
+//! bundle's own libraries; and it bootstraps a timeline with the bundle's initdb, in its empty root too.
 
 mod support;
 
@@ -93,4 +93,10 @@ fn a_pageserver_in_a_debian13_root_follows_a_primary_and_serves_its_pages() {
     ps.create_tenant(T2);
     ps.bootstrap(T2, TL);
     assert_eq!(ps.pg_class_page(T2, TL), (200, 8192));
+    let log = ps.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("initdb finished"))
+        .unwrap_or_else(|| panic!("no initdb line:\n{log}"));
+    assert!(line.contains("root=\"empty\""), "{line}");
 }

@@ -325,6 +325,41 @@ async fn bootstrap_with_initdb_matches_the_initdb_directory() {
     initdb.remove().await;
 }
 
+/// initdb runs in the bundle's empty root (docs/walredo.md §4: the bundle's shell, libraries and C.UTF-8
+/// locale data, nothing of the host but /dev/null and the scratch directory), and plain PostgreSQL 15 of the
+/// host boots on the cluster it made and answers queries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initdb_in_the_empty_root_makes_a_cluster_plain_postgresql_boots() {
+    let initdb = run_initdb(&bundle(), "postgres", "C.UTF-8", &initdb_user())
+        .await
+        .unwrap();
+    assert!(
+        initdb.in_empty_root(),
+        "initdb ran on the host's filesystem"
+    );
+    let pgdata = initdb.pgdata().to_path_buf();
+    let pg = tokio::task::spawn_blocking(move || {
+        let home = PgCluster::data_dir_home();
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&pgdata)
+            .arg(home.path().join("data"))
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        PgCluster::start_on(home)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        pg.sql("SELECT datcollate || ' ' || pg_encoding_to_char(encoding) FROM pg_database WHERE datname = 'postgres'"),
+        "C.UTF-8 UTF8"
+    );
+    assert_eq!(pg.sql("SELECT count(*) FROM pg_database"), "3");
+    drop(pg);
+    initdb.remove().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basebackup_tar_of_a_pgbench_primary() {
     let (pg, backup_dir, tar_path, end) = tokio::task::spawn_blocking(|| {

@@ -190,19 +190,23 @@ assemble() {
 }
 
 # The host libraries the bundle's programs load (glibc and its loader, zlib, lz4, zstd; what ldd resolves
-# outside the bundle), copied into $1/v15/lib/system under their sonames, and the empty directory that the
-# redo child's tmpfs root is mounted on ($1/sandbox-root). In the child's empty root these copies are the
-# only libraries there are (docs/walredo.md, "The empty root").
+# outside the bundle), copied into $1/v15/lib/system under their sonames, with the shell initdb runs its
+# commands through (dash, as sh) and glibc's C.UTF-8 locale data (lib/system/locale, for LOCPATH); and the
+# empty directory that the tmpfs root of the redo child and of initdb is mounted on ($1/sandbox-root). In
+# the empty root these copies are all there is (docs/walredo.md, "The empty root").
 add_system_libraries() {
 	local out=$1 interp lib
-	mkdir -p "$out/v15/lib/system" "$out/sandbox-root"
+	mkdir -p "$out/v15/lib/system/locale" "$out/sandbox-root"
+	cp -L "$(readlink -f /bin/sh)" "$out/v15/lib/system/sh"
+	cp -a /usr/lib/locale/C.utf8 "$out/v15/lib/system/locale/"
 	interp=$(readelf -l "$out/v15/bin/postgres" |
 		sed -n 's/.*Requesting program interpreter: \(.*\)]$/\1/p')
 	[[ -n $interp ]] || die "no ELF interpreter in $out/v15/bin/postgres"
 	{
 		printf '%s\n' "$interp"
+		# ldd fails on what is not a dynamic ELF file (the locale data): only its answers count.
 		find "$out/v15/bin" "$out/v15/lib" -type f -print0 |
-			xargs -0 env LD_LIBRARY_PATH="$out/v15/lib" ldd 2>/dev/null |
+			{ xargs -0 env LD_LIBRARY_PATH="$out/v15/lib" ldd 2>/dev/null || true; } |
 			awk '$2 == "=>" && $3 ~ /^\// { print $3 }'
 	} | sort -u | while read -r lib; do
 		case $lib in "$out"/*) continue ;; esac
@@ -226,9 +230,10 @@ verify() {
 		run_unprivileged '$out/v15/bin/postgres-testhooks' --wal-redo </dev/null"
 }
 
-# The compiler, linker and libraries the binaries are made with and linked against: their Debian versions go
+# The compiler, linker and libraries the binaries are made with and linked against, and the packages of the
+# shell and locale data the bundle copies: their Debian versions go
 # into the manifest beside the build dependencies (a change of any may change the bytes).
-readonly TOOLCHAIN_PACKAGES=(gcc-12 binutils libc6 libc6-dev zlib1g liblz4-1 libzstd1)
+readonly TOOLCHAIN_PACKAGES=(gcc-12 binutils libc6 libc6-dev libc-bin dash zlib1g liblz4-1 libzstd1)
 
 # Write $1/manifest.json: the sha256 of every file of the bundle and the target of every symbolic link
 # (what the pageserver checks at start), and what it was built from: the source package and tarball, the

@@ -148,11 +148,18 @@ fn write_initdb_archive(pgdata: &Path, dst: &Path) -> std::io::Result<()> {
 pub struct InitdbDir {
     scratch: PathBuf,
     pgdata: PathBuf,
+    in_empty_root: bool,
 }
 
 impl InitdbDir {
     pub fn pgdata(&self) -> &Path {
         &self.pgdata
+    }
+
+    /// Whether initdb ran in the bundle's empty root (on the bundle's own libraries) rather than on the
+    /// host's filesystem.
+    pub fn in_empty_root(&self) -> bool {
+        self.in_empty_root
     }
 
     /// Removes the scratch directory off the async workers.
@@ -181,7 +188,8 @@ fn remove_scratch(dir: &Path) {
 
 /// Runs `<bundle>/v15/bin/initdb` into a new scratch directory under the system temp dir: environment
 /// cleared but for the bundle's library path and the locale; as `run_as_user` when we are root (PostgreSQL
-/// refuses root), on a directory that user owns.
+/// refuses root), on a directory that user owns. In the bundle's empty root (docs/walredo.md §4) when the
+/// bundle and the locale allow it and the kernel lets us make the namespaces; else on the host.
 pub async fn run_initdb(
     bundle_dir: &Path,
     superuser: &str,
@@ -197,26 +205,74 @@ pub async fn run_initdb(
         )));
     }
     let run_as = unprivileged_user(run_as_user)?;
-    let dir = make_scratch_dir(run_as)?;
-    let mut cmd = tokio::process::Command::new(&initdb);
-    cmd.arg("-D")
-        .arg(dir.pgdata())
-        .arg("-U")
-        .arg(superuser)
-        .arg("--encoding=UTF8")
-        .arg(format!("--locale={locale}"))
-        .args(["--no-sync", "--no-instructions"])
-        .env_clear()
-        .env("LD_LIBRARY_PATH", v15.join("lib"))
-        .env("LC_ALL", locale)
-        // The unprivileged user may not be allowed into our working directory.
-        .current_dir(&dir.scratch)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if let Some((uid, gid)) = run_as {
-        cmd.uid(uid).gid(gid);
+    let mut dir = make_scratch_dir(run_as)?;
+    let args = |pgdata: &Path| {
+        [
+            "-D".into(),
+            pgdata.as_os_str().to_owned(),
+            "-U".into(),
+            superuser.into(),
+            "--encoding=UTF8".into(),
+            format!("--locale={locale}").into(),
+            "--no-sync".into(),
+            "--no-instructions".into(),
+        ]
+    };
+    let command = |program: &Path| {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.env_clear()
+            .env("LC_ALL", locale)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        if let Some((uid, gid)) = run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd
+    };
+
+    let empty_root = crate::walredo::isolate::EmptyRoot::for_bundle(bundle_dir, "v15", &initdb)
+        .ok()
+        .filter(|root| root.can_run_initdb(locale));
+    let mut spawned = None;
+    if let Some(root) = empty_root {
+        let (uid, gid) = run_as.unwrap_or((
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ));
+        let prepared = root
+            .prepare_initdb(uid, gid, &dir.scratch)
+            .map_err(|e| BootstrapError::Setup(e.to_string()))?;
+        let mut cmd = command(&root.inside("bin/initdb"));
+        cmd.args(args(Path::new("/data/pgdata")))
+            .env("LD_LIBRARY_PATH", root.library_path())
+            .env("LOCPATH", root.locale_path())
+            .current_dir("/");
+        // SAFETY: `enter` makes only system calls on `prepared`, allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || crate::walredo::isolate::enter(&prepared));
+        }
+        match cmd.spawn() {
+            Ok(child) => {
+                dir.in_empty_root = true;
+                spawned = Some(child);
+            }
+            Err(e) => warn!(error = %e, "initdb runs on the host: entering the empty root failed"),
+        }
     }
-    let output = tokio::time::timeout(INITDB_TIMEOUT, cmd.output())
+    let child = match spawned {
+        Some(child) => child,
+        None => {
+            let mut cmd = command(&initdb);
+            cmd.args(args(dir.pgdata()))
+                .env("LD_LIBRARY_PATH", v15.join("lib"))
+                // The unprivileged user may not be allowed into our working directory.
+                .current_dir(&dir.scratch);
+            cmd.spawn().map_err(io_err(&initdb))?
+        }
+    };
+    let output = tokio::time::timeout(INITDB_TIMEOUT, child.wait_with_output())
         .await
         .map_err(|_| BootstrapError::InitdbTimeout(INITDB_TIMEOUT))?
         .map_err(io_err(&initdb))?;
@@ -228,6 +284,10 @@ pub async fn run_initdb(
             stderr: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
         });
     }
+    info!(
+        root = if dir.in_empty_root { "empty" } else { "host" },
+        "initdb finished"
+    );
     Ok(dir)
 }
 
@@ -263,6 +323,7 @@ fn make_scratch_dir(owner: Option<(u32, u32)>) -> Result<InitdbDir, BootstrapErr
     let dir = InitdbDir {
         pgdata: scratch.join("pgdata"),
         scratch,
+        in_empty_root: false,
     };
     std::fs::set_permissions(&dir.scratch, std::fs::Permissions::from_mode(0o700))
         .map_err(io_err(&dir.scratch))?;

@@ -128,7 +128,103 @@ impl EmptyRoot {
             interp_link: c(&interp_link)?,
             interp_target: c(&interp_target)?,
             put_old: c(&root.join("old"))?,
+            initdb: None,
         })
+    }
+
+    /// The bundle's shell, for initdb's `popen`.
+    fn shell(&self) -> PathBuf {
+        self.version_dir.join("lib").join(SYSTEM_LIBS).join("sh")
+    }
+
+    /// Whether initdb can run in the empty root with `locale`: the bundle carries a shell, and the locale
+    /// is C or POSIX or one whose data the bundle carries (`lib/system/locale`, C.UTF-8 as built).
+    pub fn can_run_initdb(&self, locale: &str) -> bool {
+        if !self.shell().is_file() {
+            return false;
+        }
+        let dir = self
+            .version_dir
+            .join("lib")
+            .join(SYSTEM_LIBS)
+            .join("locale");
+        match locale {
+            "C" | "POSIX" => true,
+            l => dir.join(l).is_dir() || dir.join(normalized_locale(l)).is_dir(),
+        }
+    }
+
+    /// The locale directory inside (glibc's LOCPATH).
+    pub fn locale_path(&self) -> String {
+        format!("{PREFIX}/{}/lib/{SYSTEM_LIBS}/locale", self.version)
+    }
+
+    /// [`prepare`](Self::prepare) for initdb, with the host's `data_dir` (owned by `uid`) at `/data`.
+    pub fn prepare_initdb(
+        &self,
+        uid: u32,
+        gid: u32,
+        data_dir: &Path,
+    ) -> Result<Prepared, IsolateError> {
+        let mut prepared = self.prepare(uid, gid)?;
+        let c = |p: &Path| {
+            CString::new(p.as_os_str().as_bytes()).map_err(|_| IsolateError::Bundle {
+                path: p.to_path_buf(),
+                msg: "contains a NUL byte".into(),
+            })
+        };
+        let text = |t: String| CString::new(t).expect("no NUL");
+        let root = &self.mount_point;
+        prepared.initdb = Some(InitdbExtras {
+            bin_dir: c(&root.join("bin"))?,
+            sh_link: c(&root.join("bin/sh"))?,
+            sh_target: c(&self.inside(&format!("lib/{SYSTEM_LIBS}/sh")))?,
+            dev_dir: c(&root.join("dev"))?,
+            devices: [
+                (c"/dev/null", c(&root.join("dev/null"))?),
+                (c"/dev/urandom", c(&root.join("dev/urandom"))?),
+            ],
+            etc_dir: c(&root.join("etc"))?,
+            files: [
+                (
+                    c(&root.join("etc/passwd"))?,
+                    text(format!("initdb:x:{uid}:{gid}::/data:/bin/sh\n")),
+                ),
+                (
+                    c(&root.join("etc/group"))?,
+                    text(format!("initdb:x:{gid}:\n")),
+                ),
+                (
+                    c(&root.join("etc/nsswitch.conf"))?,
+                    text("passwd: files\ngroup: files\n".into()),
+                ),
+            ],
+            data_mount: c(&root.join("data"))?,
+            data_dir: c(data_dir)?,
+        });
+        Ok(prepared)
+    }
+}
+
+/// glibc's normalized form of a locale name: the codeset in lower case without punctuation
+/// (`C.UTF-8` -> `C.utf8`), as it looks for the locale's directory.
+fn normalized_locale(locale: &str) -> String {
+    match locale.split_once('.') {
+        Some((lang, rest)) => {
+            let (codeset, modifier) = rest
+                .split_once('@')
+                .map_or((rest, None), |(c, m)| (c, Some(m)));
+            let codeset: String = codeset
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .map(|c| c.to_ascii_lowercase())
+                .collect();
+            match modifier {
+                Some(m) => format!("{lang}.{codeset}@{m}"),
+                None => format!("{lang}.{codeset}"),
+            }
+        }
+        None => locale.to_string(),
     }
 }
 
@@ -145,6 +241,26 @@ pub struct Prepared {
     interp_link: CString,
     interp_target: CString,
     put_old: CString,
+    /// What initdb needs beyond the redo child's root, if this is initdb's.
+    initdb: Option<InitdbExtras>,
+}
+
+/// initdb runs `/bin/sh` (popen, system), writes `/dev/null`, reads `/dev/urandom` (PostgreSQL's strong
+/// random without OpenSSL), looks up its user, and writes its cluster: `/bin/sh` (the bundle's shell),
+/// `/dev/null` and `/dev/urandom` (the host's, bind-mounted), `/etc/passwd`, `/etc/group` and
+/// `/etc/nsswitch.conf` of one line each, and the host's scratch directory at `/data`.
+#[derive(Debug)]
+struct InitdbExtras {
+    bin_dir: CString,
+    sh_link: CString,
+    sh_target: CString,
+    dev_dir: CString,
+    /// (host device, its file in the root): /dev/null and /dev/urandom.
+    devices: [(&'static std::ffi::CStr, CString); 2],
+    etc_dir: CString,
+    files: [(CString, CString); 3],
+    data_mount: CString,
+    data_dir: CString,
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
@@ -169,6 +285,37 @@ fn write_proc(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
         if n != bytes.len() as isize {
             return Err(err);
         }
+    }
+    Ok(())
+}
+
+fn write_new_file(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: both are NUL-terminated and live across the calls.
+    unsafe {
+        let fd = libc::open(
+            path.as_ptr(),
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o644,
+        );
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let bytes = data.to_bytes();
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        let err = io::Error::last_os_error();
+        libc::close(fd);
+        if n != bytes.len() as isize {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn make_dir(dir: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: a NUL-terminated path.
+    let r = unsafe { libc::mkdir(dir.as_ptr(), 0o755) };
+    if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }
@@ -204,18 +351,41 @@ pub unsafe fn enter(p: &Prepared) -> io::Result<()> {
             p.root.as_ptr(),
             c"tmpfs".as_ptr(),
             libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            c"size=64k,nr_inodes=32,mode=0755".as_ptr().cast(),
+            c"size=64k,nr_inodes=64,mode=0755".as_ptr().cast(),
         ))?;
         for dir in [&p.prefix_dir, &p.version_mount, &p.interp_dir, &p.put_old] {
-            let r = libc::mkdir(dir.as_ptr(), 0o755);
-            if r != 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-                return Err(io::Error::last_os_error());
-            }
+            make_dir(dir)?;
         }
         check(libc::symlink(
             p.interp_target.as_ptr(),
             p.interp_link.as_ptr(),
         ))?;
+        if let Some(i) = &p.initdb {
+            for dir in [&i.bin_dir, &i.dev_dir, &i.etc_dir, &i.data_mount] {
+                make_dir(dir)?;
+            }
+            check(libc::symlink(i.sh_target.as_ptr(), i.sh_link.as_ptr()))?;
+            for (device, file) in &i.devices {
+                write_new_file(file, c"")?;
+                check(libc::mount(
+                    device.as_ptr(),
+                    file.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+            }
+            for (path, text) in &i.files {
+                write_new_file(path, text)?;
+            }
+            check(libc::mount(
+                i.data_dir.as_ptr(),
+                i.data_mount.as_ptr(),
+                none,
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+        }
         check(libc::mount(
             p.version_dir.as_ptr(),
             p.version_mount.as_ptr(),
@@ -289,6 +459,13 @@ pub fn elf_interpreter(path: &Path) -> Result<PathBuf, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locale_names_normalize_as_glibc_does() {
+        assert_eq!(normalized_locale("C.UTF-8"), "C.utf8");
+        assert_eq!(normalized_locale("en_US.UTF-8@euro"), "en_US.utf8@euro");
+        assert_eq!(normalized_locale("C"), "C");
+    }
 
     #[test]
     fn the_interpreter_of_a_dynamic_executable() {
