@@ -18,7 +18,10 @@ for _ in $(seq 1 1200); do   # the release build may take minutes on a cold cach
   if ! kill -0 $pid 2>/dev/null; then cat "$workdir/out.log"; echo "check-run: pageserver exited early"; exit 1; fi
   sleep 0.5
 done
-[ "$status" = '{"id":1}' ] || { cat "$workdir/out.log"; echo "check-run: /v1/status said '$status'"; exit 1; }
+# {"id":1,"pg_addr":"127.0.0.1:<pgport>"}: the default node id, and the page service where it was told to be.
+python3 -c 'import json, sys; d = json.loads(sys.argv[1]); sys.exit(d != {"id": 1, "pg_addr": sys.argv[2]})' \
+  "$status" "127.0.0.1:$pgport" ||
+  { cat "$workdir/out.log"; echo "check-run: /v1/status said '$status'"; exit 1; }
 
 start=$(date +%s%N)
 kill -TERM $pid
