@@ -271,30 +271,13 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-fn write_proc(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
-    // SAFETY: both are NUL-terminated and live across the calls.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let bytes = data.to_bytes();
-        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
-        let err = io::Error::last_os_error();
-        libc::close(fd);
-        if n != bytes.len() as isize {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
-
-fn write_new_file(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
+/// Writes `data` to `path` opened with `flags` (and O_WRONLY, O_CLOEXEC; mode 0644 if created), in one write.
+fn write_file(path: &std::ffi::CStr, flags: libc::c_int, data: &std::ffi::CStr) -> io::Result<()> {
     // SAFETY: both are NUL-terminated and live across the calls.
     unsafe {
         let fd = libc::open(
             path.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            libc::O_WRONLY | libc::O_CLOEXEC | flags,
             0o644,
         );
         if fd < 0 {
@@ -335,9 +318,9 @@ pub unsafe fn enter(p: &Prepared) -> io::Result<()> {
         // A changed uid left the process non-dumpable, and its /proc files root's: make them ours again to
         // write the maps (exec resets the flag by its own rules).
         check(libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0))?;
-        write_proc(c"/proc/self/setgroups", c"deny")?;
-        write_proc(c"/proc/self/uid_map", &p.uid_map)?;
-        write_proc(c"/proc/self/gid_map", &p.gid_map)?;
+        write_file(c"/proc/self/setgroups", 0, c"deny")?;
+        write_file(c"/proc/self/uid_map", 0, &p.uid_map)?;
+        write_file(c"/proc/self/gid_map", 0, &p.gid_map)?;
         // Nothing mounted here propagates back to the host.
         check(libc::mount(
             none,
@@ -366,7 +349,7 @@ pub unsafe fn enter(p: &Prepared) -> io::Result<()> {
             }
             check(libc::symlink(i.sh_target.as_ptr(), i.sh_link.as_ptr()))?;
             for (device, file) in &i.devices {
-                write_new_file(file, c"")?;
+                write_file(file, libc::O_CREAT | libc::O_EXCL, c"")?;
                 check(libc::mount(
                     device.as_ptr(),
                     file.as_ptr(),
@@ -376,7 +359,7 @@ pub unsafe fn enter(p: &Prepared) -> io::Result<()> {
                 ))?;
             }
             for (path, text) in &i.files {
-                write_new_file(path, text)?;
+                write_file(path, libc::O_CREAT | libc::O_EXCL, text)?;
             }
             check(libc::mount(
                 i.data_dir.as_ptr(),

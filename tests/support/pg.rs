@@ -179,14 +179,7 @@ impl PgCluster {
     }
 
     fn server_command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin.join(program));
-        cmd.current_dir(self.dir.path());
-        cmd.env("LC_ALL", "C.UTF-8");
-        if let Some(user) = &self.run_as {
-            cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-            cmd.env("HOME", self.dir.path());
-        }
-        cmd
+        self.command_as_server_user(&self.bin.join(program).to_string_lossy())
     }
 
     fn initdb(&self) {
