@@ -166,12 +166,7 @@ fn layers_verify_finds_a_flipped_byte() {
     let ps = Pageserver::start(&[]);
     ps.create_tenant(T);
     ps.bootstrap(T, TL);
-    let (s, _) = ps.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/timeline/{TL}/checkpoint"),
-        None,
-    );
-    assert_eq!(s, 200);
+    ps.checkpoint(T, TL);
     let verify = || {
         Command::new(binary())
             .args(["layers", "verify"])

@@ -85,12 +85,7 @@ fn file_copy_sees_its_batch_and_streams_a_large_template() {
     pg.pgbench_init("big", 10);
     let template_bytes: u64 = pg.sql("SELECT pg_database_size('big')").parse().unwrap();
     ps.wait_ingested(T, TL, current(&pg));
-    let (s, _) = ps.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/timeline/{TL}/checkpoint"),
-        None,
-    );
-    assert_eq!(s, 200);
+    ps.checkpoint(T, TL);
     let pid = ps.pid();
     let before = status_kib(pid, "VmRSS:");
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset the peak RSS");

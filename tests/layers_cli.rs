@@ -111,12 +111,7 @@ fn list_dump_index_part_and_verify_of_a_workdir_and_a_bucket() {
     let ps = Pageserver::start_with_env(&[&format!("remote_storage={table}")], env.clone());
     ps.create_tenant(T);
     ps.bootstrap(T, TL);
-    let (s, _) = ps.json(
-        "PUT",
-        &format!("/v1/tenant/{T}/timeline/{TL}/checkpoint"),
-        None,
-    );
-    assert_eq!(s, 200);
+    ps.checkpoint(T, TL);
     let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
     let dcl: Lsn = info["disk_consistent_lsn"]
         .as_str()

@@ -348,6 +348,16 @@ impl Pageserver {
         info
     }
 
+    /// `PUT .../checkpoint` of a timeline (its in-memory layer flushed to a layer file); panics unless 200.
+    pub fn checkpoint(&self, tenant: &str, timeline: &str) {
+        let (s, answer) = self.json(
+            "PUT",
+            &format!("/v1/tenant/{tenant}/timeline/{timeline}/checkpoint"),
+            None,
+        );
+        assert_eq!(s, 200, "{answer}");
+    }
+
     /// The status and length of the first page of pg_class in database `postgres` (5) as the debug route
     /// `getpage` answers it: (200, 8192) for any timeline made from initdb.
     pub fn pg_class_page(&self, tenant: &str, timeline: &str) -> (u16, usize) {
