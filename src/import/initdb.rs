@@ -237,12 +237,8 @@ pub async fn run_initdb(
         .filter(|root| root.can_run_initdb(locale));
     let mut spawned = None;
     if let Some(root) = empty_root {
-        let (uid, gid) = run_as.unwrap_or((
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        ));
         let prepared = root
-            .prepare_initdb(uid, gid, &dir.scratch)
+            .prepare_initdb(run_as, &dir.scratch)
             .map_err(|e| BootstrapError::Setup(e.to_string()))?;
         let mut cmd = command(&root.inside("bin/initdb"));
         cmd.args(args(Path::new("/data/pgdata")))

@@ -93,14 +93,9 @@ impl EmptyRoot {
         )
     }
 
-    /// Everything [`enter`] needs, as C strings, for a child running as `uid`/`gid`.
-    pub fn prepare(&self, uid: u32, gid: u32) -> Result<Prepared, IsolateError> {
-        let c = |p: &Path| {
-            CString::new(p.as_os_str().as_bytes()).map_err(|_| IsolateError::Bundle {
-                path: p.to_path_buf(),
-                msg: "contains a NUL byte".into(),
-            })
-        };
+    /// Everything [`enter`] needs, as C strings, for a child running as `run_as` (uid, gid), or as we do.
+    pub fn prepare(&self, run_as: Option<(u32, u32)>) -> Result<Prepared, IsolateError> {
+        let (uid, gid) = ids(run_as);
         let root = &self.mount_point;
         let in_root = |inner: &Path| root.join(inner.strip_prefix("/").unwrap_or(inner));
         let prefix_dir = in_root(Path::new(PREFIX));
@@ -159,20 +154,15 @@ impl EmptyRoot {
         format!("{PREFIX}/{}/lib/{SYSTEM_LIBS}/locale", self.version)
     }
 
-    /// [`prepare`](Self::prepare) for initdb, with the host's `data_dir` (owned by `uid`) at `/data`.
+    /// [`prepare`](Self::prepare) for initdb, with the host's `data_dir` (owned by the user it runs as)
+    /// at `/data`.
     pub fn prepare_initdb(
         &self,
-        uid: u32,
-        gid: u32,
+        run_as: Option<(u32, u32)>,
         data_dir: &Path,
     ) -> Result<Prepared, IsolateError> {
-        let mut prepared = self.prepare(uid, gid)?;
-        let c = |p: &Path| {
-            CString::new(p.as_os_str().as_bytes()).map_err(|_| IsolateError::Bundle {
-                path: p.to_path_buf(),
-                msg: "contains a NUL byte".into(),
-            })
-        };
+        let mut prepared = self.prepare(run_as)?;
+        let (uid, gid) = ids(run_as);
         let text = |t: String| CString::new(t).expect("no NUL");
         let root = &self.mount_point;
         prepared.initdb = Some(InitdbExtras {
@@ -263,6 +253,22 @@ struct InitdbExtras {
     data_dir: CString,
 }
 
+/// `run_as`, or our own effective uid and gid.
+fn ids(run_as: Option<(u32, u32)>) -> (u32, u32) {
+    run_as.unwrap_or((
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    ))
+}
+
+/// A path as a C string for the steps after the fork.
+fn c(p: &Path) -> Result<CString, IsolateError> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| IsolateError::Bundle {
+        path: p.to_path_buf(),
+        msg: "contains a NUL byte".into(),
+    })
+}
+
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret == 0 {
         Ok(())
@@ -292,6 +298,20 @@ fn write_file(path: &std::ffi::CStr, flags: libc::c_int, data: &std::ffi::CStr) 
         }
     }
     Ok(())
+}
+
+/// Bind-mounts `source` on `target`.
+fn bind(source: &std::ffi::CStr, target: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: NUL-terminated paths; no data argument.
+    check(unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    })
 }
 
 fn make_dir(dir: &std::ffi::CStr) -> io::Result<()> {
@@ -350,32 +370,14 @@ pub unsafe fn enter(p: &Prepared) -> io::Result<()> {
             check(libc::symlink(i.sh_target.as_ptr(), i.sh_link.as_ptr()))?;
             for (device, file) in &i.devices {
                 write_file(file, libc::O_CREAT | libc::O_EXCL, c"")?;
-                check(libc::mount(
-                    device.as_ptr(),
-                    file.as_ptr(),
-                    none,
-                    libc::MS_BIND,
-                    std::ptr::null(),
-                ))?;
+                bind(device, file)?;
             }
             for (path, text) in &i.files {
                 write_file(path, libc::O_CREAT | libc::O_EXCL, text)?;
             }
-            check(libc::mount(
-                i.data_dir.as_ptr(),
-                i.data_mount.as_ptr(),
-                none,
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
+            bind(&i.data_dir, &i.data_mount)?;
         }
-        check(libc::mount(
-            p.version_dir.as_ptr(),
-            p.version_mount.as_ptr(),
-            none,
-            libc::MS_BIND,
-            std::ptr::null(),
-        ))?;
+        bind(&p.version_dir, &p.version_mount)?;
         check(libc::mount(
             none,
             p.version_mount.as_ptr(),

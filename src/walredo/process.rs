@@ -69,11 +69,7 @@ impl LaunchConfig {
             .ok_or("the binary has no file name")?
             .to_string_lossy()
             .into_owned();
-        let (uid, gid) = self.run_as.unwrap_or((
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
-        ));
-        let prepared = root.prepare(uid, gid).map_err(|e| e.to_string())?;
+        let prepared = root.prepare(self.run_as).map_err(|e| e.to_string())?;
         let mut cmd = self.command(
             &root.inside(&format!("bin/{name}")),
             std::ffi::OsStr::new(&root.library_path()),
