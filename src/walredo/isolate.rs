@@ -404,11 +404,21 @@ pub unsafe fn enter(p: &Prepared) -> io::Result<()> {
 
 /// The program interpreter an ELF executable asks for (its PT_INTERP), from its program headers.
 pub fn elf_interpreter(path: &Path) -> Result<PathBuf, String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    // The headers, the program headers and the interpreter's name lead any executable a linker makes: read
+    // only its start (this runs at every pool creation; postgres is megabytes).
+    const HEAD: u64 = 64 * 1024;
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(|e| e.to_string())?, HEAD),
+        &mut bytes,
+    )
+    .map_err(|e| e.to_string())?;
     let get = |off: usize, len: usize| -> Result<&[u8], String> {
         bytes
             .get(off..off.checked_add(len).ok_or("offset overflow")?)
-            .ok_or_else(|| "truncated ELF file".to_string())
+            .ok_or_else(|| {
+                "truncated ELF file (or its headers beyond the first 64 KiB)".to_string()
+            })
     };
     if get(0, 4)? != b"\x7fELF" {
         return Err("not an ELF file".into());
