@@ -121,7 +121,11 @@ fn main() {
         .await
         .unwrap();
         let tl = tenant
-            .create_timeline(TimelineId([2; 16]), Lsn(0x1000), 15)
+            .create_timeline(
+                TimelineId([2; 16]),
+                Lsn(0x1000),
+                pageserver::pg::PgVersion::V15,
+            )
             .await
             .unwrap();
         build(&tl, &depths).await;

@@ -18,12 +18,13 @@ const SEG_SIZE: u32 = 16 * 1024 * 1024;
 /// Decodes every record of the segment fully (records, block references, bodies); returns the count. The
 /// segment is fed as it is read from a file, an owned buffer.
 fn decode_segment(start: Lsn, segment: Vec<u8>) -> u64 {
-    let mut decoder = WalStreamDecoder::new(start, SEG_SIZE).unwrap();
+    let mut decoder =
+        WalStreamDecoder::new(start, SEG_SIZE, pageserver::pg::PgVersion::V15).unwrap();
     decoder.feed(segment.into());
     let mut n = 0;
     while let Ok(Some(raw)) = decoder.poll_decode() {
         let rec = decode_record(&raw).unwrap();
-        let _ = std::hint::black_box(parse_body(&rec));
+        let _ = std::hint::black_box(parse_body(&rec, pageserver::pg::PgVersion::V15));
         n += 1;
     }
     n

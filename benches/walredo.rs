@@ -45,7 +45,12 @@ impl Setup {
     async fn run(&self, kind: Kind) {
         match kind {
             Kind::Ping => {
-                self.manager.pool().request(&PING).await.unwrap();
+                self.manager
+                    .pool(pageserver::pg::PgVersion::V15)
+                    .unwrap()
+                    .request(&PING)
+                    .await
+                    .unwrap();
             }
             Kind::Records(1) => {
                 self.manager.redo(self.one.clone()).await.unwrap();
@@ -119,6 +124,7 @@ fn main() {
         let page = PageId::Rel(sample.tag);
         let base = manager
             .redo(RedoRequest {
+                pg_version: pageserver::pg::PgVersion::V15,
                 page,
                 base_image: None,
                 records: sample.records[..20].to_vec(),
@@ -126,11 +132,13 @@ fn main() {
             .await
             .unwrap();
         let one = RedoRequest {
+            pg_version: pageserver::pg::PgVersion::V15,
             page,
             base_image: Some(base.clone()),
             records: sample.records[20..21].to_vec(),
         };
         let ten = RedoRequest {
+            pg_version: pageserver::pg::PgVersion::V15,
             page,
             base_image: Some(base),
             records: sample.records[20..30].to_vec(),

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::pg::constants::FORK_NAMES;
 use crate::pg::lsn::{is_valid_segment_size, parse_wal_file_name};
-use crate::pg::{DecodedRecord, Lsn, WalDecodeError, WalStreamDecoder, decode_record};
+use crate::pg::{DecodedRecord, Lsn, PgVersion, WalDecodeError, WalStreamDecoder, decode_record};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WaldumpError {
@@ -28,6 +28,8 @@ pub enum WaldumpError {
     NoSegments,
     #[error("{path}: {msg}")]
     BadSegment { path: PathBuf, msg: String },
+    #[error("{path}: WAL page magic {magic:#06X} is not of PostgreSQL {supported}", supported = crate::pg::PgVersion::supported_list())]
+    UnknownVersion { path: PathBuf, magic: u16 },
     #[error(transparent)]
     Decode(#[from] WalDecodeError),
     #[error(transparent)]
@@ -107,6 +109,8 @@ fn to_json(rec: &DecodedRecord) -> JsonRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DumpSummary {
     pub records: u64,
+    /// The PostgreSQL version whose WAL it is (by the page magic of the first segment).
+    pub version: Option<PgVersion>,
     /// Where written WAL ended, if it ended inside the given segments.
     pub end_of_wal: Option<Lsn>,
 }
@@ -161,15 +165,34 @@ fn segment_size(path: &Path) -> Result<u32, WaldumpError> {
     Ok(size)
 }
 
-/// Decodes every record of `segments`, calling `on_record` for each, until the end of written WAL.
+/// The PostgreSQL version of the WAL segment at `path`, by the magic of its first page.
+pub fn wal_version(path: &Path) -> Result<PgVersion, WaldumpError> {
+    let mut magic = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .map_err(|source| WaldumpError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let magic = u16::from_le_bytes(magic);
+    PgVersion::from_xlog_page_magic(magic).ok_or_else(|| WaldumpError::UnknownVersion {
+        path: path.to_path_buf(),
+        magic,
+    })
+}
+
+/// Decodes every record of `segments` (of the version [`wal_version`] tells by the first), calling
+/// `on_record` for each, until the end of written WAL.
 pub fn for_each_record(
     segments: &[PathBuf],
     mut on_record: impl FnMut(&DecodedRecord) -> Result<(), WaldumpError>,
 ) -> Result<DumpSummary, WaldumpError> {
     let first = segments.first().ok_or(WaldumpError::NoSegments)?;
     let seg_size = segment_size(first)?;
+    let version = wal_version(first)?;
     let mut summary = DumpSummary {
         records: 0,
+        version: Some(version),
         end_of_wal: None,
     };
     let mut decoder: Option<WalStreamDecoder> = None;
@@ -198,6 +221,7 @@ pub fn for_each_record(
             decoder = Some(WalStreamDecoder::new(
                 Lsn(segno * seg_size as u64),
                 seg_size,
+                version,
             )?);
         }
         expected_segno = Some(segno + 1);

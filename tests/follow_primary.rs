@@ -1,4 +1,4 @@
-//! Follow a running PostgreSQL 15 primary in one call through the real binary: the pageserver creates the
+//! Follow a running PostgreSQL 15 primary (and an 18 one) in one call through the real binary: the pageserver creates the
 //! slot, takes a base backup over the replication protocol, imports it and streams; meanwhile pgbench -i -s 10
 //! and then pgbench -T 60 -c 4 concurrently with the DDL mix (every index AM, TRUNCATE, CREATE/DROP DATABASE,
 //! VACUUM, sequences, two-phase commit), aborts and multixact sessions; after a CHECKPOINT and a clean stop of
@@ -21,9 +21,21 @@ const TL: &str = "abababababababababababababababab";
 
 #[test]
 fn follow_a_primary_and_match_its_files() {
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
-    });
+    follow_and_match(15);
+}
+
+#[test]
+fn follow_a_postgresql_18_primary_and_match_its_files() {
+    follow_and_match(18);
+}
+
+fn follow_and_match(major: u32) {
+    let mut pg = PgCluster::start_version(
+        major,
+        PgOptions {
+            extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+        },
+    );
     let ps = Pageserver::start(&[]);
     ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "pageserver");
     assert_eq!(
@@ -54,7 +66,8 @@ fn follow_a_primary_and_match_its_files() {
     let (last, info) = stop_primary_and_wait(&mut pg, &ps, T, TL);
     assert_eq!(info["wal_source_connstr"], pg.connstr("postgres"));
     let cmp = compare_over_http(&ps, T, TL, last, &pg, &[wal_log_db]);
-    cmp.print(&format!("followed to {last}"));
+    cmp.print(&format!("PostgreSQL {major}: followed to {last}"));
+    assert_eq!(info["pg_version"], major, "{info}");
     assert!(
         cmp.mismatches.is_empty(),
         "{} mismatches",

@@ -160,7 +160,9 @@ impl Comparison {
             Expect::Control => {
                 assert_eq!(get(Key::control_file()).await, data, "{path}");
                 let stored = get(Key::checkpoint()).await;
-                let cp = |b: &[u8]| CheckPoint::parse(&mut Reader::new(b)).unwrap();
+                let cp = |b: &[u8]| {
+                    CheckPoint::parse(&mut Reader::new(b), pageserver::pg::PgVersion::V15).unwrap()
+                };
                 assert_eq!(cp(&stored), cp(&data[40..128]), "checkPointCopy");
                 self.control = true;
             }
@@ -241,6 +243,7 @@ async fn bootstrap_with_initdb_matches_the_initdb_directory() {
     let (tl, lsn) = bootstrap_timeline(
         &tenant,
         id,
+        pageserver::pg::PgVersion::V15,
         &bundle,
         "cloud_admin",
         "C.UTF-8",
@@ -273,9 +276,15 @@ async fn bootstrap_with_initdb_matches_the_initdb_directory() {
     );
 
     // The same steps with the initdb directory kept, to compare every file with the timeline.
-    let initdb = run_initdb(&bundle, "cloud_admin", "C.UTF-8", &initdb_user())
-        .await
-        .unwrap();
+    let initdb = run_initdb(
+        pageserver::pg::PgVersion::V15,
+        &bundle,
+        "cloud_admin",
+        "C.UTF-8",
+        &initdb_user(),
+    )
+    .await
+    .unwrap();
     let id2 = TimelineId([2; 16]);
     let done = import_initdb_dir(&tenant, id2, initdb.pgdata())
         .await
@@ -330,9 +339,15 @@ async fn bootstrap_with_initdb_matches_the_initdb_directory() {
 /// host boots on the cluster it made and answers queries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn initdb_in_the_empty_root_makes_a_cluster_plain_postgresql_boots() {
-    let initdb = run_initdb(&bundle(), "postgres", "C.UTF-8", &initdb_user())
-        .await
-        .unwrap();
+    let initdb = run_initdb(
+        pageserver::pg::PgVersion::V15,
+        &bundle(),
+        "postgres",
+        "C.UTF-8",
+        &initdb_user(),
+    )
+    .await
+    .unwrap();
     assert!(
         initdb.in_empty_root(),
         "initdb ran on the host's filesystem"
@@ -395,7 +410,7 @@ async fn basebackup_tar_of_a_pgbench_primary() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = tenant(dir.path()).await;
     let tl = tenant
-        .create_timeline(TimelineId([3; 16]), Lsn(0), 15)
+        .create_timeline(TimelineId([3; 16]), Lsn(0), pageserver::pg::PgVersion::V15)
         .await
         .unwrap();
     let file = std::fs::File::open(&tar_path).unwrap();
@@ -461,7 +476,7 @@ async fn basebackup_tar_of_a_pgbench_primary() {
         .expect("pgbench_accounts in the tar");
     let cut = tar[..(pos + size / 2) as usize].to_vec();
     let tl2 = tenant
-        .create_timeline(TimelineId([4; 16]), Lsn(0), 15)
+        .create_timeline(TimelineId([4; 16]), Lsn(0), pageserver::pg::PgVersion::V15)
         .await
         .unwrap();
     let e = import_tar(&tl2, std::io::Cursor::new(cut), end, None)
@@ -494,7 +509,11 @@ async fn a_relation_file_of_100_bytes_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = tenant(dir.path()).await;
     let tl = tenant
-        .create_timeline(TimelineId([5; 16]), Lsn(0x100), 15)
+        .create_timeline(
+            TimelineId([5; 16]),
+            Lsn(0x100),
+            pageserver::pg::PgVersion::V15,
+        )
         .await
         .unwrap();
     let e = import_tar(&tl, std::io::Cursor::new(tar), Lsn(0x200), None)

@@ -1,6 +1,6 @@
-//! The page service end to end on a followed PostgreSQL 15 primary running the ingest workload (pgbench -i -s
+//! The page service end to end on a followed PostgreSQL 15 primary, and on a PostgreSQL 18 one, running the ingest workload (pgbench -i -s
 //! 10, then pgbench -c 4 with the DDL mix, aborts and multixact sessions), paused three times:
-//! - at each pause the test records the primary's `pg_dumpall` and LSN; afterwards plain PostgreSQL 15 boots
+//! - at each pause the test records the primary's `pg_dumpall` and LSN; afterwards plain PostgreSQL of the same version boots
 //!   on a `fullbackup` taken at each of those LSNs and at the final one, and its `pg_dumpall` equals the
 //!   primary's (sequences compared by docs/testing.md's rule: a WAL-derived sequence is `log_cnt` increments
 //!   ahead; unlogged tables' data is not in WAL and left out of both dumps);
@@ -95,10 +95,22 @@ fn relation_files(
 
 #[test]
 fn pagestream_pages_and_fullbackups_equal_the_primary() {
+    pages_and_fullbackups_equal_the_primary(15);
+}
+
+#[test]
+fn postgresql_18_pagestream_pages_and_fullbackups_equal_the_primary() {
+    pages_and_fullbackups_equal_the_primary(18);
+}
+
+fn pages_and_fullbackups_equal_the_primary(major: u32) {
     let started = Instant::now();
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
-    });
+    let mut pg = PgCluster::start_version(
+        major,
+        PgOptions {
+            extra_conf: WORKLOAD_CONF.iter().map(|s| s.to_string()).collect(),
+        },
+    );
     let ps = Pageserver::start(&[]);
     ps.follow(T, json!({}), TL, &pg.connstr("postgres"), "ps");
 
@@ -133,9 +145,11 @@ fn pagestream_pages_and_fullbackups_equal_the_primary() {
     last_snapshot.lsn = last;
     snapshots.push(last_snapshot);
     println!(
-        "workload done in {:.0} s; final LSN {last}",
+        "PostgreSQL {major}: workload done in {:.0} s; final LSN {last}",
         started.elapsed().as_secs_f64()
     );
+    let (_, info) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{TL}"), None);
+    assert_eq!(info["pg_version"], major, "{info}");
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

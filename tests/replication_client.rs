@@ -199,7 +199,8 @@ async fn streams_wal_that_decodes_and_reports_flush() {
             pg.sql("CREATE INDEX side_md5 ON side (md5)");
         })
     };
-    let mut decoder = WalStreamDecoder::new(start, SEG_SIZE).unwrap();
+    let mut decoder =
+        WalStreamDecoder::new(start, SEG_SIZE, pageserver::pg::PgVersion::V15).unwrap();
     let mut seen = Received::default();
     let deadline = Instant::now() + Duration::from_secs(180);
     while !workload.is_finished() {

@@ -28,7 +28,11 @@ async fn directories_sizes_and_existence() {
     .await
     .unwrap();
     let tl = tenant
-        .create_timeline(TimelineId([4; 16]), Lsn(0x100), 15)
+        .create_timeline(
+            TimelineId([4; 16]),
+            Lsn(0x100),
+            pageserver::pg::PgVersion::V15,
+        )
         .await
         .unwrap();
     let rel = RelFileNode {
@@ -165,7 +169,10 @@ async fn relation_sizes_from_the_cache_equal_the_layers() {
     };
     let key = Key::rel_size(rel, 0);
     let tenant = load().await.unwrap();
-    let tl = tenant.create_timeline(id, Lsn(0x100), 15).await.unwrap();
+    let tl = tenant
+        .create_timeline(id, Lsn(0x100), pageserver::pg::PgVersion::V15)
+        .await
+        .unwrap();
     let put = |tl: Arc<pageserver::repository::timeline::Timeline>,
                lsn: u64,
                n: u32,

@@ -176,6 +176,7 @@ fn redo(mut newest_first: Vec<(Lsn, Value)>) -> Expected {
     };
     Expected::Page(
         AppendRedo::apply(&RedoRequest {
+            pg_version: pageserver::pg::PgVersion::V15,
             page: PageId::Rel(tag),
             base_image: base,
             records,
@@ -224,7 +225,10 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let tenant_id = TenantId([7; 16]);
     let mut tenant = open(dir.path(), tenant_id).await;
     let root = TimelineId([1; 16]);
-    tenant.create_timeline(root, Lsn(0x100), 15).await.unwrap();
+    tenant
+        .create_timeline(root, Lsn(0x100), pageserver::pg::PgVersion::V15)
+        .await
+        .unwrap();
     // The relation of `key` in the keyspace (compaction makes images of the keyspace only), durable before
     // the first op so that a crash cannot take it away.
     let timeline = tenant.timeline(root).unwrap();
@@ -461,7 +465,11 @@ async fn shut_down_tenant_refuses_new_timelines_and_writes() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = open(dir.path(), TenantId([8; 16])).await;
     let early = tenant
-        .create_timeline(TimelineId([1; 16]), Lsn(0x100), 15)
+        .create_timeline(
+            TimelineId([1; 16]),
+            Lsn(0x100),
+            pageserver::pg::PgVersion::V15,
+        )
         .await
         .unwrap();
     early
@@ -472,7 +480,11 @@ async fn shut_down_tenant_refuses_new_timelines_and_writes() {
     tenant.shutdown(false).await;
 
     let late = tenant
-        .create_timeline(TimelineId([2; 16]), Lsn(0x100), 15)
+        .create_timeline(
+            TimelineId([2; 16]),
+            Lsn(0x100),
+            pageserver::pg::PgVersion::V15,
+        )
         .await;
     assert!(
         matches!(late, Err(TenantError::ShuttingDown)),
@@ -499,7 +511,11 @@ async fn images_leave_dropped_relations_behind() {
     let dir = tempfile::tempdir().unwrap();
     let tenant = open(dir.path(), TenantId([9; 16])).await;
     let tl = tenant
-        .create_timeline(TimelineId([1; 16]), Lsn(0x100), 15)
+        .create_timeline(
+            TimelineId([1; 16]),
+            Lsn(0x100),
+            pageserver::pg::PgVersion::V15,
+        )
         .await
         .unwrap();
     let mut lsn = Lsn(0x100);

@@ -1,6 +1,7 @@
-//! The WAL decoder against PostgreSQL's own `pg_waldump`, on real WAL of a PostgreSQL 15 primary: every
-//! record's LSN, prev link, resource manager, length, xid and block references, and every full-page image's
-//! details (hole, compression method, apply flag), once per `wal_compression` method.
+//! The WAL decoder against PostgreSQL's own `pg_waldump`, on real WAL of a PostgreSQL 15 and of a PostgreSQL
+//! 18 primary (each checked with its own version's pg_waldump): every record's LSN, prev link, resource
+//! manager, length, xid and block references, and every full-page image's details (hole, compression
+//! method, apply flag), once per `wal_compression` method; and every record's body parses as its version's.
 
 mod support;
 
@@ -149,11 +150,11 @@ fn parse_ours(text: &str) -> Vec<Rec> {
         .collect()
 }
 
-fn run_workload(compression: &str) -> (PgCluster, Vec<PathBuf>) {
+fn run_workload(major: u32, compression: &str) -> (PgCluster, Vec<PathBuf>) {
     let mut conf: Vec<String> = WORKLOAD_CONF.iter().map(|s| s.to_string()).collect();
     conf.push(format!("wal_compression = {compression}"));
     conf.push("full_page_writes = on".into());
-    let mut pg = PgCluster::start(PgOptions { extra_conf: conf });
+    let mut pg = PgCluster::start_version(major, PgOptions { extra_conf: conf });
     pg.create_physical_slot("keep_all");
     let start = parse_lsn(&pg.sql("SELECT restart_lsn FROM pg_replication_slots"));
 
@@ -179,8 +180,8 @@ fn run_workload(compression: &str) -> (PgCluster, Vec<PathBuf>) {
     (pg, segments)
 }
 
-fn compare_with_pg_waldump(compression: &str) {
-    let (pg, segments) = run_workload(compression);
+fn compare_with_pg_waldump(major: u32, compression: &str) {
+    let (pg, segments) = run_workload(major, compression);
     let first = segments
         .first()
         .unwrap()
@@ -249,7 +250,7 @@ fn compare_with_pg_waldump(compression: &str) {
         }
     }
     println!(
-        "wal_compression={compression}: {} records compared with pg_waldump, 0 differences; \
+        "PostgreSQL {major}, wal_compression={compression}: {} records compared with pg_waldump, 0 differences; \
          full-page images by method: {images:?}; records per rmgr: {per_rmgr:?}",
         ours.len()
     );
@@ -257,14 +258,20 @@ fn compare_with_pg_waldump(compression: &str) {
         images.get(compression).copied().unwrap_or(0) > 100,
         "too few {compression}-compressed images to prove anything: {images:?}"
     );
-    check_restored_images(&segments);
+    check_restored_images(major, &segments);
 }
 
-/// Every full-page image restores to an 8 KiB page whose header is sane and whose LSN is not past the record.
-fn check_restored_images(segments: &[PathBuf]) {
+/// Every full-page image restores to an 8 KiB page whose header is sane and whose LSN is not past the record;
+/// the WAL is told to be `major`'s by its page magic, and every record's body parses as that version's.
+fn check_restored_images(major: u32, segments: &[PathBuf]) {
     let mut checked = 0u64;
     let mut new_pages = 0u64;
+    let version = pageserver::waldump::wal_version(&segments[0]).unwrap();
+    assert_eq!(version.major(), major);
     pageserver::waldump::for_each_record(segments, |rec| {
+        if let Err(e) = pageserver::pg::parse_body(rec, version) {
+            panic!("{e}");
+        }
         for b in &rec.blocks {
             let Some(image) = &b.image else { continue };
             let page = image
@@ -305,15 +312,30 @@ fn check_restored_images(segments: &[PathBuf]) {
 
 #[test]
 fn matches_pg_waldump_with_pglz() {
-    compare_with_pg_waldump("pglz");
+    compare_with_pg_waldump(15, "pglz");
 }
 
 #[test]
 fn matches_pg_waldump_with_lz4() {
-    compare_with_pg_waldump("lz4");
+    compare_with_pg_waldump(15, "lz4");
 }
 
 #[test]
 fn matches_pg_waldump_with_zstd() {
-    compare_with_pg_waldump("zstd");
+    compare_with_pg_waldump(15, "zstd");
+}
+
+#[test]
+fn postgresql_18_matches_pg_waldump_with_pglz() {
+    compare_with_pg_waldump(18, "pglz");
+}
+
+#[test]
+fn postgresql_18_matches_pg_waldump_with_lz4() {
+    compare_with_pg_waldump(18, "lz4");
+}
+
+#[test]
+fn postgresql_18_matches_pg_waldump_with_zstd() {
+    compare_with_pg_waldump(18, "zstd");
 }

@@ -72,7 +72,7 @@ async fn ingested_wal_reproduces_the_primary() {
     .await
     .unwrap();
     let tl = tenant
-        .create_timeline(TimelineId([8; 16]), Lsn(0), 15)
+        .create_timeline(TimelineId([8; 16]), Lsn(0), pageserver::pg::PgVersion::V15)
         .await
         .unwrap();
     pageserver::import::datadir::import_tar(&tl, std::fs::File::open(&tar).unwrap(), start, None)
@@ -86,7 +86,7 @@ async fn ingested_wal_reproduces_the_primary() {
     let segments: Vec<PathBuf> = (start.segment_number(SEG)..=end.segment_number(SEG))
         .map(|s| pg.wal_dir().join(wal_file_name(1, s, SEG)))
         .collect();
-    let mut decoder = WalStreamDecoder::new(start, SEG).unwrap();
+    let mut decoder = WalStreamDecoder::new(start, SEG, pageserver::pg::PgVersion::V15).unwrap();
     let mut ingest = WalIngest::new(tl.clone());
     let mut first = true;
     let mut records = 0u64;

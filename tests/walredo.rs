@@ -39,6 +39,7 @@ fn manager() -> PostgresRedoManager {
 
 fn request(sample: &HeapPageSample) -> RedoRequest {
     RedoRequest {
+        pg_version: pageserver::pg::PgVersion::V15,
         page: PageId::Rel(sample.tag),
         base_image: None,
         records: sample.records.clone(),
@@ -91,7 +92,7 @@ async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
     );
 
     // The child is sandboxed while it serves requests.
-    let pid = manager.pool().pids().await[0];
+    let pid = manager.pids().await[0];
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(
         status.lines().any(|l| l == "Seccomp:\t2"),
@@ -112,6 +113,7 @@ async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
     let half = sample.records.len() / 2;
     let first = manager
         .redo(RedoRequest {
+            pg_version: pageserver::pg::PgVersion::V15,
             records: sample.records[..half].to_vec(),
             ..request(&sample)
         })
@@ -119,6 +121,7 @@ async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
         .unwrap();
     let rest = manager
         .redo(RedoRequest {
+            pg_version: pageserver::pg::PgVersion::V15,
             base_image: Some(first),
             records: sample.records[half..].to_vec(),
             ..request(&sample)
@@ -127,7 +130,7 @@ async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
         .unwrap();
     assert_eq!(rest, page);
     assert_eq!(
-        manager.pool().pids().await,
+        manager.pids().await,
         vec![pid],
         "one process served every request"
     );
@@ -161,7 +164,7 @@ async fn the_child_runs_in_an_empty_root_on_the_bundles_libraries() {
         .unwrap();
     let isolated = manager();
     let page = isolated.redo(request(&sample)).await.unwrap();
-    let pid = isolated.pool().pids().await[0];
+    let pid = isolated.pids().await[0];
 
     let interp =
         pageserver::walredo::isolate::elf_interpreter(&bundle().join("v15/bin/postgres")).unwrap();
@@ -211,7 +214,7 @@ async fn the_child_runs_in_an_empty_root_on_the_bundles_libraries() {
     cfg.empty_root = false;
     let host = PostgresRedoManager::new(&cfg, Span::none()).unwrap();
     assert_eq!(host.redo(request(&sample)).await.unwrap(), page);
-    let host_pid = host.pool().pids().await[0];
+    let host_pid = host.pids().await[0];
     assert_eq!(
         namespace(&host_pid.to_string(), "net"),
         namespace("self", "net")
@@ -231,7 +234,12 @@ async fn forbidden_syscalls_kill_the_sandboxed_child() {
     for call in ["open", "socket", "execve"] {
         let manager =
             PostgresRedoManager::new(&config("postgres-testhooks"), Span::none()).unwrap();
-        let process = manager.pool().any_process().await.unwrap();
+        let process = manager
+            .pool(pageserver::pg::PgVersion::V15)
+            .unwrap()
+            .any_process()
+            .await
+            .unwrap();
         // A ping first: the child is up and sandboxed.
         let pong = process.request(&[b'H', 0, 0, 0, 4]).await.unwrap();
         assert_eq!(pong.len(), 8192);
@@ -256,7 +264,7 @@ async fn a_bad_record_kills_only_its_tenants_process() {
     let a = manager();
     let b = std::sync::Arc::new(manager());
     let good = a.redo(request(&sample)).await.unwrap();
-    let a_pid = a.pool().pids().await[0];
+    let a_pid = a.pids().await[0];
 
     // Tenant B redoes pages concurrently the whole time.
     let b_task = {
@@ -274,6 +282,7 @@ async fn a_bad_record_kills_only_its_tenants_process() {
     garbage[0..4].copy_from_slice(&64u32.to_le_bytes());
     garbage[17] = 10; // heap
     let bad = RedoRequest {
+        pg_version: pageserver::pg::PgVersion::V15,
         records: vec![(
             Lsn(0x1000),
             WalRecord::Postgres {
@@ -293,7 +302,7 @@ async fn a_bad_record_kills_only_its_tenants_process() {
 
     // A's next request is served, by a new process.
     assert_eq!(a.redo(request(&sample)).await.unwrap(), good);
-    let new_pid = a.pool().pids().await[0];
+    let new_pid = a.pids().await[0];
     assert_ne!(new_pid, a_pid);
     assert!(!std::path::Path::new(&format!("/proc/{a_pid}")).exists() || is_zombie_or_gone(a_pid));
 }
@@ -312,7 +321,7 @@ async fn shutdown_kills_every_process_of_the_tenant() {
     let manager = std::sync::Arc::new(PostgresRedoManager::new(&cfg, Span::none()).unwrap());
     let ping = [b'H', 0, 0, 0, 4];
     busy(&manager, 8, Duration::from_secs(2)).await;
-    let pids = manager.pool().pids().await;
+    let pids = manager.pids().await;
     assert_eq!(pids.len(), 3, "{pids:?}");
     manager.shutdown().await;
     for pid in pids {
@@ -321,7 +330,14 @@ async fn shutdown_kills_every_process_of_the_tenant() {
             "process {pid} still alive after shutdown"
         );
     }
-    assert!(manager.pool().request(&ping).await.is_err());
+    assert!(
+        manager
+            .pool(pageserver::pg::PgVersion::V15)
+            .unwrap()
+            .request(&ping)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +360,11 @@ async fn busy(manager: &std::sync::Arc<PostgresRedoManager>, tasks: usize, time:
             tokio::spawn(async move {
                 let mut n = 0u64;
                 while std::time::Instant::now() < end {
-                    m.pool().request(&ping).await.unwrap();
+                    m.pool(pageserver::pg::PgVersion::V15)
+                        .unwrap()
+                        .request(&ping)
+                        .await
+                        .unwrap();
                     n += 1;
                 }
                 n
@@ -364,28 +384,25 @@ async fn the_pool_grows_with_load_and_stops_idle_processes() {
     cfg.pool_size = 4;
     cfg.idle_timeout = Duration::from_millis(500);
     let manager = std::sync::Arc::new(PostgresRedoManager::new(&cfg, Span::none()).unwrap());
-    assert!(
-        manager.pool().pids().await.is_empty(),
-        "a new pool starts empty"
-    );
+    assert!(manager.pids().await.is_empty(), "a new pool starts empty");
 
     // One caller at a time: one process serves everything.
     let served = busy(&manager, 1, Duration::from_millis(300)).await;
-    let pids = manager.pool().pids().await;
+    let pids = manager.pids().await;
     assert_eq!(pids.len(), 1, "{served} sequential requests: {pids:?}");
 
     // Sixteen callers keep every process busy: the pool grows to its size, and no further.
     let served = busy(&manager, 16, Duration::from_secs(2)).await;
-    let pids = manager.pool().pids().await;
+    let pids = manager.pids().await;
     assert_eq!(pids.len(), 4, "{served} concurrent requests: {pids:?}");
 
     // Idle: every process is stopped after the idle timeout, and its process is gone.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !manager.pool().pids().await.is_empty() {
+    while !manager.pids().await.is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "processes still alive 10 s after the load stopped: {:?}",
-            manager.pool().pids().await
+            manager.pids().await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -396,7 +413,16 @@ async fn the_pool_grows_with_load_and_stops_idle_processes() {
 
     // And the next request launches one again.
     let ping = [b'H', 0, 0, 0, 4];
-    assert_eq!(manager.pool().request(&ping).await.unwrap().len(), 8192);
-    assert_eq!(manager.pool().pids().await.len(), 1);
+    assert_eq!(
+        manager
+            .pool(pageserver::pg::PgVersion::V15)
+            .unwrap()
+            .request(&ping)
+            .await
+            .unwrap()
+            .len(),
+        8192
+    );
+    assert_eq!(manager.pids().await.len(), 1);
     manager.shutdown().await;
 }

@@ -65,7 +65,8 @@ async fn redo_matches_wal_consistency_images() {
     let mut checks: Vec<Check> = Vec::new();
     let mut no_previous = 0u64;
     pageserver::waldump::for_each_record(&segments, |rec| {
-        let body = parse_body(rec).unwrap_or_else(|e| panic!("{e}"));
+        let body =
+            parse_body(rec, pageserver::pg::PgVersion::V15).unwrap_or_else(|e| panic!("{e}"));
         for b in &rec.blocks {
             let tag = BufferTag {
                 rnode: b.rnode,
@@ -89,6 +90,7 @@ async fn redo_matches_wal_consistency_images() {
                     tag,
                     lsn: rec.lsn,
                     request: RedoRequest {
+                        pg_version: pageserver::pg::PgVersion::V15,
                         page: PageId::Rel(tag),
                         base_image: base,
                         records: vec![(

@@ -44,7 +44,7 @@ fn clog_and_multixact_pages_match_the_primary() {
     let mut pages: BTreeMap<(u8, u32), Vec<u8>> = BTreeMap::new();
     let mut applied: BTreeMap<&str, u64> = BTreeMap::new();
     pageserver::waldump::for_each_record(&segments, |rec| {
-        let Ok(body) = parse_body(rec) else {
+        let Ok(body) = parse_body(rec, pageserver::pg::PgVersion::V15) else {
             return Ok(());
         };
         for change in slru_changes(&body) {

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
         bytes: Bytes::copy_from_slice(data),
     };
     if let Ok(rec) = decode_record(&raw) {
-        let _ = parse_body(&rec);
+        let _ = parse_body(&rec, pageserver::pg::PgVersion::V15);
         for block in rec.blocks.iter() {
             if let Some(image) = &block.image {
                 let _ = image.restore();

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let start = Lsn(u64::from_be_bytes([*l0, *l1, *l2, *l3, *l4, *l5, *l6, *l7]) & !8191);
-    let Ok(mut decoder) = WalStreamDecoder::new(start, SEG) else {
+    let Ok(mut decoder) = WalStreamDecoder::new(start, SEG, pageserver::pg::PgVersion::V15) else {
         return;
     };
     let piece = (*cut as usize).max(1) * 97;
@@ -27,7 +27,7 @@ fuzz_target!(|data: &[u8]| {
             match decoder.poll_decode() {
                 Ok(Some(raw)) => {
                     if let Ok(rec) = decode_record(&raw) {
-                        let _ = parse_body(&rec);
+                        let _ = parse_body(&rec, pageserver::pg::PgVersion::V15);
                         for block in rec.blocks.iter() {
                             if let Some(image) = &block.image {
                                 let _ = image.restore();

@@ -157,6 +157,7 @@ impl From<ImportError> for ApiError {
             | ImportError::Tablespace { .. }
             | ImportError::UnsupportedEntry { .. }
             | ImportError::MissingControlFile
+            | ImportError::WrongVersion { .. }
             | ImportError::LsnNotAboveLast { .. } => {
                 ApiError::BadRequest(format!("cannot import the archive: {e}"))
             }

@@ -181,7 +181,7 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
     let mut disk_full = 0;
     for a in &tenants {
         let t = a.tenant.id;
-        let pids = a.redo.pool().pids().await.len() as u64;
+        let pids = a.redo.pids().await.len() as u64;
         f.sample(
             "pageserver_wal_redo_processes",
             &format!("tenant_id=\"{t}\""),

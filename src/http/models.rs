@@ -147,8 +147,8 @@ impl TimelineInfo {
 pub struct FollowRequest {
     pub new_timeline_id: TimelineId,
     pub wal_source: crate::walreceiver::receiver::WalSource,
+    /// The version the primary must be (the timeline takes the primary's).
     #[serde(default)]
-    #[allow(dead_code)]
     pub pg_version: Option<u32>,
 }
 

@@ -110,7 +110,7 @@ pub async fn detail(ctx: RequestContext) -> HandlerResult {
     let details = TenantDetails {
         info: tenant_info(&a).await,
         walredo: WalRedoInfo {
-            pids: a.redo.pool().pids().await,
+            pids: a.redo.pids().await,
         },
         timelines: a.tenant.timelines().iter().map(|t| t.timeline_id).collect(),
     };
@@ -208,19 +208,36 @@ pub async fn patch_config(mut ctx: RequestContext) -> HandlerResult {
     ))
 }
 
-/// POST /v1/tenant/:tenant_id/walredo_ping: checks the tenant's WAL redo works (launching a process if none
-/// runs) and reports its processes and the round trip.
+/// POST /v1/tenant/:tenant_id/walredo_ping: checks the tenant's WAL redo works for the PostgreSQL version of
+/// each of its timelines (15 if it has none), launching a process where none runs, and reports its processes
+/// and the round trip.
 pub async fn walredo_ping(ctx: RequestContext) -> HandlerResult {
     let a = ctx.state.mgr.get(ctx.tenant_id()?).await?;
+    let mut versions: Vec<crate::pg::PgVersion> =
+        a.tenant.timelines().iter().map(|t| t.pg_version).collect();
+    versions.sort();
+    versions.dedup();
+    if versions.is_empty() {
+        versions.push(crate::pg::PgVersion::V15);
+    }
     let started = std::time::Instant::now();
-    a.redo
-        .pool()
-        .request(&[b'H', 0, 0, 0, 4])
-        .await
-        .map_err(|e| ApiError::ShuttingDown(format!("WAL redo does not answer: {e}")))?;
+    for version in versions {
+        let answer = match a.redo.pool(version) {
+            Ok(pool) => pool
+                .request(&[b'H', 0, 0, 0, 4])
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        answer.map_err(|e| {
+            ApiError::ShuttingDown(format!(
+                "WAL redo of PostgreSQL {version} does not answer: {e}"
+            ))
+        })?;
+    }
     let ping_us = started.elapsed().as_micros() as u64;
     Ok(json_response(
         StatusCode::OK,
-        &serde_json::json!({ "pids": a.redo.pool().pids().await, "ping_us": ping_us }),
+        &serde_json::json!({ "pids": a.redo.pids().await, "ping_us": ping_us }),
     ))
 }

@@ -9,6 +9,7 @@ use super::error::{ApiError, json_response};
 use super::models::*;
 use super::request::parse_json;
 use super::routes::{HandlerResult, RequestContext};
+use crate::pg::PgVersion;
 use crate::repository::Key;
 use crate::repository::datadir::LsnForTimestamp;
 use crate::repository::mgr::Attached;
@@ -40,15 +41,22 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
             )));
         }
         let timeout = a.tenant.conf().walreceiver_connect_timeout.get();
+        let expected = req
+            .pg_version
+            .map(PgVersion::from_major)
+            .transpose()
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         let tl = crate::walreceiver::follow::bootstrap_from_primary(
             &a.tenant,
             req.new_timeline_id,
             &req.wal_source,
+            expected,
             timeout,
         )
         .await
         .map_err(|e| match e {
-            crate::walreceiver::follow::FollowError::Source { .. } => {
+            crate::walreceiver::follow::FollowError::Source { .. }
+            | crate::walreceiver::follow::FollowError::Version(_) => {
                 ApiError::BadRequest(e.to_string())
             }
             e => ApiError::Internal(e.to_string()),
@@ -79,13 +87,10 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
         return Ok(json_response(StatusCode::CREATED, &TimelineInfo::of(&tl)));
     }
     let req: BootstrapRequest = parse_json(&body)?;
-    if let Some(v) = req.pg_version
-        && v != 15
-    {
-        return Err(ApiError::BadRequest(format!(
-            "pg_version {v} is not supported; only 15"
-        )));
-    }
+    let version = match req.pg_version {
+        Some(v) => PgVersion::from_major(v).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        None => PgVersion::V15,
+    };
     if a.tenant.timeline(req.new_timeline_id).is_ok() {
         return Err(ApiError::Conflict(format!(
             "timeline {} already exists",
@@ -96,6 +101,7 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
     let (tl, _) = crate::import::initdb::bootstrap_timeline(
         &a.tenant,
         req.new_timeline_id,
+        version,
         &node.pg_distrib_dir,
         &node.superuser,
         &node.locale,
@@ -117,14 +123,11 @@ pub async fn import_basebackup(mut ctx: RequestContext) -> HandlerResult {
     let end_lsn = ctx
         .query_lsn("end_lsn")?
         .ok_or_else(|| ApiError::BadRequest("missing end_lsn parameter".into()))?;
-    match ctx.query("pg_version").as_deref() {
-        Some("15") => {}
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "pg_version {other:?} is not supported; only 15"
-            )));
-        }
-    }
+    let version: PgVersion = ctx
+        .query("pg_version")
+        .ok_or_else(|| ApiError::BadRequest("missing pg_version parameter".into()))?
+        .parse()
+        .map_err(ApiError::BadRequest)?;
     if end_lsn < base_lsn || !base_lsn.is_valid() {
         return Err(ApiError::BadRequest(format!(
             "end_lsn {end_lsn} must not be below base_lsn {base_lsn}, which must not be 0"
@@ -152,7 +155,7 @@ pub async fn import_basebackup(mut ctx: RequestContext) -> HandlerResult {
         .take()
         .ok_or_else(|| ApiError::Internal("no request body".into()))?;
     let result = match spool_body(body, &spool, limit).await {
-        Ok(()) => import_spooled(&a, id, &spool, base_lsn).await,
+        Ok(()) => import_spooled(&a, id, version, &spool, base_lsn).await,
         Err(SpoolError::TooLarge(n)) => Err(too_large(n)),
         Err(SpoolError::Api(e)) => Err(e),
     };
@@ -199,13 +202,14 @@ async fn spool_body(
 async fn import_spooled(
     a: &Attached,
     id: crate::id::TimelineId,
+    version: PgVersion,
     spool: &std::path::Path,
     lsn: crate::pg::Lsn,
 ) -> Result<Arc<Timeline>, ApiError> {
     let file = std::fs::File::open(spool)
         .map_err(|e| ApiError::Internal(format!("{}: {e}", spool.display())))?;
     let size = file.metadata().ok().map(|m| m.len());
-    let tl = a.tenant.create_timeline_for_import(id, 15).await?;
+    let tl = a.tenant.create_timeline_for_import(id, version).await?;
     let imported = async {
         let stats = crate::import::datadir::import_tar_sized(
             &tl,

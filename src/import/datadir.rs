@@ -58,6 +58,11 @@ pub struct ImportStats {
 /// Everything names the entry (path in the data directory or archive) it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
+    #[error("a data directory of PostgreSQL {got} cannot go into a PostgreSQL {expected} timeline")]
+    WrongVersion {
+        expected: crate::pg::PgVersion,
+        got: crate::pg::PgVersion,
+    },
     #[error("{entry}: {source}")]
     Io {
         entry: String,
@@ -167,9 +172,20 @@ async fn import_with(
         return Err(ImportError::LsnNotAboveLast { lsn, last });
     }
     let (tx, mut rx) = mpsc::channel::<Vec<(Key, Bytes)>>(BATCHES_IN_FLIGHT);
+    let expected = tl.pg_version;
     let producer = tokio::task::spawn_blocking(move || -> Result<ImportStats, ImportError> {
         let mut batch = Vec::with_capacity(BATCH);
         let mut send = |key: Key, value: Bytes| {
+            // pg_control comes to the sink parsed and checked; its version must be the timeline's.
+            if key == Key::control_file()
+                && let Ok(control) = crate::pg::control::parse_control_file(&value)
+                && control.version != expected
+            {
+                return Err(ImportError::WrongVersion {
+                    expected,
+                    got: control.version,
+                });
+            }
             batch.push((key, value));
             if batch.len() >= BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));

@@ -22,17 +22,15 @@ use tracing::{info, warn};
 
 use super::datadir::{ImportError, ImportStats, import_dir};
 use crate::id::TimelineId;
-use crate::pg::Lsn;
 use crate::pg::constants::{RM_XLOG_ID, XLOG_CHECKPOINT_SHUTDOWN};
 use crate::pg::control::{ControlFileError, parse_control_file};
+use crate::pg::{Lsn, PgVersion};
 use crate::repository::metadata::MetadataError;
 use crate::repository::tasks::flush::FlushError;
 use crate::repository::tenant::{Tenant, TenantError};
 use crate::repository::timeline::Timeline;
 use crate::waldump::{WaldumpError, collect_segments, for_each_record};
 
-/// The PostgreSQL version the bundle's initdb makes.
-pub const PG_VERSION: u32 = 15;
 /// initdb takes about a second; this only guards against a hung child.
 const INITDB_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -82,12 +80,13 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BootstrapError + '_ {
 pub async fn bootstrap_timeline(
     tenant: &Tenant,
     timeline_id: TimelineId,
+    version: PgVersion,
     bundle_dir: &Path,
     superuser: &str,
     locale: &str,
     run_as_user: &str,
 ) -> Result<(Arc<Timeline>, Lsn), BootstrapError> {
-    let initdb = run_initdb(bundle_dir, superuser, locale, run_as_user).await?;
+    let initdb = run_initdb(version, bundle_dir, superuser, locale, run_as_user).await?;
     let result = import_initdb_dir(tenant, timeline_id, initdb.pgdata()).await;
     if let Ok(done) = &result {
         if done.timeline.upload_queue.is_some() {
@@ -186,18 +185,19 @@ fn remove_scratch(dir: &Path) {
     }
 }
 
-/// Runs `<bundle>/v15/bin/initdb` into a new scratch directory under the system temp dir: environment
+/// Runs `<bundle>/v<N>/bin/initdb` of `version` into a new scratch directory under the system temp dir: environment
 /// cleared but for the bundle's library path and the locale; as `run_as_user` when we are root (PostgreSQL
 /// refuses root), on a directory that user owns. In the bundle's empty root (docs/walredo.md §4) when the
 /// bundle and the locale allow it and the kernel lets us make the namespaces; else on the host.
 pub async fn run_initdb(
+    version: PgVersion,
     bundle_dir: &Path,
     superuser: &str,
     locale: &str,
     run_as_user: &str,
 ) -> Result<InitdbDir, BootstrapError> {
-    let v15 = bundle_dir.join("v15");
-    let initdb = v15.join("bin").join("initdb");
+    let version_dir = bundle_dir.join(version.bundle_dir_name());
+    let initdb = version_dir.join("bin").join("initdb");
     if !initdb.exists() {
         return Err(BootstrapError::Setup(format!(
             "{} does not exist (build the bundle with walredo-bundle/build.sh)",
@@ -232,9 +232,13 @@ pub async fn run_initdb(
         cmd
     };
 
-    let empty_root = crate::walredo::isolate::EmptyRoot::for_bundle(bundle_dir, "v15", &initdb)
-        .ok()
-        .filter(|root| root.can_run_initdb(locale));
+    let empty_root = crate::walredo::isolate::EmptyRoot::for_bundle(
+        bundle_dir,
+        &version.bundle_dir_name(),
+        &initdb,
+    )
+    .ok()
+    .filter(|root| root.can_run_initdb(locale));
     let mut spawned = None;
     if let Some(root) = empty_root {
         let prepared = root
@@ -262,7 +266,7 @@ pub async fn run_initdb(
         None => {
             let mut cmd = command(&initdb);
             cmd.args(args(dir.pgdata()))
-                .env("LD_LIBRARY_PATH", v15.join("lib"))
+                .env("LD_LIBRARY_PATH", version_dir.join("lib"))
                 // The unprivileged user may not be allowed into our working directory.
                 .current_dir(&dir.scratch);
             cmd.spawn().map_err(io_err(&initdb))?
@@ -341,6 +345,8 @@ pub struct InitdbLsn {
     pub checkpoint_start: Lsn,
     /// Its end: the LSN to import at.
     pub end: Lsn,
+    /// The PostgreSQL version of the cluster (its pg_control's).
+    pub version: PgVersion,
 }
 
 /// Decodes the cluster's pg_wal to its last record, which must be a shutdown checkpoint that pg_control
@@ -372,6 +378,7 @@ pub fn find_initdb_lsn(pgdata: &Path) -> Result<InitdbLsn, BootstrapError> {
     Ok(InitdbLsn {
         checkpoint_start: start,
         end,
+        version: control.version,
     })
 }
 
@@ -394,7 +401,7 @@ pub async fn import_initdb_dir(
         .await
         .map_err(|e| BootstrapError::Panicked(e.to_string()))??;
     let timeline = tenant
-        .create_timeline_for_import(timeline_id, PG_VERSION)
+        .create_timeline_for_import(timeline_id, lsn.version)
         .await?;
     match fill(&timeline, pgdata, lsn).await {
         Ok(stats) => Ok(Bootstrapped {

@@ -356,6 +356,10 @@ async fn write_backup<W: AsyncWrite + Unpin>(
 ) -> Result<(), BackupError> {
     for dir in PGDATA_SUBDIRS {
         tar.dir(dir).await?;
+        // PostgreSQL 17's initdb added the WAL summarizer's directory (initdb.c, `subdirs`).
+        if dir == "pg_wal/archive_status" && tl.pg_version >= crate::pg::PgVersion::V18 {
+            tar.dir("pg_wal/summaries").await?;
+        }
     }
     tar.file("pg_hba.conf", PG_HBA.as_bytes()).await?;
     tar.file("pg_ident.conf", b"").await?;
@@ -392,6 +396,7 @@ async fn write_backup<W: AsyncWrite + Unpin>(
             }
         }
     }
+    let pg_version_file = tl.pg_version.pg_version_file();
     for ((spc, db), has_relmap) in tl.list_dbdirs(lsn).await.map_err(read_err)? {
         let relmap = || async {
             tl.get(Key::relmap_file(spc, db), lsn)
@@ -399,14 +404,15 @@ async fn write_backup<W: AsyncWrite + Unpin>(
                 .map_err(read_err)
         };
         let dir = if spc == GLOBALTABLESPACE_OID {
-            tar.file("PG_VERSION", b"15").await?;
+            tar.file("PG_VERSION", pg_version_file.as_bytes()).await?;
             tar.file("global/pg_filenode.map", &relmap().await?).await?;
             "global".to_string()
         } else if spc == DEFAULTTABLESPACE_OID {
             let dir = format!("base/{db}");
             tar.dir(&dir).await?;
             if has_relmap {
-                tar.file(&format!("{dir}/PG_VERSION"), b"15").await?;
+                tar.file(&format!("{dir}/PG_VERSION"), pg_version_file.as_bytes())
+                    .await?;
                 tar.file(&format!("{dir}/pg_filenode.map"), &relmap().await?)
                     .await?;
             }
@@ -432,7 +438,7 @@ async fn write_backup<W: AsyncWrite + Unpin>(
 
     let control = tl.get(Key::control_file(), lsn).await.map_err(read_err)?;
     let cp_bytes = tl.get(Key::checkpoint(), lsn).await.map_err(read_err)?;
-    let mut checkpoint = CheckPoint::parse(&mut Reader::new(&cp_bytes))
+    let mut checkpoint = CheckPoint::parse(&mut Reader::new(&cp_bytes), tl.pg_version)
         .map_err(|_| read_err("malformed checkpoint value"))?;
     checkpoint.this_timeline_id = 1;
     checkpoint.prev_timeline_id = 1;
@@ -464,8 +470,14 @@ async fn write_backup<W: AsyncWrite + Unpin>(
             .map_err(read_err)?;
         (pg_control, Vec::new())
     } else if cmd.full {
-        let (start, cp, segments) =
-            shutdown_checkpoint_wal(lsn, prev.unwrap_or(Lsn(0)), &checkpoint, sysid, seg_size);
+        let (start, cp, segments) = shutdown_checkpoint_wal(
+            tl.pg_version,
+            lsn,
+            prev.unwrap_or(Lsn(0)),
+            &checkpoint,
+            sysid,
+            seg_size,
+        );
         let pg_control =
             shutdown_control_file(&control, start, &cp, checkpoint.time).map_err(read_err)?;
         (pg_control, segments)
@@ -476,7 +488,7 @@ async fn write_backup<W: AsyncWrite + Unpin>(
         let segno = lsn.segment_number(seg_size);
         (
             pg_control,
-            vec![(segno, compute_segment(lsn, sysid, seg_size))],
+            vec![(segno, compute_segment(tl.pg_version, lsn, sysid, seg_size))],
         )
     };
     tar.file("global/pg_control", &pg_control).await?;

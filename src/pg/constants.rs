@@ -1,5 +1,6 @@
-//! PostgreSQL 15 constants the WAL and page formats are built from (src/include/access/xlog*.h,
-//! catalog/pg_control.h, storage/*.h). WAL is written in the machine's byte order; like PostgreSQL's own tools,
+//! PostgreSQL constants the WAL and page formats are built from (src/include/access/xlog*.h,
+//! catalog/pg_control.h, storage/*.h), the same in every supported version; what differs is in
+//! [`super::version`]. WAL is written in the machine's byte order; like PostgreSQL's own tools,
 //! this code reads it as little-endian, which every platform the pageserver targets is.
 
 /// Page size of relations and of the WAL.
@@ -12,7 +13,6 @@ pub const RELSEG_SIZE: u32 = 131072;
 /// An all-zero page: what smgrextend writes, and what a read past a relation's end answers.
 pub static ZERO_PAGE: [u8; BLCKSZ] = [0; BLCKSZ];
 
-pub const XLOG_PAGE_MAGIC: u16 = 0xD110;
 pub const SIZE_OF_XLOG_SHORT_PHD: usize = 24;
 pub const SIZE_OF_XLOG_LONG_PHD: usize = 40;
 pub const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;

@@ -1,7 +1,7 @@
 //! The two small files of a data directory that the import reads and the backups write: `global/pg_control`
-//! (PostgreSQL 15's `ControlFileData`, catalog/pg_control.h) and `backup_label`.
+//! (`ControlFileData`, catalog/pg_control.h) and `backup_label`.
 //!
-//! `ControlFileData` on the 64-bit little-endian platforms PostgreSQL 15 runs on here, offsets in bytes:
+//! `ControlFileData` of PostgreSQL 15 on the 64-bit little-endian platforms it runs on here, offsets in bytes:
 //!
 //! | offset | field | | offset | field |
 //! |---|---|---|---|---|
@@ -20,19 +20,19 @@
 //!
 //! The crc is CRC-32C over bytes 0..288, stored little-endian at 288. The file on disk is 8192 bytes
 //! (PG_CONTROL_FILE_SIZE), zero after the struct.
+//!
+//! PostgreSQL 18 (pg_control_version 1800) differs in two places only: `CheckPoint` holds `int wal_level` at
+//! its bytes 20..24 (padding in 15), and `bool default_char_signedness` at 256 moves the nonce to 257 and the
+//! crc to 292 (sizeof stays 296). The version is told by `pg_control_version`, then its catalog version is
+//! checked ([`PgVersion`]).
 
 use crate::pg::Lsn;
 use crate::pg::reader::Reader;
 use crate::pg::records::CheckPoint;
+use crate::pg::version::PgVersion;
 
-/// PG_CONTROL_VERSION of PostgreSQL 15 (16 has the same; its catalog version tells them apart).
-pub const PG_CONTROL_VERSION_15: u32 = 1300;
-/// CATALOG_VERSION_NO of PostgreSQL 15 (catalog/catversion.h).
-pub const CATALOG_VERSION_NO_15: u32 = 202209061;
 pub const OFFSET_CHECKPOINT_LSN: usize = 32;
 pub const OFFSET_CHECKPOINT_COPY: usize = 40;
-/// `offsetof(ControlFileData, crc)`.
-pub const OFFSET_CRC: usize = 288;
 pub const SIZEOF_CONTROL_FILE_DATA: usize = 296;
 /// The control file is written as this many bytes (PG_CONTROL_FILE_SIZE).
 pub const PG_CONTROL_FILE_SIZE: usize = 8192;
@@ -45,16 +45,24 @@ pub struct ControlFile {
     pub checkpoint_lsn: Lsn,
     /// `checkPointCopy`: the last checkpoint record's body.
     pub checkpoint: CheckPoint,
+    /// The version that wrote it.
+    pub version: PgVersion,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ControlFileError {
     #[error("{len} bytes, expected at least {SIZEOF_CONTROL_FILE_DATA}")]
     TooShort { len: usize },
-    #[error("pg_control_version {got}, expected {PG_CONTROL_VERSION_15} (PostgreSQL 15)")]
+    #[error("pg_control_version {got} is not one of PostgreSQL {supported}", supported = PgVersion::supported_list())]
     Version { got: u32 },
-    #[error("catalog version {got}, expected {CATALOG_VERSION_NO_15} (PostgreSQL 15)")]
-    CatalogVersion { got: u32 },
+    #[error("catalog version {got}, expected {expected} (PostgreSQL {version})")]
+    CatalogVersion {
+        version: PgVersion,
+        expected: u32,
+        got: u32,
+    },
+    #[error("pg_control of PostgreSQL {got}, the timeline's is {expected}")]
+    WrongVersion { expected: PgVersion, got: PgVersion },
     #[error("checksum mismatch: expected {expected:08x}, got {got:08x}")]
     Checksum { expected: u32, got: u32 },
 }
@@ -66,16 +74,24 @@ pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError>
     }
     let u32_at =
         |o: usize| u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]);
-    let version = u32_at(8);
-    if version != PG_CONTROL_VERSION_15 {
-        return Err(ControlFileError::Version { got: version });
-    }
+    let control_version = u32_at(8);
+    let version = PgVersion::ALL
+        .into_iter()
+        .find(|v| v.control_version() == control_version)
+        .ok_or(ControlFileError::Version {
+            got: control_version,
+        })?;
     let catalog = u32_at(12);
-    if catalog != CATALOG_VERSION_NO_15 {
-        return Err(ControlFileError::CatalogVersion { got: catalog });
+    if catalog != version.catalog_version() {
+        return Err(ControlFileError::CatalogVersion {
+            version,
+            expected: version.catalog_version(),
+            got: catalog,
+        });
     }
-    let expected = u32_at(OFFSET_CRC);
-    let got = crc32c::crc32c(&bytes[..OFFSET_CRC]);
+    let crc_at = version.control_crc_offset();
+    let expected = u32_at(crc_at);
+    let got = crc32c::crc32c(&bytes[..crc_at]);
     if expected != got {
         return Err(ControlFileError::Checksum { expected, got });
     }
@@ -85,12 +101,20 @@ pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError>
     let system_identifier = r.u64().map_err(short)?;
     r.skip(OFFSET_CHECKPOINT_LSN - 8).map_err(short)?;
     let checkpoint_lsn = Lsn(r.u64().map_err(short)?);
-    let checkpoint = CheckPoint::parse(&mut r).map_err(short)?;
+    let checkpoint = CheckPoint::parse(&mut r, version).map_err(short)?;
     Ok(ControlFile {
         system_identifier,
         checkpoint_lsn,
         checkpoint,
+        version,
     })
+}
+
+/// Writes the CRC of `version`'s layout over the bytes before it.
+fn set_crc(b: &mut [u8], version: PgVersion) {
+    let at = version.control_crc_offset();
+    let crc = crc32c::crc32c(&b[..at]);
+    b[at..at + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// `DBState` DB_SHUTDOWNED.
@@ -113,7 +137,7 @@ pub fn shutdown_control_file(
     checkpoint: &CheckPoint,
     time: i64,
 ) -> Result<Vec<u8>, ControlFileError> {
-    parse_control_file(stored)?;
+    let version = parse_control_file(stored)?.version;
     let mut b = stored[..SIZEOF_CONTROL_FILE_DATA].to_vec();
     b.resize(PG_CONTROL_FILE_SIZE, 0);
     b[OFFSET_STATE..OFFSET_STATE + 4].copy_from_slice(&DB_SHUTDOWNED.to_le_bytes());
@@ -125,8 +149,7 @@ pub fn shutdown_control_file(
     b[OFFSET_UNLOGGED_LSN..OFFSET_UNLOGGED_LSN + 8]
         .copy_from_slice(&checkpoint.redo.0.to_le_bytes());
     b[RECOVERY_FIELDS].fill(0);
-    let crc = crc32c::crc32c(&b[..OFFSET_CRC]);
-    b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    set_crc(&mut b, version);
     Ok(b)
 }
 
@@ -145,14 +168,14 @@ pub fn standby_control_file(
     time: i64,
     consistent_at: Lsn,
 ) -> Result<Vec<u8>, ControlFileError> {
+    let version = parse_control_file(stored)?.version;
     let mut b = shutdown_control_file(stored, checkpoint_lsn, checkpoint, time)?;
     b[OFFSET_STATE..OFFSET_STATE + 4].copy_from_slice(&DB_SHUTDOWNED_IN_RECOVERY.to_le_bytes());
     b[OFFSET_MIN_RECOVERY_POINT..OFFSET_MIN_RECOVERY_POINT + 8]
         .copy_from_slice(&consistent_at.0.to_le_bytes());
     b[OFFSET_MIN_RECOVERY_POINT_TLI..OFFSET_MIN_RECOVERY_POINT_TLI + 4]
         .copy_from_slice(&1u32.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..OFFSET_CRC]);
-    b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    set_crc(&mut b, version);
     Ok(b)
 }
 
@@ -187,14 +210,22 @@ pub fn parse_backup_label(text: &str) -> Result<BackupLabel, String> {
 /// A control file as PostgreSQL writes one: fields, CRC, zero padding to 8192 (for tests).
 #[cfg(test)]
 pub(crate) fn sample_control_file(checkpoint_lsn: Lsn, checkpoint: &CheckPoint) -> Vec<u8> {
+    sample_control_file_of(PgVersion::V15, checkpoint_lsn, checkpoint)
+}
+
+#[cfg(test)]
+pub(crate) fn sample_control_file_of(
+    version: PgVersion,
+    checkpoint_lsn: Lsn,
+    checkpoint: &CheckPoint,
+) -> Vec<u8> {
     let mut b = vec![0u8; PG_CONTROL_FILE_SIZE];
     b[0..8].copy_from_slice(&0x1234_5678_9ABC_DEF0u64.to_le_bytes());
-    b[8..12].copy_from_slice(&PG_CONTROL_VERSION_15.to_le_bytes());
-    b[12..16].copy_from_slice(&CATALOG_VERSION_NO_15.to_le_bytes());
+    b[8..12].copy_from_slice(&version.control_version().to_le_bytes());
+    b[12..16].copy_from_slice(&version.catalog_version().to_le_bytes());
     b[32..40].copy_from_slice(&checkpoint_lsn.0.to_le_bytes());
     b[40..128].copy_from_slice(&checkpoint.encode());
-    let crc = crc32c::crc32c(&b[..OFFSET_CRC]);
-    b[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+    set_crc(&mut b, version);
     b
 }
 
@@ -227,13 +258,40 @@ mod tests {
         b[12..16].copy_from_slice(&202307071u32.to_le_bytes()); // PostgreSQL 16
         assert!(matches!(
             parse_control_file(&b),
-            Err(ControlFileError::CatalogVersion { got: 202307071 })
+            Err(ControlFileError::CatalogVersion { got: 202307071, .. })
         ));
         b[8..12].copy_from_slice(&1700u32.to_le_bytes()); // PostgreSQL 17
         assert!(matches!(
             parse_control_file(&b),
             Err(ControlFileError::Version { got: 1700 })
         ));
+    }
+
+    /// PostgreSQL 18's layout: its CRC at 292 (a 15 reader would check 288), wal_level in the checkpoint;
+    /// a rewritten file keeps the version and a valid CRC.
+    #[test]
+    fn control_file_of_postgresql_18() {
+        let cp = CheckPoint {
+            redo: Lsn(0x300_0028),
+            this_timeline_id: 1,
+            next_xid: 900,
+            wal_level: 1,
+            ..Default::default()
+        };
+        let b = sample_control_file_of(PgVersion::V18, Lsn(0x300_0028), &cp);
+        let c = parse_control_file(&b).unwrap();
+        assert_eq!(c.version, PgVersion::V18);
+        assert_eq!(c.checkpoint, cp);
+        assert_ne!(crc32c::crc32c(&b[..288]).to_le_bytes(), b[288..292]);
+        let next = CheckPoint {
+            next_xid: 950,
+            ..cp
+        };
+        let out = shutdown_control_file(&b, Lsn(0x400_0028), &next, 7).unwrap();
+        let c = parse_control_file(&out).unwrap();
+        assert_eq!((c.version, c.checkpoint), (PgVersion::V18, next));
+        let out = standby_control_file(&b, Lsn(0x400_0028), &next, 7, Lsn(0x400_0100)).unwrap();
+        assert_eq!(parse_control_file(&out).unwrap().version, PgVersion::V18);
     }
 
     #[test]

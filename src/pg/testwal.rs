@@ -43,7 +43,7 @@ pub fn build_wal(
         }
         if pos(&out).block_offset() == 0 {
             let at = pos(&out);
-            page_header(&mut out, at, seg_size, sysid, 0);
+            page_header(&mut out, super::PgVersion::V15, at, seg_size, sysid, 0);
         }
         let rec_start = pos(&out);
         let mut rest = &bytes[..];
@@ -56,7 +56,14 @@ pub fn build_wal(
                 break;
             }
             let at = pos(&out);
-            page_header(&mut out, at, seg_size, sysid, rest.len() as u32);
+            page_header(
+                &mut out,
+                super::PgVersion::V15,
+                at,
+                seg_size,
+                sysid,
+                rest.len() as u32,
+            );
         }
         written.push((rec_start, pos(&out).align(), bytes));
         prev = rec_start;

@@ -112,10 +112,17 @@ pub struct WalStreamDecoder {
     at_stream_start: bool,
     /// The system identifier seen in the first long page header; later ones must match.
     system_id: Option<u64>,
+    /// The page magic of the WAL's PostgreSQL version.
+    magic: u16,
 }
 
 impl WalStreamDecoder {
-    pub fn new(start: Lsn, seg_size: u32) -> Result<WalStreamDecoder, WalDecodeError> {
+    /// A decoder of `version`'s WAL from `start` in segments of `seg_size` bytes.
+    pub fn new(
+        start: Lsn,
+        seg_size: u32,
+        version: super::PgVersion,
+    ) -> Result<WalStreamDecoder, WalDecodeError> {
         if !super::lsn::is_valid_segment_size(seg_size) {
             return Err(WalDecodeError::BadSegmentSize(seg_size));
         }
@@ -127,6 +134,7 @@ impl WalStreamDecoder {
             prev_record: None,
             at_stream_start: true,
             system_id: None,
+            magic: version.xlog_page_magic(),
         })
     }
 
@@ -304,7 +312,7 @@ impl WalStreamDecoder {
         let info = u16::from_le_bytes([h[2], h[3]]);
         let pageaddr = Lsn(u64::from_le_bytes(h[8..16].try_into().unwrap_or_default()));
         let rem_len = u32::from_le_bytes(h[16..20].try_into().unwrap_or_default());
-        if magic != XLOG_PAGE_MAGIC {
+        if magic != self.magic {
             if h.iter().all(|&b| b == 0) {
                 // A page never written: the WAL ends here, cleanly unless a record was in progress.
                 return Err(match &self.state {
@@ -320,7 +328,7 @@ impl WalStreamDecoder {
             return Err(WalDecodeError::BadPageMagic {
                 lsn,
                 got: magic,
-                expected: XLOG_PAGE_MAGIC,
+                expected: self.magic,
             });
         }
         if info & !XLP_ALL_FLAGS != 0 || (info & XLP_LONG_HEADER != 0) != at_segment_start {

@@ -35,7 +35,7 @@ fn record_strategy() -> impl Strategy<Value = TestRecord> {
 
 /// Feeds `wal` in chunks cut at `cuts` and collects records until an error or the end.
 fn decode_all(start: Lsn, wal: &[u8], cuts: &[usize]) -> (Vec<RawRecord>, Option<WalDecodeError>) {
-    let mut d = WalStreamDecoder::new(start, SEG).unwrap();
+    let mut d = WalStreamDecoder::new(start, SEG, crate::pg::PgVersion::V15).unwrap();
     let mut out = Vec::new();
     let mut points: Vec<usize> = cuts.iter().map(|c| c % (wal.len() + 1)).collect();
     points.push(wal.len());
@@ -76,7 +76,7 @@ proptest! {
             prop_assert_eq!(g.end_lsn, *end);
             prop_assert_eq!(&g.bytes[..], &bytes[..]);
             let rec = decode_record(g).unwrap();
-            let _ = parse_body(&rec);
+            let _ = parse_body(&rec, crate::pg::PgVersion::V15);
         }
         // The zeros after the last record end the WAL, unless it ends exactly at a page boundary: then the
         // decoder waits for the next page.
@@ -124,7 +124,7 @@ proptest! {
         bytes[17] = rmid;
         let raw = RawRecord { lsn: Lsn(0x1000), end_lsn: Lsn(0x1000 + len as u64), bytes: bytes.into() };
         if let Ok(rec) = decode_record(&raw) {
-            let _ = parse_body(&rec);
+            let _ = parse_body(&rec, crate::pg::PgVersion::V15);
             for b in &rec.blocks {
                 if let Some(image) = &b.image {
                     let _ = image.restore();
@@ -246,7 +246,7 @@ fn overwritten_contrecord_is_dropped() {
     assert_eq!(got[3].lsn, Lsn(start.0 + body as u64));
     let rec = decode_record(&got[3]).unwrap();
     assert_eq!(
-        parse_body(&rec).unwrap(),
+        parse_body(&rec, crate::pg::PgVersion::V15).unwrap(),
         super::RecordBody::OverwriteContrecord {
             overwritten_lsn: lsn,
             overwrite_time: 0

@@ -9,6 +9,7 @@
 use super::constants::*;
 use super::lsn::Lsn;
 use super::records::CheckPoint;
+use super::version::PgVersion;
 
 /// The bytes of one record with `prev` as its prev link and `main_data` as its only content.
 pub fn encode_record(rmid: u8, info: u8, xid: u32, prev: Lsn, main_data: &[u8]) -> Vec<u8> {
@@ -43,8 +44,15 @@ pub fn encode_record_body(rmid: u8, info: u8, xid: u32, prev: Lsn, body: &[u8]) 
     out
 }
 
-/// Appends the header of the page at `at` (long at a segment start), timeline 1.
-pub fn page_header(out: &mut Vec<u8>, at: Lsn, seg_size: u32, sysid: u64, rem_len: u32) {
+/// Appends the header of the page at `at` (long at a segment start), timeline 1, with `version`'s magic.
+pub fn page_header(
+    out: &mut Vec<u8>,
+    version: PgVersion,
+    at: Lsn,
+    seg_size: u32,
+    sysid: u64,
+    rem_len: u32,
+) {
     let long = at.segment_offset(seg_size) == 0;
     let mut info = if rem_len > 0 {
         XLP_FIRST_IS_CONTRECORD
@@ -54,7 +62,7 @@ pub fn page_header(out: &mut Vec<u8>, at: Lsn, seg_size: u32, sysid: u64, rem_le
     if long {
         info |= XLP_LONG_HEADER;
     }
-    out.extend_from_slice(&XLOG_PAGE_MAGIC.to_le_bytes());
+    out.extend_from_slice(&version.xlog_page_magic().to_le_bytes());
     out.extend_from_slice(&info.to_le_bytes());
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&at.0.to_le_bytes());
@@ -87,7 +95,7 @@ pub fn normalize_lsn(lsn: Lsn, seg_size: u32) -> Lsn {
 /// The segment holding `lsn` as a Neon compute expects it: all zeros except the long header at offset 0 and,
 /// when `lsn` is past the first page, a short header on its page; their `rem_len` make a continuation record
 /// end exactly at `lsn` (normalized).
-pub fn compute_segment(lsn: Lsn, sysid: u64, seg_size: u32) -> Vec<u8> {
+pub fn compute_segment(version: PgVersion, lsn: Lsn, sysid: u64, seg_size: u32) -> Vec<u8> {
     let lsn = normalize_lsn(lsn, seg_size);
     let seg_start = Lsn(lsn.0 - lsn.segment_offset(seg_size));
     let page_start = Lsn(lsn.0 - lsn.block_offset());
@@ -101,11 +109,18 @@ pub fn compute_segment(lsn: Lsn, sysid: u64, seg_size: u32) -> Vec<u8> {
             + (pages - 1) * (XLOG_BLCKSZ - SIZE_OF_XLOG_SHORT_PHD) as u64
             + (lsn.0 - page_start.0 - SIZE_OF_XLOG_SHORT_PHD as u64)
     };
-    page_header(&mut seg, seg_start, seg_size, sysid, first_rem as u32);
+    page_header(
+        &mut seg,
+        version,
+        seg_start,
+        seg_size,
+        sysid,
+        first_rem as u32,
+    );
     if pages > 0 {
         seg.resize((page_start.0 - seg_start.0) as usize, 0);
         let rem = lsn.0 - page_start.0 - SIZE_OF_XLOG_SHORT_PHD as u64;
-        page_header(&mut seg, page_start, seg_size, sysid, rem as u32);
+        page_header(&mut seg, version, page_start, seg_size, sysid, rem as u32);
     }
     seg.resize(seg_size as usize, 0);
     seg
@@ -117,6 +132,7 @@ pub fn compute_segment(lsn: Lsn, sysid: u64, seg_size: u32) -> Vec<u8> {
 /// segment. The pages before the record's are zero except the segment's long header (PostgreSQL reads the
 /// first page of a segment to check it).
 pub fn shutdown_checkpoint_wal(
+    version: PgVersion,
     lsn: Lsn,
     prev: Lsn,
     checkpoint: &CheckPoint,
@@ -129,11 +145,11 @@ pub fn shutdown_checkpoint_wal(
     let record = encode_record(RM_XLOG_ID, XLOG_CHECKPOINT_SHUTDOWN, 0, prev, &cp.encode());
     let seg_start = Lsn(start.0 - start.segment_offset(seg_size));
     let mut wal = Vec::with_capacity(seg_size as usize);
-    page_header(&mut wal, seg_start, seg_size, sysid, 0);
+    page_header(&mut wal, version, seg_start, seg_size, sysid, 0);
     let page_start = start.0 - start.block_offset();
     if page_start > seg_start.0 {
         wal.resize((page_start - seg_start.0) as usize, 0);
-        page_header(&mut wal, Lsn(page_start), seg_size, sysid, 0);
+        page_header(&mut wal, version, Lsn(page_start), seg_size, sysid, 0);
     }
     wal.resize((start.0 - seg_start.0) as usize, 0);
     let mut rest = &record[..];
@@ -147,7 +163,7 @@ pub fn shutdown_checkpoint_wal(
             break;
         }
         let at = Lsn(seg_start.0 + wal.len() as u64);
-        page_header(&mut wal, at, seg_size, sysid, rest.len() as u32);
+        page_header(&mut wal, version, at, seg_size, sysid, rest.len() as u32);
     }
     let seg_len = seg_size as usize;
     wal.resize(wal.len().div_ceil(seg_len) * seg_len, 0);
@@ -194,7 +210,8 @@ mod tests {
             Lsn(0x2FF_FFA0),
             Lsn(0x3FF_FFE8),
         ] {
-            let (start, cp_out, segs) = shutdown_checkpoint_wal(lsn, Lsn(0x100), &cp, 7, SEG);
+            let (start, cp_out, segs) =
+                shutdown_checkpoint_wal(PgVersion::V15, lsn, Lsn(0x100), &cp, 7, SEG);
             assert_eq!(cp_out.redo, start);
             assert!(start >= lsn && start.0 - lsn.0 <= 40);
             let first = segs[0].0;
@@ -203,7 +220,7 @@ mod tests {
             let crosses = lsn.segment_offset(SEG) > (SEG - 114) as u64;
             assert_eq!(segs.len(), if crosses { 2 } else { 1 }, "{lsn}");
             let seg_start = first * SEG as u64;
-            let mut d = WalStreamDecoder::new(start, SEG).unwrap();
+            let mut d = WalStreamDecoder::new(start, SEG, crate::pg::PgVersion::V15).unwrap();
             d.feed(bytes::Bytes::copy_from_slice(
                 &bytes[(start.0 - seg_start) as usize..],
             ));
@@ -214,7 +231,7 @@ mod tests {
                 (dec.rmid(), dec.rmgr_info()),
                 (RM_XLOG_ID, XLOG_CHECKPOINT_SHUTDOWN)
             );
-            let body = crate::pg::parse_body(&dec).unwrap();
+            let body = crate::pg::parse_body(&dec, crate::pg::PgVersion::V15).unwrap();
             assert!(
                 matches!(body, crate::pg::RecordBody::Checkpoint { checkpoint, .. } if checkpoint == cp_out),
                 "{lsn}"
@@ -225,14 +242,14 @@ mod tests {
     #[test]
     fn compute_segment_headers() {
         let lsn = Lsn(0x200_4030);
-        let seg = compute_segment(lsn, 9, SEG);
+        let seg = compute_segment(PgVersion::V15, lsn, 9, SEG);
         assert_eq!(seg.len(), SEG as usize);
         let u16_at = |o: usize| u16::from_le_bytes([seg[o], seg[o + 1]]);
         let u32_at = |o: usize| u32::from_le_bytes(seg[o..o + 4].try_into().unwrap());
-        assert_eq!(u16_at(0), XLOG_PAGE_MAGIC);
+        assert_eq!(u16_at(0), PgVersion::V15.xlog_page_magic());
         assert_eq!(u16_at(2), XLP_LONG_HEADER | XLP_FIRST_IS_CONTRECORD);
         let page = 0x4000;
-        assert_eq!(u16_at(page), XLOG_PAGE_MAGIC);
+        assert_eq!(u16_at(page), PgVersion::V15.xlog_page_magic());
         assert_eq!(u16_at(page + 2), XLP_FIRST_IS_CONTRECORD);
         assert_eq!(u32_at(page + 16), 0x30 - 24);
         assert_eq!(u32_at(16), (8192 - 40 + 8192 - 24 + 0x30 - 24) as u32);

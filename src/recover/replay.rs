@@ -73,6 +73,12 @@ pub async fn start_recovery(
                 ));
             }
             let t = tenant.timeline(id)?;
+            if t.pg_version != source.pg_version {
+                return Err(RecoverError::BadRequest(format!(
+                    "target {id} is a PostgreSQL {} timeline, the source's WAL is of PostgreSQL {}",
+                    t.pg_version, source.pg_version
+                )));
+            }
             let from = req.from_lsn.expect("checked: both or neither");
             let last = t.last_record_lsn();
             if last > from {
@@ -114,7 +120,7 @@ pub async fn start_recovery(
         Some(t) => (t, false),
         None => {
             let id = TimelineId::generate();
-            let pg_version = source.metadata().pg_version;
+            let pg_version = source.pg_version;
             (
                 tenant.create_timeline_for_import(id, pg_version).await?,
                 true,
@@ -465,12 +471,16 @@ fn check_segment(
 }
 
 /// Whether replay stops before `rec` for `to_time`: a commit or abort stamped after it.
-fn after_to_time(rec: &crate::pg::DecodedRecord, to_time: Option<i64>) -> bool {
+fn after_to_time(
+    rec: &crate::pg::DecodedRecord,
+    version: crate::pg::PgVersion,
+    to_time: Option<i64>,
+) -> bool {
     let Some(limit) = to_time else { return false };
     if rec.rmid() != RM_XACT_ID {
         return false;
     }
-    match parse_body(rec) {
+    match parse_body(rec, version) {
         Ok(
             RecordBody::XactCommit(x)
             | RecordBody::XactAbort(x)
@@ -498,7 +508,7 @@ async fn replay(
         segment: segment.to_string(),
         msg: e.to_string(),
     };
-    let mut decoder = WalStreamDecoder::new(start, DEFAULT_WAL_SEGMENT_SIZE)
+    let mut decoder = WalStreamDecoder::new(start, DEFAULT_WAL_SEGMENT_SIZE, target.pg_version)
         .map_err(|e| RecoverError::Ingest(e.to_string()))?;
     if let Some(p) = prev {
         decoder.set_prev_record(p);
@@ -568,7 +578,7 @@ async fn replay(
                 break;
             }
             let rec = decode_record(&raw).map_err(|e| decode_err(&m.segment, &e))?;
-            if after_to_time(&rec, to_time) {
+            if after_to_time(&rec, target.pg_version, to_time) {
                 stop = true;
                 break;
             }

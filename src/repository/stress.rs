@@ -117,7 +117,9 @@ async fn open(dir: &Path) -> Result<Arc<Tenant>, StressError> {
     )
     .await?;
     if tenant.timeline(TIMELINE).is_err() {
-        tenant.create_timeline(TIMELINE, lsn_of(0), 15).await?;
+        tenant
+            .create_timeline(TIMELINE, lsn_of(0), crate::pg::PgVersion::V15)
+            .await?;
     }
     Ok(tenant)
 }

@@ -16,6 +16,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::config::TenantConfig;
 use crate::id::{TenantId, TimelineId};
 use crate::pg::Lsn;
+use crate::pg::PgVersion;
 use crate::remote_storage::GenericRemoteStorage;
 use crate::remote_storage::deletion_queue::DeletionQueue;
 use crate::remote_storage::index::Generation;
@@ -70,6 +71,11 @@ pub enum TenantError {
     },
     #[error("remote storage: {0}")]
     Remote(#[from] crate::remote_storage::RemoteError),
+    #[error("timeline {timeline}: {source}")]
+    UnsupportedVersion {
+        timeline: TimelineId,
+        source: crate::pg::version::UnsupportedVersion,
+    },
 }
 
 /// What a tenant uses of remote storage: the storage, the generation of this attachment, the node's
@@ -289,11 +295,11 @@ impl Tenant {
         &self,
         id: TimelineId,
         start_lsn: Lsn,
-        pg_version: u32,
+        pg_version: PgVersion,
     ) -> Result<Arc<Timeline>, TenantError> {
         self.create(
             id,
-            TimelineMetadata::new(start_lsn, None, start_lsn, pg_version),
+            TimelineMetadata::new(start_lsn, None, start_lsn, pg_version.major()),
         )
         .await
     }
@@ -303,9 +309,9 @@ impl Tenant {
     pub async fn create_timeline_for_import(
         &self,
         id: TimelineId,
-        pg_version: u32,
+        pg_version: PgVersion,
     ) -> Result<Arc<Timeline>, TenantError> {
-        let meta = TimelineMetadata::new(Lsn(0), None, Lsn(0), pg_version);
+        let meta = TimelineMetadata::new(Lsn(0), None, Lsn(0), pg_version.major());
         self.create_with(id, meta, true).await
     }
 
@@ -448,11 +454,18 @@ impl Tenant {
             });
             map.historic.push(layer);
         }
+        let pg_version = PgVersion::from_major(meta.pg_version).map_err(|source| {
+            TenantError::UnsupportedVersion {
+                timeline: id,
+                source,
+            }
+        })?;
         let timeline = Arc::new(Timeline::new(
             id,
             &dir,
             self.resources.clone(),
             ancestor,
+            pg_version,
             meta,
             map,
             self.cancel.child_token(),

@@ -205,7 +205,7 @@ impl WalIngest {
     async fn ingest_record(&mut self, rec: &DecodedRecord) -> Result<Puts, IngestError> {
         let mut puts = std::mem::take(&mut self.scratch);
         puts.clear();
-        let body = parse_body(rec).map_err(|e| IngestError::Record {
+        let body = parse_body(rec, self.tl.pg_version).map_err(|e| IngestError::Record {
             lsn: rec.lsn,
             msg: e.to_string(),
         })?;
@@ -437,7 +437,7 @@ impl WalIngest {
             match self.tl.get(Key::checkpoint(), lsn).await {
                 Ok(bytes) => {
                     let mut r = crate::pg::reader::Reader::new(&bytes);
-                    self.checkpoint = CheckPoint::parse(&mut r).ok();
+                    self.checkpoint = CheckPoint::parse(&mut r, self.tl.pg_version).ok();
                 }
                 Err(GetError::KeyNotFound { .. }) => {}
                 Err(e) => return Err(e.into()),

@@ -175,8 +175,8 @@ async fn stream_once(
         s.status = "streaming".into();
         s.last_error = None;
     });
-    let mut decoder =
-        WalStreamDecoder::new(last, DEFAULT_WAL_SEGMENT_SIZE).map_err(|e| e.to_string())?;
+    let mut decoder = WalStreamDecoder::new(last, DEFAULT_WAL_SEGMENT_SIZE, tl.pg_version)
+        .map_err(|e| e.to_string())?;
     if let Some(prev) = tl.prev_record_lsn() {
         decoder.set_prev_record(prev);
     }

@@ -1,7 +1,9 @@
 //! WAL redo: rebuilding a page from a base image and the records that changed it (docs/walredo.md).
 //!
 //! Records of PostgreSQL's own resource managers are replayed by `postgres --wal-redo` children (the bundle
-//! of `walredo-bundle/`, docs/walredo.md), one pool per tenant ([`pool::RedoPool`]), each child sandboxed
+//! of `walredo-bundle/`, docs/walredo.md), one pool per tenant and PostgreSQL version ([`pool::RedoPool`],
+//! made at the first request of a timeline of that version; each version's children are its bundle's
+//! `v<N>/bin/postgres`), each child sandboxed
 //! with the seccomp program of [`sandbox`] and run as an unprivileged user when we are root. The few records
 //! the pageserver owns (visibility-map bits, CLOG, multixacts) are applied in Rust ([`native`]).
 //!
@@ -31,14 +33,16 @@ use tracing::Span;
 
 pub use record::{BufferTag, PageId, SlruKind, WalRecord};
 
-use crate::pg::Lsn;
 use crate::pg::constants::BLCKSZ;
+use crate::pg::{Lsn, PgVersion};
 use pool::{PoolError, RedoPool};
 use process::LaunchConfig;
 
 /// Rebuild one page.
 #[derive(Debug, Clone)]
 pub struct RedoRequest {
+    /// The version of the timeline's WAL: which bundle's children replay it.
+    pub pg_version: PgVersion,
     pub page: PageId,
     /// The page before the first record; `None` if the first record initialises it.
     pub base_image: Option<Bytes>,
@@ -56,6 +60,8 @@ pub enum RedoError {
     NotARelationPage(PageId),
     #[error("cannot set up WAL redo: {0}")]
     Setup(String),
+    #[error("the WAL redo bundle has no PostgreSQL {0} (build it with walredo-bundle/build.sh)")]
+    NoVersion(PgVersion),
 }
 
 pub type RedoFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, RedoError>> + Send + 'a>>;
@@ -68,9 +74,9 @@ pub trait RedoManager: Send + Sync {
 /// Settings of a tenant's redo.
 #[derive(Debug, Clone)]
 pub struct RedoConfig {
-    /// The bundle: `<dir>/v15/bin/postgres`, `<dir>/v15/lib`.
+    /// The bundle: `<dir>/v<N>/bin/postgres`, `<dir>/v<N>/lib` per PostgreSQL version.
     pub bundle_dir: std::path::PathBuf,
-    /// The binary under `v15/bin`; `postgres`, or `postgres-testhooks` in sandbox tests.
+    /// The binary under `v<N>/bin`; `postgres`, or `postgres-testhooks` in sandbox tests.
     pub binary_name: String,
     /// User to run the children as when the pageserver runs as root.
     pub run_as_user: String,
@@ -84,9 +90,21 @@ pub struct RedoConfig {
 }
 
 impl RedoConfig {
-    fn launch_config(&self) -> Result<LaunchConfig, RedoError> {
-        let v15 = self.bundle_dir.join("v15");
-        let binary = v15.join("bin").join(&self.binary_name);
+    /// Whether the bundle holds this version's redo binary.
+    pub fn has_version(&self, version: PgVersion) -> bool {
+        self.version_dir(version)
+            .join("bin")
+            .join(&self.binary_name)
+            .exists()
+    }
+
+    fn version_dir(&self, version: PgVersion) -> std::path::PathBuf {
+        self.bundle_dir.join(version.bundle_dir_name())
+    }
+
+    fn launch_config(&self, version: PgVersion) -> Result<LaunchConfig, RedoError> {
+        let dir = self.version_dir(version);
+        let binary = dir.join("bin").join(&self.binary_name);
         if !binary.exists() {
             return Err(RedoError::Setup(format!(
                 "{} does not exist (build the bundle with walredo-bundle/build.sh and set pg_distrib_dir)",
@@ -114,7 +132,11 @@ impl RedoConfig {
         };
         let sandbox = sandbox::program_bytes().map_err(|e| RedoError::Setup(e.to_string()))?;
         let empty_root = if self.empty_root {
-            match isolate::EmptyRoot::for_bundle(&self.bundle_dir, "v15", &binary) {
+            match isolate::EmptyRoot::for_bundle(
+                &self.bundle_dir,
+                &version.bundle_dir_name(),
+                &binary,
+            ) {
                 Ok(root) => Some(root),
                 Err(e) => {
                     tracing::warn!(error = %e, "wal-redo processes run without the empty root (seccomp only)");
@@ -128,7 +150,7 @@ impl RedoConfig {
             empty_root,
             empty_root_failed: Default::default(),
             binary,
-            lib_dir: v15.join("lib"),
+            lib_dir: dir.join("lib"),
             run_as,
             sandbox: sandbox.into(),
             request_timeout: self.request_timeout,
@@ -136,31 +158,86 @@ impl RedoConfig {
     }
 }
 
-/// Redo through a tenant's pool of `postgres --wal-redo` children, plus the Rust-side records.
+/// Redo through a tenant's pools of `postgres --wal-redo` children (one per PostgreSQL version), plus the
+/// Rust-side records.
 pub struct PostgresRedoManager {
-    pool: RedoPool,
+    config: RedoConfig,
+    span: Span,
+    /// Per version of [`PgVersion::ALL`]: its pool, made at the first request of that version.
+    pools: [std::sync::OnceLock<Result<RedoPool, RedoError>>; PgVersion::ALL.len()],
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl PostgresRedoManager {
-    /// A manager for one tenant; `span` carries the tenant id into the children's log lines.
+    /// A manager for one tenant; `span` carries the tenant id into the children's log lines. The bundle must
+    /// hold at least PostgreSQL 15's redo binary, whose pool is set up here (so a broken setup shows at once);
+    /// the other versions' pools are set up at their first request.
     pub fn new(config: &RedoConfig, span: Span) -> Result<PostgresRedoManager, RedoError> {
-        let launch = config.launch_config()?;
-        Ok(PostgresRedoManager {
-            pool: RedoPool::new(launch, config.pool_size, config.idle_timeout, span),
-        })
+        let manager = PostgresRedoManager {
+            config: config.clone(),
+            span,
+            pools: Default::default(),
+            closed: Default::default(),
+        };
+        if let Err(e) = manager.pool(PgVersion::V15) {
+            return Err(e.clone());
+        }
+        Ok(manager)
     }
 
-    pub fn pool(&self) -> &RedoPool {
-        &self.pool
+    /// The pool of `version`'s children, made on first use.
+    pub fn pool(&self, version: PgVersion) -> Result<&RedoPool, &RedoError> {
+        let at = PgVersion::ALL
+            .iter()
+            .position(|v| *v == version)
+            .unwrap_or_default();
+        self.pools[at]
+            .get_or_init(|| {
+                if !self.config.has_version(version) && version != PgVersion::V15 {
+                    return Err(RedoError::NoVersion(version));
+                }
+                let launch = self.config.launch_config(version)?;
+                let span =
+                    tracing::info_span!(parent: &self.span, "walredo", pg_version = %version);
+                let pool = RedoPool::new(
+                    launch,
+                    self.config.pool_size,
+                    self.config.idle_timeout,
+                    span,
+                );
+                Ok(pool)
+            })
+            .as_ref()
+    }
+
+    /// The pools made so far.
+    fn pools(&self) -> impl Iterator<Item = &RedoPool> {
+        self.pools
+            .iter()
+            .filter_map(|p| p.get().and_then(|r| r.as_ref().ok()))
+    }
+
+    /// Process ids of every child of every version.
+    pub async fn pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for pool in self.pools() {
+            pids.extend(pool.pids().await);
+        }
+        pids
     }
 
     /// Kills the tenant's children; later requests fail.
     pub async fn shutdown(&self) {
-        self.pool.shutdown().await;
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
+        for pool in self.pools() {
+            pool.shutdown().await;
+        }
     }
 
     async fn redo_impl(&self, request: RedoRequest) -> Result<Bytes, RedoError> {
         let RedoRequest {
+            pg_version,
             page: id,
             base_image,
             records,
@@ -191,7 +268,12 @@ impl PostgresRedoManager {
                     page.as_deref()
                 };
                 let encoded = process::encode_request(&tag, base, &raw);
-                page = Some(self.pool.request(&encoded).await?);
+                let pool = self.pool(pg_version).map_err(|e| e.clone())?;
+                if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+                    // A pool made after shutdown() must not start children.
+                    pool.shutdown().await;
+                }
+                page = Some(pool.request(&encoded).await?);
             } else {
                 let mut buf = match &page {
                     Some(p) => p.to_vec(),
@@ -231,6 +313,15 @@ pub fn bundle_from_env() -> Option<std::path::PathBuf> {
     std::env::var_os("PAGESERVER_WALREDO_BUNDLE")
         .map(std::path::PathBuf::from)
         .filter(|p| Path::new(p).join("v15/bin/postgres").exists())
+}
+
+/// The bundle from `$PAGESERVER_WALREDO_BUNDLE` if it holds `version`'s redo binary.
+pub fn bundle_with_version_from_env(version: PgVersion) -> Option<std::path::PathBuf> {
+    bundle_from_env().filter(|p| {
+        p.join(version.bundle_dir_name())
+            .join("bin/postgres")
+            .exists()
+    })
 }
 
 /// An all-zero page.

@@ -1,4 +1,5 @@
-//! A throwaway PostgreSQL 15 cluster from Debian's `postgresql-15` package.
+//! A throwaway PostgreSQL cluster: 15 from Debian's `postgresql-15` package, 18 built from Debian's
+//! `postgresql-18` source by `scripts/postgres-build.sh 18` (scripts/test.sh runs it).
 //!
 //! PostgreSQL refuses to run as root: when the tests run as root, initdb and the server run as the
 //! `postgres` user (or `$PAGESERVER_TEST_PG_USER`), on a temp directory that user owns. Clients (psql,
@@ -15,13 +16,30 @@ use tempfile::TempDir;
 
 /// Where the PostgreSQL 15 binaries are; `$PG_BIN` overrides.
 pub fn pg_bin_dir() -> PathBuf {
-    let dir = PathBuf::from(
-        std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string()),
-    );
+    pg_bin_dir_of(15)
+}
+
+/// Where the binaries of PostgreSQL `major` are: 15 at `$PG_BIN` or Debian's package; 18 at
+/// `$PAGESERVER_PG18` or `<cache>/postgresql/18` (`scripts/postgres-build.sh 18`), `bin/` of it.
+pub fn pg_bin_dir_of(major: u32) -> PathBuf {
+    let dir = match major {
+        15 => PathBuf::from(
+            std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string()),
+        ),
+        18 => {
+            let install = std::env::var("PAGESERVER_PG18").unwrap_or_else(|_| {
+                let cache = std::env::var("PAGESERVER_CACHE_DIR")
+                    .unwrap_or_else(|_| "/var/cache/pageserver".to_string());
+                format!("{cache}/postgresql/18")
+            });
+            PathBuf::from(install).join("bin")
+        }
+        other => panic!("no PostgreSQL {other} in the test bed"),
+    };
     assert!(
         dir.join("postgres").exists(),
-        "PostgreSQL 15 is not installed at {} (apt-get install postgresql-15, or set PG_BIN); \
-         scripts/test.sh installs it",
+        "PostgreSQL {major} is not installed at {} (15: apt-get install postgresql-15, or set PG_BIN; \
+         18: scripts/postgres-build.sh 18, or set PAGESERVER_PG18); scripts/test.sh installs both",
         dir.display()
     );
     dir
@@ -44,9 +62,15 @@ pub struct PgCluster {
 }
 
 impl PgCluster {
-    /// initdb, configure and start a cluster; panics with the server log if it does not come up.
+    /// initdb, configure and start a PostgreSQL 15 cluster; panics with the server log if it does not come
+    /// up.
     pub fn start(options: PgOptions) -> PgCluster {
-        let bin = pg_bin_dir();
+        Self::start_version(15, options)
+    }
+
+    /// As [`start`](Self::start), with PostgreSQL `major` (15 or 18).
+    pub fn start_version(major: u32, options: PgOptions) -> PgCluster {
+        let bin = pg_bin_dir_of(major);
         let run_as = server_user();
         let dir = tempfile::Builder::new()
             .prefix("pgtest-")
@@ -143,6 +167,11 @@ impl PgCluster {
     /// server user, mode 0700, on a free port.
     pub fn start_on(dir: tempfile::TempDir) -> PgCluster {
         let data = dir.path().join("data");
+        let version = fs::read_to_string(data.join("PG_VERSION")).expect("read PG_VERSION");
+        let major: u32 = version
+            .trim()
+            .parse()
+            .expect("PG_VERSION holds a major version");
         let run_as = server_user();
         let mut paths = vec![dir.path().to_path_buf()];
         while let Some(p) = paths.pop() {
@@ -160,7 +189,7 @@ impl PgCluster {
         let mut cluster = PgCluster {
             data,
             port: super::free_port(),
-            bin: pg_bin_dir(),
+            bin: pg_bin_dir_of(major),
             run_as,
             running: false,
             dir,
@@ -464,7 +493,7 @@ impl PgCluster {
             .unwrap_or_else(|| panic!("pg_controldata has no {field:?}:\n{text}"))
     }
 
-    /// Path of a PostgreSQL 15 program, such as pg_waldump.
+    /// Path of a program of the cluster's PostgreSQL, such as pg_waldump.
     pub fn program(&self, name: &str) -> PathBuf {
         self.bin.join(name)
     }

@@ -4,9 +4,9 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 
-use pageserver::pg::Lsn;
 use pageserver::pg::constants::DEFAULT_WAL_SEGMENT_SIZE;
 use pageserver::pg::walgen::{normalize_lsn, page_header};
+use pageserver::pg::{Lsn, PgVersion};
 
 pub fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut m = vec![tag];
@@ -58,7 +58,7 @@ pub fn wal_from(start: Lsn, sysid: u64, record: &[u8]) -> Vec<u8> {
     let seg = DEFAULT_WAL_SEGMENT_SIZE;
     let mut out = Vec::new();
     if start.block_offset() == 0 {
-        page_header(&mut out, start, seg, sysid, 0);
+        page_header(&mut out, PgVersion::V15, start, seg, sysid, 0);
     }
     let rec_start = normalize_lsn(start, seg);
     out.resize((rec_start.0 - start.0) as usize, 0);
@@ -73,7 +73,7 @@ pub fn wal_from(start: Lsn, sysid: u64, record: &[u8]) -> Vec<u8> {
             return out;
         }
         let at = Lsn(start.0 + out.len() as u64);
-        page_header(&mut out, at, seg, sysid, rest.len() as u32);
+        page_header(&mut out, PgVersion::V15, at, seg, sysid, rest.len() as u32);
     }
 }
 

@@ -77,7 +77,8 @@ fn wal_seeds(segment: &Path, out: &Path, seen: &mut BTreeSet<(u8, u8, bool)>) {
         seed.extend_from_slice(&bytes[at..end]);
         write(out, "wal_stream", &format!("{name}-{at:08x}"), &seed);
     }
-    let mut decoder = WalStreamDecoder::new(Lsn(base), SEG as u32).expect("decoder");
+    let mut decoder = WalStreamDecoder::new(Lsn(base), SEG as u32, pageserver::pg::PgVersion::V15)
+        .expect("decoder");
     decoder.feed_bytes(&bytes[..used]);
     while let Ok(Some(raw)) = decoder.poll_decode() {
         let Ok(rec) = decode_record(&raw) else {

@@ -5,12 +5,13 @@ use bytes::Bytes;
 use super::{BodyIssue, RecordBody};
 use crate::pg::constants::*;
 use crate::pg::reader::Reader;
+use crate::pg::version::PgVersion;
 use crate::pg::xlogrecord::RelFileNode;
 
 /// `xl_clog_truncate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClogTruncate {
-    pub pageno: i32,
+    pub pageno: i64,
     pub oldest_xact: u32,
     pub oldest_xact_db: u32,
 }
@@ -108,20 +109,39 @@ fn rnode(r: &mut Reader) -> Result<RelFileNode, BodyIssue> {
     })
 }
 
-pub(super) fn parse(rmid: u8, info: u8, r: &mut Reader) -> Result<RecordBody, BodyIssue> {
+/// An SLRU page number: `int` before PostgreSQL 17, `int64` since.
+fn slru_pageno(r: &mut Reader, version: PgVersion) -> Result<i64, BodyIssue> {
+    Ok(if version.slru_pageno_is_64bit() {
+        r.i64()?
+    } else {
+        r.i32()? as i64
+    })
+}
+
+pub(super) fn parse(
+    rmid: u8,
+    info: u8,
+    r: &mut Reader,
+    version: PgVersion,
+) -> Result<RecordBody, BodyIssue> {
     Ok(match (rmid, info) {
-        (RM_CLOG_ID, CLOG_ZEROPAGE) => RecordBody::ClogZeroPage { pageno: r.i32()? },
-        (RM_CLOG_ID, CLOG_TRUNCATE) => RecordBody::ClogTruncate(ClogTruncate {
-            pageno: r.i32()?,
-            oldest_xact: r.u32()?,
-            oldest_xact_db: r.u32()?,
-        }),
-        (RM_MULTIXACT_ID, XLOG_MULTIXACT_ZERO_OFF_PAGE) => {
-            RecordBody::MultiXactZeroOffsetPage { pageno: r.i32()? }
+        (RM_CLOG_ID, CLOG_ZEROPAGE) => RecordBody::ClogZeroPage {
+            pageno: slru_pageno(r, version)?,
+        },
+        (RM_CLOG_ID, CLOG_TRUNCATE) => {
+            let pageno = slru_pageno(r, version)?;
+            RecordBody::ClogTruncate(ClogTruncate {
+                pageno,
+                oldest_xact: r.u32()?,
+                oldest_xact_db: r.u32()?,
+            })
         }
-        (RM_MULTIXACT_ID, XLOG_MULTIXACT_ZERO_MEM_PAGE) => {
-            RecordBody::MultiXactZeroMemberPage { pageno: r.i32()? }
-        }
+        (RM_MULTIXACT_ID, XLOG_MULTIXACT_ZERO_OFF_PAGE) => RecordBody::MultiXactZeroOffsetPage {
+            pageno: slru_pageno(r, version)?,
+        },
+        (RM_MULTIXACT_ID, XLOG_MULTIXACT_ZERO_MEM_PAGE) => RecordBody::MultiXactZeroMemberPage {
+            pageno: slru_pageno(r, version)?,
+        },
         (RM_MULTIXACT_ID, XLOG_MULTIXACT_CREATE_ID) => {
             let mid = r.u32()?;
             let moff = r.u32()?;

@@ -4,6 +4,7 @@ use super::{BodyIssue, RecordBody};
 use crate::pg::constants::*;
 use crate::pg::lsn::Lsn;
 use crate::pg::reader::{Reader, ShortRead};
+use crate::pg::version::PgVersion;
 use crate::pg::xlogrecord::RelFileNode;
 
 /// A commit or abort record (plain or of a prepared transaction), parsed.
@@ -40,11 +41,16 @@ pub struct XactPrepare {
 const TWOPHASE_MAGIC: u32 = 0x57F94534;
 const XL_XACT_PREPARE_SIZE: usize = 72;
 
-pub(super) fn parse(xl_info: u8, record_xid: u32, r: &mut Reader) -> Result<RecordBody, BodyIssue> {
+pub(super) fn parse(
+    xl_info: u8,
+    record_xid: u32,
+    r: &mut Reader,
+    version: PgVersion,
+) -> Result<RecordBody, BodyIssue> {
     let op = xl_info & XLOG_XACT_OPMASK;
     Ok(match op {
         XLOG_XACT_COMMIT | XLOG_XACT_COMMIT_PREPARED => {
-            let parsed = parse_commit_abort(xl_info, record_xid, r, true)?;
+            let parsed = parse_commit_abort(xl_info, record_xid, r, true, version)?;
             if op == XLOG_XACT_COMMIT {
                 RecordBody::XactCommit(parsed)
             } else {
@@ -52,7 +58,7 @@ pub(super) fn parse(xl_info: u8, record_xid: u32, r: &mut Reader) -> Result<Reco
             }
         }
         XLOG_XACT_ABORT | XLOG_XACT_ABORT_PREPARED => {
-            let parsed = parse_commit_abort(xl_info, record_xid, r, false)?;
+            let parsed = parse_commit_abort(xl_info, record_xid, r, false, version)?;
             if op == XLOG_XACT_ABORT {
                 RecordBody::XactAbort(parsed)
             } else {
@@ -75,6 +81,7 @@ fn parse_commit_abort(
     record_xid: u32,
     r: &mut Reader,
     commit: bool,
+    version: PgVersion,
 ) -> Result<XactParsed, ShortRead> {
     let mut p = XactParsed {
         xid: record_xid,
@@ -103,8 +110,9 @@ fn parse_commit_abort(
         }
     }
     if p.xinfo & XACT_XINFO_HAS_DROPPED_STATS != 0 {
-        p.n_dropped_stats = r.count(12)?;
-        r.skip(p.n_dropped_stats * 12)?;
+        let item = version.xact_stats_item_size();
+        p.n_dropped_stats = r.count(item)?;
+        r.skip(p.n_dropped_stats * item)?;
     }
     if commit && p.xinfo & XACT_XINFO_HAS_INVALS != 0 {
         p.n_invals = r.count(16)?;

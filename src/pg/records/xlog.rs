@@ -4,6 +4,7 @@ use super::{BodyIssue, RecordBody};
 use crate::pg::constants::*;
 use crate::pg::lsn::Lsn;
 use crate::pg::reader::{Reader, ShortRead};
+use crate::pg::version::PgVersion;
 
 /// `CheckPoint` (pg_control.h), 88 bytes with its alignment padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -12,6 +13,8 @@ pub struct CheckPoint {
     pub this_timeline_id: u32,
     pub prev_timeline_id: u32,
     pub full_page_writes: bool,
+    /// `wal_level` (PostgreSQL 17 and later; 0 for 15, where these bytes are padding).
+    pub wal_level: i32,
     pub next_xid: u64,
     pub next_oid: u32,
     pub next_multi: u32,
@@ -29,12 +32,18 @@ pub struct CheckPoint {
 impl CheckPoint {
     pub const SIZE: usize = 88;
 
-    pub fn parse(r: &mut Reader) -> Result<CheckPoint, ShortRead> {
+    pub fn parse(r: &mut Reader, version: PgVersion) -> Result<CheckPoint, ShortRead> {
         let redo = Lsn(r.u64()?);
         let this_timeline_id = r.u32()?;
         let prev_timeline_id = r.u32()?;
         let full_page_writes = r.u8()? != 0;
-        r.skip(7)?;
+        r.skip(3)?;
+        let wal_level = r.i32()?;
+        let wal_level = if version.checkpoint_has_wal_level() {
+            wal_level
+        } else {
+            0
+        };
         let next_xid = r.u64()?;
         let next_oid = r.u32()?;
         let next_multi = r.u32()?;
@@ -54,6 +63,7 @@ impl CheckPoint {
             this_timeline_id,
             prev_timeline_id,
             full_page_writes,
+            wal_level,
             next_xid,
             next_oid,
             next_multi,
@@ -76,6 +86,7 @@ impl CheckPoint {
         b[8..12].copy_from_slice(&self.this_timeline_id.to_le_bytes());
         b[12..16].copy_from_slice(&self.prev_timeline_id.to_le_bytes());
         b[16] = self.full_page_writes as u8;
+        b[20..24].copy_from_slice(&self.wal_level.to_le_bytes());
         b[24..32].copy_from_slice(&self.next_xid.to_le_bytes());
         b[32..36].copy_from_slice(&self.next_oid.to_le_bytes());
         b[36..40].copy_from_slice(&self.next_multi.to_le_bytes());
@@ -105,11 +116,11 @@ pub struct ParameterChange {
     pub track_commit_timestamp: bool,
 }
 
-pub(super) fn parse(info: u8, r: &mut Reader) -> Result<RecordBody, BodyIssue> {
+pub(super) fn parse(info: u8, r: &mut Reader, version: PgVersion) -> Result<RecordBody, BodyIssue> {
     Ok(match info {
         XLOG_CHECKPOINT_SHUTDOWN | XLOG_CHECKPOINT_ONLINE => RecordBody::Checkpoint {
             shutdown: info == XLOG_CHECKPOINT_SHUTDOWN,
-            checkpoint: CheckPoint::parse(r)?,
+            checkpoint: CheckPoint::parse(r, version)?,
         },
         XLOG_NEXTOID => RecordBody::NextOid(r.u32()?),
         XLOG_SWITCH => RecordBody::Switch,

@@ -55,6 +55,8 @@ pub struct TimelineResources {
 pub struct Timeline {
     pub tenant_id: TenantId,
     pub timeline_id: TimelineId,
+    /// The PostgreSQL version of the timeline's WAL and pages (its metadata's `pg_version`).
+    pub pg_version: crate::pg::PgVersion,
     pub(crate) dir: PathBuf,
     pub(crate) resources: TimelineResources,
     pub(crate) ancestor: Option<(Arc<Timeline>, Lsn)>,
@@ -166,12 +168,18 @@ impl DiskFull {
 }
 
 impl Timeline {
-    /// A timeline object for loaded or new metadata; `layers` are its historic layers, opened.
+    /// A timeline object for loaded or new metadata; `layers` are its historic layers, opened; `pg_version`
+    /// is the metadata's, checked by the caller.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is a distinct part the tenant has already opened or checked"
+    )]
     pub(crate) fn new(
         timeline_id: TimelineId,
         dir: &Path,
         resources: TimelineResources,
         ancestor: Option<(Arc<Timeline>, Lsn)>,
+        pg_version: crate::pg::PgVersion,
         metadata: TimelineMetadata,
         layers: LayerMap,
         cancel: CancellationToken,
@@ -205,6 +213,7 @@ impl Timeline {
         Timeline {
             tenant_id: resources.tenant_id,
             timeline_id,
+            pg_version,
             dir: dir.to_path_buf(),
             resources,
             ancestor,

@@ -444,6 +444,7 @@ impl Timeline {
         let page = key.page_id().ok_or(GetError::NotAPage { key })?;
         let redo: Arc<dyn crate::walredo::RedoManager> = self.resources.redo.clone();
         redo.redo(RedoRequest {
+            pg_version: self.pg_version,
             page,
             base_image: base,
             records,
