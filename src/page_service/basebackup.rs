@@ -27,6 +27,7 @@ use super::{lsn_text, sqlstate};
 use crate::pg::Lsn;
 use crate::pg::constants::*;
 use crate::pg::control::{shutdown_control_file, standby_control_file};
+use crate::pg::page::set_checksum;
 use crate::pg::reader::Reader;
 use crate::pg::records::CheckPoint;
 use crate::pg::walgen::{compute_segment, normalize_lsn, shutdown_checkpoint_wal};
@@ -397,6 +398,11 @@ async fn write_backup<W: AsyncWrite + Unpin>(
         }
     }
     let pg_version_file = tl.pg_version.pg_version_file();
+    let control = tl.get(Key::control_file(), lsn).await.map_err(read_err)?;
+    let checksums = crate::pg::control::parse_control_file(&control)
+        .map_err(read_err)?
+        .data_checksum_version
+        != 0;
     for ((spc, db), has_relmap) in tl.list_dbdirs(lsn).await.map_err(read_err)? {
         let relmap = || async {
             tl.get(Key::relmap_file(spc, db), lsn)
@@ -422,7 +428,11 @@ async fn write_backup<W: AsyncWrite + Unpin>(
                 "database {db} is in tablespace {spc}: only the default and global tablespaces are supported"
             )));
         };
-        relation_files(cmd.full, tl, lsn, spc, db, &dir, tar).await?;
+        let what = RelFiles {
+            full: cmd.full,
+            checksums,
+        };
+        relation_files(what, tl, lsn, spc, db, &dir, tar).await?;
     }
     for xid in tl.list_twophase(lsn).await.map_err(read_err)? {
         let mut state = tl
@@ -436,7 +446,6 @@ async fn write_backup<W: AsyncWrite + Unpin>(
             .await?;
     }
 
-    let control = tl.get(Key::control_file(), lsn).await.map_err(read_err)?;
     let cp_bytes = tl.get(Key::checkpoint(), lsn).await.map_err(read_err)?;
     let mut checkpoint = CheckPoint::parse(&mut Reader::new(&cp_bytes), tl.pg_version)
         .map_err(|_| read_err("malformed checkpoint value"))?;
@@ -525,8 +534,17 @@ fn standby_backup_label(at: CheckpointLocation, seg_size: u32, time: i64) -> Str
 /// Blocks of a relation read at once by a backup (8 MiB).
 const RANGE_READ_BLOCKS: u32 = 1024;
 
-async fn relation_files<W: AsyncWrite + Unpin>(
+/// What goes into the relation files of a backup.
+#[derive(Clone, Copy)]
+struct RelFiles {
+    /// Every fork (a fullbackup), else only the init forks.
     full: bool,
+    /// Set each page's checksum (the cluster has data checksums).
+    checksums: bool,
+}
+
+async fn relation_files<W: AsyncWrite + Unpin>(
+    what: RelFiles,
     tl: &Timeline,
     lsn: Lsn,
     spc: u32,
@@ -538,7 +556,7 @@ async fn relation_files<W: AsyncWrite + Unpin>(
     for &(rel, fork) in &rels {
         let rnode = RelFileNode { spc, db, rel };
         let unlogged_main = fork == INIT_FORKNUM && !rels.contains(&(rel, MAIN_FORKNUM));
-        if !full && fork != INIT_FORKNUM {
+        if !what.full && fork != INIT_FORKNUM {
             continue;
         }
         let nblocks = tl.rel_size(rnode, fork, lsn).await.map_err(read_err)?;
@@ -577,7 +595,15 @@ async fn relation_files<W: AsyncWrite + Unpin>(
                                 page.len()
                             )));
                         }
-                        tar.write(page).await?;
+                        if what.checksums {
+                            // Pages are kept without checksums (redo does not set them); a cluster with
+                            // data checksums verifies each page it reads.
+                            let mut page = page.to_vec();
+                            set_checksum(&mut page, blkno + n as u32);
+                            tar.write(&page).await?;
+                        } else {
+                            tar.write(page).await?;
+                        }
                     }
                     blkno += run;
                 }

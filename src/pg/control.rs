@@ -47,6 +47,8 @@ pub struct ControlFile {
     pub checkpoint: CheckPoint,
     /// The version that wrote it.
     pub version: PgVersion,
+    /// `data_checksum_version`: nonzero when data pages carry checksums (at 252 in 15 and 18).
+    pub data_checksum_version: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +109,7 @@ pub fn parse_control_file(bytes: &[u8]) -> Result<ControlFile, ControlFileError>
         checkpoint_lsn,
         checkpoint,
         version,
+        data_checksum_version: u32_at(252),
     })
 }
 
