@@ -9,6 +9,7 @@
 //! the bytes of the indexes of the layers written (which open layers hold in memory).
 //!
 //! Under `cargo test` (no `--bench`) it runs once on about 32 MiB as a smoke test.
+//! `BENCH_PG_VERSION=18`: the primary and the standby are PostgreSQL 18 (report `ingest-pg18.json`).
 //! `INGEST_CHECKPOINT_DISTANCE=<bytes>` sets the tenant's checkpoint_distance.
 //! `INGEST_PERF=<file>`: record the pageserver's catch-up with `perf record --call-graph dwarf` into that
 //! file (the profile of docs/benchmarks.md; `perf report -i <file>`).
@@ -84,9 +85,12 @@ fn main() {
     } else {
         (1, 32u64 << 20)
     };
-    let mut pg = PgCluster::start(PgOptions {
-        extra_conf: vec!["max_wal_size = '2GB'".into()],
-    });
+    let mut pg = PgCluster::start_version(
+        common::pg_major(),
+        PgOptions {
+            extra_conf: vec!["max_wal_size = '2GB'".into()],
+        },
+    );
 
     // The pageserver follows the primary, then stops its receiver: the slot keeps the WAL from here.
     let ps = Pageserver::start(&[]);
@@ -219,8 +223,9 @@ fn main() {
     let ps_rate = mb_per_s(common, ps_time);
     let standby_rate = mb_per_s(common, standby_time);
     common::write_report(
-        "ingest",
+        &common::versioned_report_name("ingest"),
         &json!({
+            "pg_version": common::pg_major(),
             "pgbench_scale": scale,
             "wal_end_lsn": end.to_string(),
             "wal_bytes": common,

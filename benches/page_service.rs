@@ -10,7 +10,8 @@
 //! Then the pages that need redo again at 8 clients with `walredo_pool_size` 1, 2 and 4 (the pool grows with
 //! load up to that size), each beside the 8-client floor and the size-1 row.
 //!
-//! Report: `<target>/bench-reports/page_service.json`. Under `cargo test` each run lasts 1 s (smoke test).
+//! Report: `<target>/bench-reports/page_service.json` (`page_service-pg18.json` with `BENCH_PG_VERSION=18`, a
+//! PostgreSQL 18 primary). Under `cargo test` each run lasts 1 s (smoke test).
 //! `PAGE_SERVICE_PERF=<file>`: `perf record` the pageserver during the cached run at 1 client (at 8 with
 //! `PAGE_SERVICE_PERF_CLIENTS=8`).
 
@@ -143,7 +144,7 @@ fn main() {
         .unwrap();
 
     // A timeline whose pages carry WAL records: pgbench on a followed primary.
-    let pg = PgCluster::start(PgOptions::default());
+    let pg = PgCluster::start_version(common::pg_major(), PgOptions::default());
     let mut ps = Pageserver::start(&[]);
     // No background compaction or GC: they would turn the pages that need redo into images, and take the
     // two cores from the measurement.
@@ -270,7 +271,12 @@ fn main() {
     let _ = floor_process.kill();
     let _ = floor_process.wait();
     common::write_report(
-        "page_service",
-        &json!({ "runtime_s": runtime.as_secs(), "rows": rows, "redo_pool_rows": pool_rows }),
+        &common::versioned_report_name("page_service"),
+        &json!({
+            "pg_version": common::pg_major(),
+            "runtime_s": runtime.as_secs(),
+            "rows": rows,
+            "redo_pool_rows": pool_rows
+        }),
     );
 }

@@ -9,6 +9,22 @@ pub fn is_bench_run() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// The PostgreSQL major version of the bench's primary: `BENCH_PG_VERSION` (15 or 18), default 15.
+pub fn pg_major() -> u32 {
+    std::env::var("BENCH_PG_VERSION").map_or(15, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("BENCH_PG_VERSION={v:?} is not a major version"))
+    })
+}
+
+/// The report name of a bench that runs per PostgreSQL version: `name` for 15, `name-pg<N>` otherwise.
+pub fn versioned_report_name(name: &str) -> String {
+    match pg_major() {
+        15 => name.to_string(),
+        n => format!("{name}-pg{n}"),
+    }
+}
+
 /// Median wall time of `runs` calls of `f`.
 pub fn median_time(runs: usize, mut f: impl FnMut()) -> Duration {
     let mut times: Vec<Duration> = (0..runs.max(1))

@@ -121,7 +121,8 @@ pub async fn import_dir(
     prev: Option<Lsn>,
 ) -> Result<ImportStats, ImportError> {
     let pgdata = pgdata.to_path_buf();
-    import_with(tl, lsn, prev, move |sink| scan_dir(&pgdata, sink)).await
+    let version = tl.pg_version;
+    import_with(tl, lsn, prev, move |sink| scan_dir(&pgdata, version, sink)).await
 }
 
 /// Imports a tar archive of a data directory, read from `tar` on a blocking thread.
@@ -152,7 +153,8 @@ pub async fn import_tar_sized<R: Read + Send + 'static>(
         total,
     );
     let tar = crate::progress::CountingReader::new(tar, progress);
-    import_with(tl, lsn, prev, move |sink| scan_tar(tar, sink)).await
+    let version = tl.pg_version;
+    import_with(tl, lsn, prev, move |sink| scan_tar(tar, version, sink)).await
 }
 
 /// Runs `scan` on a blocking thread, putting what it yields at `lsn` while holding the timeline's writer.
@@ -172,20 +174,9 @@ async fn import_with(
         return Err(ImportError::LsnNotAboveLast { lsn, last });
     }
     let (tx, mut rx) = mpsc::channel::<Vec<(Key, Bytes)>>(BATCHES_IN_FLIGHT);
-    let expected = tl.pg_version;
     let producer = tokio::task::spawn_blocking(move || -> Result<ImportStats, ImportError> {
         let mut batch = Vec::with_capacity(BATCH);
         let mut send = |key: Key, value: Bytes| {
-            // pg_control comes to the sink parsed and checked; its version must be the timeline's.
-            if key == Key::control_file()
-                && let Ok(control) = crate::pg::control::parse_control_file(&value)
-                && control.version != expected
-            {
-                return Err(ImportError::WrongVersion {
-                    expected,
-                    got: control.version,
-                });
-            }
             batch.push((key, value));
             if batch.len() >= BATCH {
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
@@ -226,9 +217,10 @@ async fn import_with(
 /// directories that are skipped are not entered; symbolic links are not followed.
 pub fn scan_dir(
     root: &Path,
+    version: crate::pg::PgVersion,
     sink: impl FnMut(Key, Bytes) -> Result<(), ImportError>,
 ) -> Result<ImportStats, ImportError> {
-    let mut importer = Importer::new(sink);
+    let mut importer = Importer::new(sink, version);
     walk(&mut importer, root, "")?;
     importer.finish()
 }
@@ -281,9 +273,10 @@ fn walk<F: FnMut(Key, Bytes) -> Result<(), ImportError>>(
 /// Reads a tar archive of a data directory, handing every value to `sink`.
 pub fn scan_tar(
     tar: impl Read,
+    version: crate::pg::PgVersion,
     sink: impl FnMut(Key, Bytes) -> Result<(), ImportError>,
 ) -> Result<ImportStats, ImportError> {
-    let mut importer = Importer::new(sink);
+    let mut importer = Importer::new(sink, version);
     let mut archive = tar::Archive::new(tar);
     let mut last: Option<String> = None;
     let entries = archive.entries().map_err(|source| ImportError::Tar {

@@ -11,11 +11,11 @@ use tracing::debug;
 
 use super::datadir::{ImportError, ImportStats};
 use super::names::{DataFile, classify, components};
-use crate::pg::RelFileNode;
 use crate::pg::constants::{BLCKSZ, FORK_NAMES, GLOBALTABLESPACE_OID, RELSEG_SIZE};
 use crate::pg::control::{
     ControlFile, ControlFileError, PG_CONTROL_FILE_SIZE, parse_backup_label, parse_control_file,
 };
+use crate::pg::{PgVersion, RelFileNode};
 use crate::repository::Key;
 use crate::repository::datadir::{
     DbDirectory, RelDirectory, encode_db_dir, encode_nblocks, encode_rel_dir, encode_u32_set,
@@ -24,8 +24,6 @@ use crate::repository::datadir::{
 use crate::walingest::slru::SLRU_PAGES_PER_SEGMENT;
 use crate::walredo::SlruKind;
 
-/// `RelMapFile` of PostgreSQL 15 (utils/relmapper.c): 512 bytes.
-const RELMAP_FILE_SIZE: u64 = 512;
 /// Two-phase state files are palloc'ed whole by PostgreSQL (MaxAllocSize).
 const MAX_TWOPHASE_FILE: u64 = 0x3FFF_FFFF;
 const MAX_BACKUP_LABEL: u64 = 64 * 1024;
@@ -42,10 +40,12 @@ pub(super) struct Importer<F> {
     twophase: BTreeSet<u64>,
     control: Option<ControlFile>,
     stats: ImportStats,
+    /// The version the data directory must be of.
+    version: PgVersion,
 }
 
 impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
-    pub(super) fn new(sink: F) -> Self {
+    pub(super) fn new(sink: F, version: PgVersion) -> Self {
         Importer {
             sink,
             seen: HashSet::new(),
@@ -56,6 +56,7 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
             twophase: BTreeSet::new(),
             control: None,
             stats: ImportStats::default(),
+            version,
         }
     }
 
@@ -118,13 +119,17 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
                 self.rel_segment(path, rnode, fork, segno, size, data)?
             }
             DataFile::RelMap { spc, db } => {
-                if size != RELMAP_FILE_SIZE {
+                let relmap_size = self.version.relmap_file_size() as u64;
+                if size != relmap_size {
                     return Err(invalid(
                         path,
-                        format!("{size} bytes, expected {RELMAP_FILE_SIZE}"),
+                        format!(
+                            "{size} bytes, expected {relmap_size} (PostgreSQL {})",
+                            self.version
+                        ),
                     ));
                 }
-                let map = read_whole(path, size, RELMAP_FILE_SIZE, data)?;
+                let map = read_whole(path, size, relmap_size, data)?;
                 (self.sink)(Key::relmap_file(spc, db), map.into())?;
                 self.dbs.insert((spc, db), true);
                 self.stats.relmap_files += 1;
@@ -264,6 +269,12 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
             },
             other => invalid(path, other.to_string()),
         })?;
+        if control.version != self.version {
+            return Err(ImportError::WrongVersion {
+                expected: self.version,
+                got: control.version,
+            });
+        }
         (self.sink)(Key::control_file(), bytes.into())?;
         (self.sink)(
             Key::checkpoint(),

@@ -97,7 +97,7 @@ fn tar_of(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
 
 fn scan_tar_bytes(tar: &[u8]) -> Result<(ImportStats, Values), ImportError> {
     let mut values = Values::new();
-    let stats = scan_tar(tar, |k, v| {
+    let stats = scan_tar(tar, crate::pg::PgVersion::V15, |k, v| {
         values.insert(k, v);
         Ok(())
     })?;
@@ -192,7 +192,7 @@ fn tar_and_directory_give_the_same_keys() {
     let dir = tempfile::tempdir().unwrap();
     write_dir(dir.path(), &files);
     let mut from_dir = Values::new();
-    let dir_stats = scan_dir(dir.path(), |k, v| {
+    let dir_stats = scan_dir(dir.path(), crate::pg::PgVersion::V15, |k, v| {
         from_dir.insert(k, v);
         Ok(())
     })

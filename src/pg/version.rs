@@ -14,6 +14,7 @@
 //!   (`SimpleLruInit(..., long_segment_names = false)`).
 //! - `xl_xact_stats_item` (access/xact.h): 18 splits `Oid objoid` into `uint32 objid_lo, objid_hi` (12 -> 16
 //!   bytes).
+//! - The relation mapper file (utils/relmapper.c): `MAX_MAPPINGS` 62 in 15, 64 since 16 (512 -> 524 bytes).
 //! - Heap records: 18.6 registers the visibility-map page of a cleared VM bit as a block reference
 //!   (`HEAP_INSERT_BLKREF_VM` and friends, access/heapam_xlog.h); the record layouts themselves are the same.
 
@@ -112,6 +113,15 @@ impl PgVersion {
     /// Are SLRU page numbers in CLOG and multixact records 8 bytes wide (else 4)?
     pub fn slru_pageno_is_64bit(self) -> bool {
         self >= PgVersion::V18
+    }
+
+    /// Size of a relation mapper file (`RelMapFile`, utils/relmapper.c): `MAX_MAPPINGS` went from 62 to 64
+    /// in PostgreSQL 16 (512 -> 524 bytes).
+    pub fn relmap_file_size(self) -> usize {
+        match self {
+            PgVersion::V15 => 512,
+            PgVersion::V18 => 524,
+        }
     }
 
     /// Size of one `xl_xact_stats_item`.
