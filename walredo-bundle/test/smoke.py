@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
 """Smoke test of the walredo bundle's `postgres --wal-redo` (stdlib only).
 
-Usage: smoke.py [--bundle DIR] [--cluster-bin DIR] [--keep]
+Usage: smoke.py [--bundle DIR] [--pg-version 15|18] [--cluster-bin DIR] [--keep]
 
 Without --bundle it runs walredo-bundle/build.sh (a no-op when the bundle is
-cached) and uses the directory it prints.  When run as root, every PostgreSQL
-program runs as the `postgres` user (PostgreSQL refuses to run as root).
+cached) and uses the directory it prints.  --pg-version (default: the
+environment's WALREDO_PG_VERSION, else 15) picks the bundle's v15 or v18.
+When run as root, every PostgreSQL program runs as the `postgres` user
+(PostgreSQL refuses to run as root).
 
 What it checks:
   * 'S' installs the sandbox (Seccomp: 2 in /proc/<pid>/status);
   * 'H' answers 8192 bytes; B+P+G round-trips a page unchanged;
-  * real WAL: records made by a throwaway PostgreSQL 15 cluster replayed with
-    B,A,G (and B,P,A,G) give the cluster's own page, masked as PostgreSQL's
-    wal_consistency_checking masks heap pages;
+  * real WAL: records made by a throwaway cluster of the same major version
+    replayed with B,A,G (and B,P,A,G) give the cluster's own page, masked as
+    PostgreSQL's wal_consistency_checking masks heap pages;
   * garbage 'A' records, a first message other than 'S', and 'X' in the normal
     binary end the process with a non-zero status, without hanging;
   * with postgres-testhooks, 'X' open/socket/execve gets the process killed by
@@ -34,7 +36,7 @@ import time
 BLCKSZ = 8192
 WAL_SEG_SIZE = 16 * 1024 * 1024
 HERE = os.path.dirname(os.path.abspath(__file__))
-SYSTEM_PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_VERSIONS = ("15", "18")
 TIMEOUT = 20
 
 # --- seccomp allowlist (x86_64) --------------------------------------------
@@ -187,16 +189,36 @@ class Redo:
             self.proc.wait()
 
 
-# --- a throwaway PostgreSQL 15 cluster as the source of real WAL -------------
+# --- a throwaway PostgreSQL cluster as the source of real WAL -----------------
 
 
-def pg_bin_dir(bundle_bin, choice=None):
-    """Binaries for the WAL-producing cluster: --cluster-bin, else the system's
-    PostgreSQL 15, else the bundle's own initdb and postgres."""
+def cache_dir():
+    """Where scripts/postgres-build.sh installs (the scripts' cache root)."""
+    if os.environ.get("PAGESERVER_CACHE_DIR"):
+        return os.environ["PAGESERVER_CACHE_DIR"]
+    if os.geteuid() == 0:
+        return "/var/cache/pageserver"
+    return os.path.join(os.path.expanduser("~"), ".cache", "pageserver")
+
+
+def cluster_bin_candidates(version):
+    """Debian's PostgreSQL of that major version, then the one
+    scripts/postgres-build.sh installs."""
+    return [
+        "/usr/lib/postgresql/%s/bin" % version,
+        os.path.join(cache_dir(), "postgresql", version, "bin"),
+    ]
+
+
+def pg_bin_dir(version, bundle_bin, choice=None):
+    """Binaries for the WAL-producing cluster: --cluster-bin, else the first
+    of cluster_bin_candidates() that has initdb, else the bundle's own initdb
+    and postgres (a full postgres; single-user mode is all this needs)."""
     if choice:
         return choice
-    if os.path.exists(os.path.join(SYSTEM_PG_BIN, "initdb")):
-        return SYSTEM_PG_BIN
+    for bindir in cluster_bin_candidates(version):
+        if os.path.exists(os.path.join(bindir, "initdb")):
+            return bindir
     return bundle_bin
 
 
@@ -301,7 +323,8 @@ def block_refs(rec):
     refs = []
     p, rel = 24, None
     tot = len(rec)
-    while p < tot:
+    datatotal = 0  # block data and images follow the headers: stop where they begin
+    while p < tot - datatotal:
         block_id = rec[p]
         if block_id == 255:  # XLR_BLOCK_ID_DATA_SHORT: main data header, end of headers
             break
@@ -314,8 +337,10 @@ def block_refs(rec):
             p += 5
             continue
         fork_flags = rec[p + 1]
+        datatotal += struct.unpack_from("<H", rec, p + 2)[0]
         p += 4
         if fork_flags & 0x10:  # BKPBLOCK_HAS_IMAGE
+            datatotal += struct.unpack_from("<H", rec, p)[0]
             bimg_info = rec[p + 4]
             p += 5
             if bimg_info & 0x01 and bimg_info & 0x1C:
@@ -330,14 +355,17 @@ def block_refs(rec):
 
 
 def heap_records_for(seg, seg_start, start, end, rel):
-    """Heap/heap2 records in [start, end) referencing any block of `rel`:
-    a list of (record bytes, end LSN, block refs)."""
+    """Heap/heap2 records in [start, end) referencing any block of `rel`, and
+    full-page images of its blocks (XLOG_FPI_FOR_HINT: a cluster with data
+    checksums, 18's default, logs hint-bit changes so): a list of (record
+    bytes, end LSN, block refs)."""
     found = []
     lsn = start
     while lsn < end:
         rec, rec_end = read_record(seg, seg_start, lsn)
         refs = block_refs(rec)
-        if rec[17] in (9, 10) and any(r[:3] == rel for r in refs):
+        replayable = rec[17] in (9, 10) or (rec[17] == 0 and rec[16] & 0xF0 in (0xA0, 0xB0))
+        if replayable and any(r[:3] == rel for r in refs):
             found.append((rec, rec_end, refs))
         lsn = next_record_lsn(seg, seg_start, rec_end)
     return found
@@ -385,7 +413,7 @@ def make_update_wal(bindir, data, env):
     return rel, records, pages
 
 
-def make_real_wal(bindir, workdir):
+def make_real_wal(bindir, workdir, lib_dir):
     """Create a cluster and a fresh table, then insert three rows:
       1. right after a checkpoint into the new table: INSERT+INIT_PAGE,
       2. into the same page: a plain INSERT,
@@ -396,6 +424,8 @@ def make_real_wal(bindir, workdir):
     at checkpoints."""
     data = os.path.join(workdir, "pgdata")
     env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C"}
+    if lib_dir:  # the bundle's initdb finds libpq only this way
+        env["LD_LIBRARY_PATH"] = lib_dir
     r = run_pg(
         [os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
          "--no-sync", "-E", "UTF8", "--locale=C"],
@@ -469,10 +499,11 @@ def mask_heap_page(page):
 
 
 class Smoke:
-    def __init__(self, bundle, keep, cluster_bin=None):
+    def __init__(self, bundle, version, keep, cluster_bin=None):
+        self.version = version
         self.cluster_bin = cluster_bin
-        self.bin = os.path.join(bundle, "v15", "bin")
-        self.lib = os.path.join(bundle, "v15", "lib")
+        self.bin = os.path.join(bundle, "v" + version, "bin")
+        self.lib = os.path.join(bundle, "v" + version, "lib")
         self.postgres = os.path.join(self.bin, "postgres")
         self.testhooks = os.path.join(self.bin, "postgres-testhooks")
         self.program = allowlist_program(ALLOWED_SYSCALLS_X86_64.values())
@@ -548,8 +579,10 @@ class Smoke:
         workdir = tempfile.mkdtemp(prefix="walredo-smoke-")
         give_to_postgres(workdir)
         try:
+            bindir = pg_bin_dir(self.version, self.bin, self.cluster_bin)
+            print("     WAL from a cluster of %s" % bindir)
             rel, records, (page2, page3), update = make_real_wal(
-                pg_bin_dir(self.bin, self.cluster_bin), workdir)
+                bindir, workdir, self.lib if bindir == self.bin else None)
             self.update_wal = update
             t = tag(rel[0], rel[1], rel[2], 0, 0)
             a1, a2, a3 = [msg(b"A", struct.pack(">Q", e) + rec) for rec, e, _ in records]
@@ -716,10 +749,16 @@ class Smoke:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", help="bundle directory (default: run build.sh)")
+    ap.add_argument("--pg-version", choices=PG_VERSIONS,
+                    default=os.environ.get("WALREDO_PG_VERSION", "15"),
+                    help="the bundle's major version to test (default: $WALREDO_PG_VERSION, else 15)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary cluster")
-    ap.add_argument("--cluster-bin", help="PostgreSQL 15 bin dir for the WAL-producing cluster "
-                    "(default: %s if present, else the bundle's)" % SYSTEM_PG_BIN)
+    ap.add_argument("--cluster-bin", help="bin dir of the same major version for the WAL-producing "
+                    "cluster (default: %s, else %s, if present, else the bundle's)"
+                    % tuple(cluster_bin_candidates("<version>")))
     args = ap.parse_args()
+    if args.pg_version not in PG_VERSIONS:
+        ap.error("WALREDO_PG_VERSION must be one of %s" % ", ".join(PG_VERSIONS))
     if os.uname().machine != "x86_64":
         print("smoke.py builds an x86_64 seccomp program; skipping on %s" % os.uname().machine)
         return 0
@@ -728,8 +767,12 @@ def main():
         out = subprocess.run([os.path.join(HERE, "..", "build.sh")], check=True,
                              stdout=subprocess.PIPE).stdout.decode()
         bundle = out.strip().splitlines()[-1]
+    if not os.path.exists(os.path.join(bundle, "v" + args.pg_version, "bin", "postgres")):
+        print("the bundle %s has no v%s" % (bundle, args.pg_version))
+        return 1
+    print("PostgreSQL %s of %s" % (args.pg_version, bundle))
     start = time.time()
-    ok = Smoke(bundle, args.keep, args.cluster_bin).run()
+    ok = Smoke(bundle, args.pg_version, args.keep, args.cluster_bin).run()
     print("(%.1fs)" % (time.time() - start))
     return 0 if ok else 1
 

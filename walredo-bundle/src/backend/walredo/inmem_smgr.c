@@ -20,6 +20,11 @@
  *   code never try to extend a relation block by block up to the page they
  *   want.
  *
+ * PostgreSQL 18 reads through its AIO subsystem: smgrstartreadv() gets an IO
+ * handle to start the read on.  We fill the buffers from memory and complete
+ * the handle at once (pgaio_io_readv_done_in_memory(), our patch), so no IO
+ * method, IO worker or system call is involved.
+ *
  * src/backend/walredo/inmem_smgr.c
  *
  *-------------------------------------------------------------------------
@@ -27,6 +32,10 @@
 #include "postgres.h"
 
 #include "storage/block.h"
+#if PG_VERSION_NUM >= 180000
+#include "port/pg_iovec.h"
+#include "storage/aio.h"
+#endif
 #include "walredo_internal.h"
 
 /* The one page whose write-outs we keep */
@@ -46,10 +55,12 @@ walredo_smgr_reset(const BufferTag *target)
 static bool
 is_kept_page(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum)
 {
-	return kept_tag_valid &&
-		RelFileNodeEquals(reln->smgr_rnode.node, kept_tag.rnode) &&
-		forknum == kept_tag.forkNum &&
-		blocknum == kept_tag.blockNum;
+	BufferTag	tag;
+
+	if (!kept_tag_valid)
+		return false;
+	WR_INIT_TAG(tag, WR_SMGR_REL(reln), forknum, blocknum);
+	return WR_TAGS_EQUAL(tag, kept_tag);
 }
 
 static void
@@ -74,19 +85,121 @@ inmem_exists(SMgrRelation reln, ForkNumber forknum)
 }
 
 static void
-inmem_unlink(RelFileNodeBackend rnode, ForkNumber forknum, bool isRedo)
+inmem_unlink(WrRelFileBackend rnode, ForkNumber forknum, bool isRedo)
 {
 }
 
+/* Keep a write-out of the target page, forget any other */
 static void
-inmem_write(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
-			char *buffer, bool skipFsync)
+keep_if_target(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+			   const void *buffer)
 {
 	if (is_kept_page(reln, forknum, blocknum))
 	{
 		memcpy(kept_page.data, buffer, BLCKSZ);
 		kept_page_valid = true;
 	}
+}
+
+/* What a read of one block gives: the kept target copy, else a new page */
+static void
+read_block(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+		   void *buffer)
+{
+	if (kept_page_valid && is_kept_page(reln, forknum, blocknum))
+		memcpy(buffer, kept_page.data, BLCKSZ);
+	else
+		memset(buffer, 0, BLCKSZ);
+}
+
+#if PG_VERSION_NUM >= 180000
+
+static void
+inmem_writev(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+			 const void **buffers, BlockNumber nblocks, bool skipFsync)
+{
+	for (BlockNumber i = 0; i < nblocks; i++)
+		keep_if_target(reln, forknum, blocknum + i, buffers[i]);
+}
+
+static void
+inmem_extend(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+			 const void *buffer, bool skipFsync)
+{
+	keep_if_target(reln, forknum, blocknum, buffer);
+}
+
+/* Extension with zeroes (bufmgr's ExtendBufferedRel): zero pages written */
+static void
+inmem_zeroextend(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+				 int nblocks, bool skipFsync)
+{
+	static const PGIOAlignedBlock zeroes;
+
+	for (int i = 0; i < nblocks; i++)
+		keep_if_target(reln, forknum, blocknum + i, zeroes.data);
+}
+
+static bool
+inmem_prefetch(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+			   int nblocks)
+{
+	return true;
+}
+
+/* Any run of blocks can be read in one go; the buffer manager caps it */
+static uint32
+inmem_maxcombine(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum)
+{
+	return PG_IOV_MAX;
+}
+
+static void
+inmem_readv(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+			void **buffers, BlockNumber nblocks)
+{
+	for (BlockNumber i = 0; i < nblocks; i++)
+		read_block(reln, forknum, blocknum + i, buffers[i]);
+}
+
+/*
+ * The buffer manager's only way to read in 18.  The data is copied now and
+ * the IO completed on the spot, with md.c's completion callback (it turns
+ * bytes into blocks) before the buffer manager's, as for a real read.
+ */
+static void
+inmem_startreadv(PgAioHandle *ioh, SMgrRelation reln, ForkNumber forknum,
+				 BlockNumber blocknum, void **buffers, BlockNumber nblocks)
+{
+	inmem_readv(reln, forknum, blocknum, buffers, nblocks);
+
+	pgaio_io_set_target_smgr(ioh, reln, forknum, blocknum, nblocks, false);
+	pgaio_io_register_callbacks(ioh, PGAIO_HCB_MD_READV, 0);
+	pgaio_io_readv_done_in_memory(ioh, nblocks, (uint64) blocknum * BLCKSZ,
+								  nblocks * BLCKSZ);
+}
+
+static void
+inmem_registersync(SMgrRelation reln, ForkNumber forknum)
+{
+}
+
+/* Only IO workers ask for a file descriptor, and we have neither */
+static int
+inmem_fd(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+		 uint32 *off)
+{
+	elog(ERROR, "the in-memory storage manager has no files");
+	return -1;					/* keep compiler quiet */
+}
+
+#else							/* PostgreSQL 15 */
+
+static void
+inmem_write(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
+			char *buffer, bool skipFsync)
+{
+	keep_if_target(reln, forknum, blocknum, buffer);
 }
 
 static void
@@ -106,11 +219,10 @@ static void
 inmem_read(SMgrRelation reln, ForkNumber forknum, BlockNumber blocknum,
 		   char *buffer)
 {
-	if (kept_page_valid && is_kept_page(reln, forknum, blocknum))
-		memcpy(buffer, kept_page.data, BLCKSZ);
-	else
-		memset(buffer, 0, BLCKSZ);
+	read_block(reln, forknum, blocknum, buffer);
 }
+
+#endif							/* PostgreSQL 15 */
 
 static void
 inmem_writeback(SMgrRelation reln, ForkNumber forknum,
@@ -146,8 +258,18 @@ const f_smgr walredo_smgr_switch[] = {
 		.smgr_unlink = inmem_unlink,
 		.smgr_extend = inmem_extend,
 		.smgr_prefetch = inmem_prefetch,
+#if PG_VERSION_NUM >= 180000
+		.smgr_zeroextend = inmem_zeroextend,
+		.smgr_maxcombine = inmem_maxcombine,
+		.smgr_readv = inmem_readv,
+		.smgr_startreadv = inmem_startreadv,
+		.smgr_writev = inmem_writev,
+		.smgr_registersync = inmem_registersync,
+		.smgr_fd = inmem_fd,
+#else
 		.smgr_read = inmem_read,
 		.smgr_write = inmem_write,
+#endif
 		.smgr_writeback = inmem_writeback,
 		.smgr_nblocks = inmem_nblocks,
 		.smgr_truncate = inmem_truncate,

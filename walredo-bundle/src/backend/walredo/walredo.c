@@ -91,6 +91,17 @@
 #include "storage/procsignal.h"
 #include "storage/shmem.h"
 #include "storage/sinvaladt.h"
+#if PG_VERSION_NUM >= 180000
+#include "access/transam.h"
+#include "postmaster/postmaster.h"
+#include "postmaster/walsummarizer.h"
+#include "replication/slotsync.h"
+#include "storage/aio_subsys.h"
+#include "storage/dsm_registry.h"
+#include "utils/backend_status.h"
+#include "utils/injection_point.h"
+#include "utils/wait_event.h"
+#endif
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -241,11 +252,24 @@ walredo_startup(const char *argv0)
 	SetConfigOption("max_wal_senders", "0", PGC_POSTMASTER, PGC_S_ARGV);
 	SetConfigOption("max_prepared_transactions", "0", PGC_POSTMASTER, PGC_S_ARGV);
 	SetConfigOption("autovacuum_max_workers", "1", PGC_POSTMASTER, PGC_S_ARGV);
+#if PG_VERSION_NUM >= 180000
+	SetConfigOption("autovacuum_worker_slots", "1", PGC_POSTMASTER, PGC_S_ARGV);
+
+	/*
+	 * No IO workers exist (and none could be started): reads complete in the
+	 * storage manager itself (inmem_smgr.c), the rest of AIO runs in-process.
+	 */
+	SetConfigOption("io_method", "sync", PGC_POSTMASTER, PGC_S_ARGV);
+#endif
 	whereToSendOutput = DestNone;
 
 	smgr_set_alternate(walredo_smgr_switch);
 
 	InitializeMaxBackends();
+#if PG_VERSION_NUM >= 180000
+	InitPostmasterChildSlots();
+	InitializeFastPathLocks();
+#endif
 	process_shmem_requests();
 	InitializeShmemGUCs();
 	create_private_shmem();
@@ -281,7 +305,7 @@ walredo_startup(const char *argv0)
 	before_shmem_exit(quick_exit_callback, 0);
 
 	/* Signals keep their default actions (terminate); unblock them */
-	PG_SETMASK(&UnBlockSig);
+	sigprocmask(SIG_SETMASK, &UnBlockSig, NULL);
 }
 
 static void
@@ -294,7 +318,8 @@ quick_exit_callback(int code, Datum arg)
  * Set up "shared" memory in malloc'd memory, the way
  * CreateSharedMemoryAndSemaphores() does for a real postmaster, minus the
  * pieces that touch the data directory (async notify SLRU cleanup) or create
- * operating system objects (dynamic shared memory control segment).
+ * operating system objects (dynamic shared memory control segment).  The
+ * *ShmemInit calls follow the version's ipci.c, in its order.
  */
 static void
 create_private_shmem(void)
@@ -324,6 +349,10 @@ create_private_shmem(void)
 	CreateLWLocks();
 	InitShmemIndex();
 	dsm_shmem_init();
+#if PG_VERSION_NUM >= 180000
+	DSMRegistryShmemInit();
+	VarsupShmemInit();
+#endif
 
 	XLOGShmemInit();
 	XLogPrefetchShmemInit();
@@ -332,6 +361,16 @@ create_private_shmem(void)
 	CommitTsShmemInit();
 	SUBTRANSShmemInit();
 	MultiXactShmemInit();
+#if PG_VERSION_NUM >= 180000
+	BufferManagerShmemInit();
+
+	LockManagerShmemInit();
+	PredicateLockShmemInit();
+
+	InitProcGlobal();
+	ProcArrayShmemInit();
+	BackendStatusShmemInit();
+#else
 	InitBufferPool();
 
 	InitLocks();
@@ -340,9 +379,14 @@ create_private_shmem(void)
 	InitProcGlobal();
 	CreateSharedProcArray();
 	CreateSharedBackendStatus();
+#endif
 	TwoPhaseShmemInit();
 	BackgroundWorkerShmemInit();
+#if PG_VERSION_NUM >= 180000
+	SharedInvalShmemInit();
+#else
 	CreateSharedInvalidationState();
+#endif
 
 	PMSignalShmemInit();
 	ProcSignalShmemInit();
@@ -352,13 +396,25 @@ create_private_shmem(void)
 	ReplicationOriginShmemInit();
 	WalSndShmemInit();
 	WalRcvShmemInit();
+#if PG_VERSION_NUM >= 180000
+	WalSummarizerShmemInit();
+#endif
 	PgArchShmemInit();
 	ApplyLauncherShmemInit();
-
+#if PG_VERSION_NUM >= 180000
+	SlotSyncShmemInit();
+#else
 	SnapMgrInit();
+#endif
+
 	BTreeShmemInit();
 	SyncScanShmemInit();
 	StatsShmemInit();
+#if PG_VERSION_NUM >= 180000
+	WaitEventCustomShmemInit();
+	InjectionPointShmemInit();
+	AioShmemInit();
+#endif
 }
 
 /*
@@ -498,7 +554,7 @@ enter_sandbox(StringInfo msg)
 static void
 read_buffer_tag(StringInfo msg, BufferTag *tag)
 {
-	RelFileNode rnode;
+	WrRelFile	rnode;
 	int			forknum;
 	BlockNumber blkno;
 
@@ -507,9 +563,9 @@ read_buffer_tag(StringInfo msg, BufferTag *tag)
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("message too short for a buffer tag")));
 	forknum = pq_getmsgbyte(msg);
-	rnode.spcNode = pq_getmsgint(msg, 4);
-	rnode.dbNode = pq_getmsgint(msg, 4);
-	rnode.relNode = pq_getmsgint(msg, 4);
+	WR_REL_SPC(rnode) = pq_getmsgint(msg, 4);
+	WR_REL_DB(rnode) = pq_getmsgint(msg, 4);
+	WR_REL_NUMBER(rnode) = pq_getmsgint(msg, 4);
 	blkno = pq_getmsgint(msg, 4);
 
 	if (forknum > MAX_FORKNUM)
@@ -521,7 +577,7 @@ read_buffer_tag(StringInfo msg, BufferTag *tag)
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("invalid block number %u", blkno)));
 
-	INIT_BUFFERTAG(*tag, rnode, (ForkNumber) forknum, blkno);
+	WR_INIT_TAG(*tag, rnode, (ForkNumber) forknum, blkno);
 }
 
 static void
@@ -531,16 +587,21 @@ require_target(const BufferTag *tag, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("%s before BeginRedoForBlock", what)));
-	if (tag != NULL && !BUFFERTAGS_EQUAL(*tag, target_tag))
+	if (tag != NULL && !WR_TAGS_EQUAL(*tag, target_tag))
+	{
+		WrRelFile	rel = WR_TAG_REL(*tag);
+		WrRelFile	target_rel = WR_TAG_REL(target_tag);
+
 		ereport(ERROR,
 				(errcode(ERRCODE_PROTOCOL_VIOLATION),
 				 errmsg("%s for %u/%u/%u fork %d block %u, but the target is %u/%u/%u fork %d block %u",
 						what,
-						tag->rnode.spcNode, tag->rnode.dbNode, tag->rnode.relNode,
+						WR_REL_SPC(rel), WR_REL_DB(rel), WR_REL_NUMBER(rel),
 						tag->forkNum, tag->blockNum,
-						target_tag.rnode.spcNode, target_tag.rnode.dbNode,
-						target_tag.rnode.relNode, target_tag.forkNum,
+						WR_REL_SPC(target_rel), WR_REL_DB(target_rel),
+						WR_REL_NUMBER(target_rel), target_tag.forkNum,
 						target_tag.blockNum)));
+	}
 }
 
 /* 'B': forget the previous page and start on a new one */
@@ -571,7 +632,7 @@ push_page(StringInfo msg)
 	pq_getmsgend(msg);
 	require_target(&tag, "PushPage");
 
-	buf = ReadBufferWithoutRelcache(tag.rnode, tag.forkNum, tag.blockNum,
+	buf = ReadBufferWithoutRelcache(WR_TAG_REL(tag), tag.forkNum, tag.blockNum,
 									RBM_ZERO_AND_LOCK, NULL, true);
 	memcpy(BufferGetPage(buf), content, BLCKSZ);
 	MarkBufferDirty(buf);
@@ -692,11 +753,15 @@ static bool
 redo_block_filter(XLogReaderState *record, uint8 block_id)
 {
 	BufferTag	tag;
+	WrRelFile	rel;
+	ForkNumber	forknum;
+	BlockNumber blkno;
 
-	if (!XLogRecGetBlockTagExtended(record, block_id, &tag.rnode, &tag.forkNum,
-									&tag.blockNum, NULL))
+	if (!XLogRecGetBlockTagExtended(record, block_id, &rel, &forknum, &blkno,
+									NULL))
 		return true;
-	return !BUFFERTAGS_EQUAL(tag, target_tag);
+	WR_INIT_TAG(tag, rel, forknum, blkno);
+	return !WR_TAGS_EQUAL(tag, target_tag);
 }
 
 static void
@@ -723,7 +788,7 @@ get_page(StringInfo msg)
 	pq_getmsgend(msg);
 	require_target(&tag, "GetPage");
 
-	buf = ReadBufferWithoutRelcache(tag.rnode, tag.forkNum, tag.blockNum,
+	buf = ReadBufferWithoutRelcache(WR_TAG_REL(tag), tag.forkNum, tag.blockNum,
 									RBM_NORMAL, NULL, true);
 	write_stdout(BufferGetPage(buf), BLCKSZ);
 	ReleaseBuffer(buf);
@@ -736,7 +801,7 @@ get_page(StringInfo msg)
 static void
 drop_all_buffers(void)
 {
-	RelFileNode *nodes = palloc(sizeof(RelFileNode) * NBuffers);
+	WrRelFile  *nodes = palloc(sizeof(WrRelFile) * NBuffers);
 	SMgrRelation *rels = palloc(sizeof(SMgrRelation) * NBuffers);
 	int			nnodes = 0;
 
@@ -744,20 +809,28 @@ drop_all_buffers(void)
 	{
 		BufferDesc *hdr = GetBufferDescriptor(i);
 		uint32		state = pg_atomic_read_u32(&hdr->state);
+		WrRelFile	rel;
 		bool		seen = false;
 
 		if (!(state & BM_TAG_VALID))
 			continue;
+		rel = WR_TAG_REL(hdr->tag);
 		for (int j = 0; j < nnodes && !seen; j++)
-			seen = RelFileNodeEquals(nodes[j], hdr->tag.rnode);
+			seen = WR_REL_EQUAL(nodes[j], rel);
 		if (!seen)
-			nodes[nnodes++] = hdr->tag.rnode;
+			nodes[nnodes++] = rel;
 	}
 	for (int j = 0; j < nnodes; j++)
-		rels[j] = smgropen(nodes[j], InvalidBackendId);
+		rels[j] = smgropen(nodes[j], WR_NO_BACKEND);
+#if PG_VERSION_NUM >= 180000
+	if (nnodes > 0)
+		DropRelationsAllBuffers(rels, nnodes);
+	smgrdestroyall();
+#else
 	if (nnodes > 0)
 		DropRelFileNodesAllBuffers(rels, nnodes);
 	smgrcloseall();
+#endif
 
 	pfree(rels);
 	pfree(nodes);

@@ -11,6 +11,10 @@
 #ifndef WALREDO_H
 #define WALREDO_H
 
+#if PG_VERSION_NUM >= 180000
+pg_noreturn extern void WalRedoMain(int argc, char *argv[]);
+#else
 extern void WalRedoMain(int argc, char *argv[]) pg_attribute_noreturn();
+#endif
 
 #endif							/* WALREDO_H */
