@@ -214,3 +214,64 @@ fn import_basebackup_of_a_real_primary() {
     let (s, _) = ps.request("PUT", &base, Some(""));
     assert_eq!(s, 409, "the timeline exists now");
 }
+
+/// PostgreSQL 18 beside 15: a timeline bootstrapped with the bundle's 18 initdb is an 18 timeline (and so is
+/// its branch), and its fullbackup boots plain PostgreSQL 18; an 18 base backup offered as a 15 one is
+/// refused naming both versions, and leaves no timeline; a version the pageserver does not serve is refused
+/// naming the supported ones.
+#[test]
+fn a_postgresql_18_timeline_beside_15() {
+    // The bundle's initdb makes this superuser; the test bed's psql connects as postgres.
+    let ps = Pageserver::start(&["superuser='postgres'"]);
+    ps.create_tenant(T);
+    let (s, root) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&json!({"new_timeline_id": ROOT, "pg_version": 18}).to_string()),
+    );
+    assert_eq!(s, 201, "{root}");
+    assert_eq!(root["pg_version"], 18);
+    let branch = json!({"new_timeline_id": CHILD, "ancestor_timeline_id": ROOT}).to_string();
+    let (s, child) = ps.json("POST", &format!("/v1/tenant/{T}/timeline"), Some(&branch));
+    assert_eq!((s, &child["pg_version"]), (201, &json!(18)), "{child}");
+
+    let lsn: Lsn = root["last_record_lsn"].as_str().unwrap().parse().unwrap();
+    let tar = ps.fullbackup(T, CHILD, lsn);
+    let restored = PgCluster::start_from_tar(&tar);
+    let version = restored.sql("SHOW server_version");
+    assert!(version.starts_with("18."), "{version}");
+    assert_eq!(restored.sql("SHOW data_checksums"), "on");
+    let tables: u32 = restored
+        .sql("SELECT count(*) FROM pg_class WHERE relkind = 'r'")
+        .parse()
+        .unwrap();
+    assert!(tables > 50, "{tables} tables");
+    println!("PostgreSQL {version} booted on the fullbackup of an 18 timeline ({tables} tables)");
+
+    let (s, v) = ps.json(
+        "POST",
+        &format!("/v1/tenant/{T}/timeline"),
+        Some(&json!({"new_timeline_id": IMPORTED, "pg_version": 17}).to_string()),
+    );
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["msg"].as_str().unwrap().contains("supported: 15, 18"),
+        "{v}"
+    );
+
+    let pg = PgCluster::start_version(18, PgOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let tar = pg.basebackup_tar(&dir.path().join("bb"));
+    let bytes = std::fs::read(&tar).unwrap();
+    let start = support::pg::backup_start_lsn(&bytes);
+    let (status, body) = ps.try_import_basebackup(T, IMPORTED, &bytes, (start, start), 15);
+    assert_eq!(status, 400, "{body}");
+    // Whichever file comes first tells it: pg_control's version, or the relation mapper file's size.
+    assert!(
+        body.contains("PostgreSQL 15")
+            && (body.contains("PostgreSQL 18") || body.contains("PostgreSQL 16 and later")),
+        "{body}"
+    );
+    let (s, _) = ps.json("GET", &format!("/v1/tenant/{T}/timeline/{IMPORTED}"), None);
+    assert_eq!(s, 404, "no timeline is left");
+}

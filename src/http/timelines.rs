@@ -45,7 +45,7 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
             .pg_version
             .map(PgVersion::from_major)
             .transpose()
-            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            .map_err(|e| ApiError::BadRequest(format!("pg_version: {e}")))?;
         let tl = crate::walreceiver::follow::bootstrap_from_primary(
             &a.tenant,
             req.new_timeline_id,
@@ -88,7 +88,8 @@ pub async fn create(mut ctx: RequestContext) -> HandlerResult {
     }
     let req: BootstrapRequest = parse_json(&body)?;
     let version = match req.pg_version {
-        Some(v) => PgVersion::from_major(v).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+        Some(v) => PgVersion::from_major(v)
+            .map_err(|e| ApiError::BadRequest(format!("pg_version: {e}")))?,
         None => PgVersion::V15,
     };
     if a.tenant.timeline(req.new_timeline_id).is_ok() {
@@ -127,7 +128,7 @@ pub async fn import_basebackup(mut ctx: RequestContext) -> HandlerResult {
         .query("pg_version")
         .ok_or_else(|| ApiError::BadRequest("missing pg_version parameter".into()))?
         .parse()
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::BadRequest(format!("pg_version: {e}")))?;
     if end_lsn < base_lsn || !base_lsn.is_valid() {
         return Err(ApiError::BadRequest(format!(
             "end_lsn {end_lsn} must not be below base_lsn {base_lsn}, which must not be 0"

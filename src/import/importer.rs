@@ -121,10 +121,18 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
             DataFile::RelMap { spc, db } => {
                 let relmap_size = self.version.relmap_file_size() as u64;
                 if size != relmap_size {
+                    // 512 bytes up to PostgreSQL 15, 524 since 16: say which the file is of.
+                    let of = if size == 524 {
+                        ", the size of PostgreSQL 16 and later's"
+                    } else if size == 512 {
+                        ", the size of PostgreSQL 15 and earlier's"
+                    } else {
+                        ""
+                    };
                     return Err(invalid(
                         path,
                         format!(
-                            "{size} bytes, expected {relmap_size} (PostgreSQL {})",
+                            "{size} bytes{of}; a PostgreSQL {} relation mapper file has {relmap_size}",
                             self.version
                         ),
                     ));

@@ -376,8 +376,8 @@ impl Pageserver {
         (s, page.len())
     }
 
-    /// `PUT .../import_basebackup` of `tar` (a `pg_basebackup -Ft -X none` base.tar) as timeline `timeline`
-    /// of `tenant`, from `base` to `end`; panics unless 201.
+    /// PUT import_basebackup of `tar` (a `pg_basebackup -Ft -X none` tar) as timeline `timeline` of
+    /// `tenant`, from `base` to `end`; panics unless 201.
     pub fn import_basebackup(
         &self,
         tenant: &str,
@@ -386,8 +386,22 @@ impl Pageserver {
         base: pageserver::pg::Lsn,
         end: pageserver::pg::Lsn,
     ) {
+        let (status, body) = self.try_import_basebackup(tenant, timeline, tar, (base, end), 15);
+        assert_eq!(status, 201, "{tenant}/{timeline}: {body}");
+    }
+
+    /// PUT import_basebackup of `tar` as a PostgreSQL `pg_version` timeline over the LSN range `lsns`
+    /// (base, end): the status and body.
+    pub fn try_import_basebackup(
+        &self,
+        tenant: &str,
+        timeline: &str,
+        tar: &[u8],
+        (base, end): (pageserver::pg::Lsn, pageserver::pg::Lsn),
+        pg_version: u32,
+    ) -> (u16, String) {
         let url = format!(
-            "http://{}/v1/tenant/{tenant}/timeline/{timeline}/import_basebackup?base_lsn={base}&end_lsn={end}&pg_version=15",
+            "http://{}/v1/tenant/{tenant}/timeline/{timeline}/import_basebackup?base_lsn={base}&end_lsn={end}&pg_version={pg_version}",
             self.http_addr
         );
         let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -400,7 +414,7 @@ impl Pageserver {
             .send(tar)
             .unwrap();
         let body = r.body_mut().read_to_string().unwrap();
-        assert_eq!(r.status().as_u16(), 201, "{tenant}/{timeline}: {body}");
+        (r.status().as_u16(), body)
     }
 
     /// `PUT .../wal_source` with `source` (`{"connstr", "slot_name"}` or null); panics unless 200.
