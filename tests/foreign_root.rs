@@ -3,7 +3,8 @@
 //! sets; the test fails without it). The pageserver built here runs with that root as its `/` (glibc 2.41
 //! instead of the host's 2.36), follows a PostgreSQL 15 primary on the host under pgbench and the DDL mix,
 //! and serves every page equal to the primary's files; its redo children run in their empty roots on the
-//! bundle's own libraries; and it bootstraps a timeline with the bundle's initdb, in its empty root too.
+//! bundle's own libraries; and it bootstraps a timeline with the bundle's initdb, in its empty root too, for
+//! PostgreSQL 15 and for 18.
 
 mod support;
 
@@ -18,6 +19,7 @@ use support::workload::{WORKLOAD_CONF, ddl_mix};
 const T: &str = "d13d13d13d13d13d13d13d13d13d13d1";
 const TL: &str = "e13e13e13e13e13e13e13e13e13e13e1";
 const T2: &str = "f13f13f13f13f13f13f13f13f13f13f1";
+const T3: &str = "a18a18a18a18a18a18a18a18a18a18a1";
 
 fn debian13_root() -> PathBuf {
     let root = PathBuf::from(std::env::var("PAGESERVER_DEBIAN13_ROOT").expect(
@@ -99,4 +101,18 @@ fn a_pageserver_in_a_debian13_root_follows_a_primary_and_serves_its_pages() {
         .find(|l| l.contains("initdb finished"))
         .unwrap_or_else(|| panic!("no initdb line:\n{log}"));
     assert!(line.contains("root=\"empty\""), "{line}");
+
+    // The bundle's PostgreSQL 18 the same way: its initdb in its empty root, a PostgreSQL 18 timeline.
+    ps.create_tenant(T3);
+    let body = json!({"new_timeline_id": TL, "pg_version": 18}).to_string();
+    let (s, info) = ps.json("POST", &format!("/v1/tenant/{T3}/timeline"), Some(&body));
+    assert_eq!((s, &info["pg_version"]), (201, &json!(18)), "{info}");
+    assert_eq!(ps.pg_class_page(T3, TL), (200, 8192));
+    let log = ps.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("initdb finished"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(lines[1].contains("root=\"empty\""), "{}", lines[1]);
 }

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pageserver::pg::Lsn;
+use pageserver::pg::PgVersion;
 use pageserver::pg::page::PageHeader;
 use pageserver::walredo::{
     PageId, PostgresRedoManager, RedoConfig, RedoManager, RedoRequest, WalRecord,
 };
-use support::walsample::{HeapPageSample, heap_page_sample};
+use support::walsample::{HeapPageSample, heap_page_sample, heap_page_sample_of};
 use tracing::Span;
 
 fn bundle() -> std::path::PathBuf {
@@ -39,7 +40,7 @@ fn manager() -> PostgresRedoManager {
 
 fn request(sample: &HeapPageSample) -> RedoRequest {
     RedoRequest {
-        pg_version: pageserver::pg::PgVersion::V15,
+        pg_version: sample.version,
         page: PageId::Rel(sample.tag),
         base_image: None,
         records: sample.records.clone(),
@@ -80,7 +81,17 @@ fn assert_same_tuples(ours: &[u8], theirs: &[u8]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
-    let sample = tokio::task::spawn_blocking(|| heap_page_sample(20))
+    rebuilds_a_real_heap_page(PgVersion::V15).await;
+}
+
+/// The same with the bundle's PostgreSQL 18 on WAL of a PostgreSQL 18 cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redo_of_postgresql_18_in_the_sandbox_rebuilds_a_real_heap_page() {
+    rebuilds_a_real_heap_page(PgVersion::V18).await;
+}
+
+async fn rebuilds_a_real_heap_page(version: PgVersion) {
+    let sample = tokio::task::spawn_blocking(move || heap_page_sample_of(version, 20))
         .await
         .unwrap();
     let manager = manager();
@@ -113,7 +124,6 @@ async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
     let half = sample.records.len() / 2;
     let first = manager
         .redo(RedoRequest {
-            pg_version: pageserver::pg::PgVersion::V15,
             records: sample.records[..half].to_vec(),
             ..request(&sample)
         })
@@ -121,7 +131,6 @@ async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
         .unwrap();
     let rest = manager
         .redo(RedoRequest {
-            pg_version: pageserver::pg::PgVersion::V15,
             base_image: Some(first),
             records: sample.records[half..].to_vec(),
             ..request(&sample)
@@ -159,15 +168,31 @@ fn mapped_files(pid: u32) -> Vec<String> {
 /// those of a child on the host's filesystem, byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_child_runs_in_an_empty_root_on_the_bundles_libraries() {
-    let sample = tokio::task::spawn_blocking(|| heap_page_sample(20))
+    runs_in_an_empty_root(PgVersion::V15).await;
+}
+
+/// The same for the bundle's PostgreSQL 18: its child's root holds only the bundle, it maps only v18's files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_18_child_runs_in_an_empty_root_on_the_bundles_libraries() {
+    runs_in_an_empty_root(PgVersion::V18).await;
+}
+
+async fn runs_in_an_empty_root(version: PgVersion) {
+    let sample = tokio::task::spawn_blocking(move || heap_page_sample_of(version, 20))
         .await
         .unwrap();
     let isolated = manager();
     let page = isolated.redo(request(&sample)).await.unwrap();
+    assert_same_tuples(&page, &sample.page);
     let pid = isolated.pids().await[0];
+    let dir = format!("/pageserver-walredo-bundle/{}/", version.bundle_dir_name());
 
-    let interp =
-        pageserver::walredo::isolate::elf_interpreter(&bundle().join("v15/bin/postgres")).unwrap();
+    let interp = pageserver::walredo::isolate::elf_interpreter(
+        &bundle()
+            .join(version.bundle_dir_name())
+            .join("bin/postgres"),
+    )
+    .unwrap();
     let loader_dir = interp
         .components()
         .nth(1)
@@ -185,19 +210,14 @@ async fn the_child_runs_in_an_empty_root_on_the_bundles_libraries() {
     assert_eq!(root, expected);
 
     let files = mapped_files(pid);
-    assert!(
-        files
-            .iter()
-            .all(|f| f.starts_with("/pageserver-walredo-bundle/v15/")),
-        "{files:#?}"
-    );
+    assert!(files.iter().all(|f| f.starts_with(&dir)), "{files:#?}");
     for lib in [
         "bin/postgres",
         "lib/system/libc.so.6",
         "lib/system/libzstd.so.1",
     ] {
         assert!(
-            files.contains(&format!("/pageserver-walredo-bundle/v15/{lib}")),
+            files.contains(&format!("{dir}{lib}")),
             "{lib} not mapped: {files:#?}"
         );
     }

@@ -1,15 +1,17 @@
-//! Real WAL records for one heap page, from a real PostgreSQL 15 cluster, and the page PostgreSQL wrote.
+//! Real WAL records for one heap page, from a real PostgreSQL 15 (or 18) cluster, and the page PostgreSQL wrote.
 
 use std::path::PathBuf;
 
 use bytes::Bytes;
 use pageserver::pg::lsn::wal_file_name;
-use pageserver::pg::{Lsn, RelFileNode};
+use pageserver::pg::{Lsn, PgVersion, RelFileNode};
 use pageserver::walredo::{BufferTag, WalRecord};
 
 use super::pg::{PgCluster, PgOptions};
 
 pub struct HeapPageSample {
+    /// The version of the cluster that wrote it.
+    pub version: PgVersion,
     pub tag: BufferTag,
     /// Every record that touched the page, from the one that initialised it, with end LSNs.
     pub records: Vec<(Lsn, WalRecord)>,
@@ -20,7 +22,12 @@ pub struct HeapPageSample {
 /// Creates a table, inserts `rows` small rows into its first page one statement at a time (so each insert is
 /// its own record), stops the cluster, and returns block 0's records and final page.
 pub fn heap_page_sample(rows: usize) -> HeapPageSample {
-    let mut pg = PgCluster::start(PgOptions::default());
+    heap_page_sample_of(PgVersion::V15, rows)
+}
+
+/// [`heap_page_sample`] from a cluster of `version`.
+pub fn heap_page_sample_of(version: PgVersion, rows: usize) -> HeapPageSample {
+    let mut pg = PgCluster::start_version(version.major(), PgOptions::default());
     pg.create_physical_slot("sample");
     let start: Lsn = pg.current_lsn().parse().unwrap();
     pg.sql("CREATE TABLE sample (id int, v text)");
@@ -86,5 +93,10 @@ pub fn heap_page_sample(rows: usize) -> HeapPageSample {
     );
     let file = pg.data_dir().join(format!("base/{db}/{relfilenode}"));
     let page = Bytes::from(std::fs::read(file).unwrap()[..8192].to_vec());
-    HeapPageSample { tag, records, page }
+    HeapPageSample {
+        version,
+        tag,
+        records,
+        page,
+    }
 }
