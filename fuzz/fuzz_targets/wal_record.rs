@@ -1,6 +1,6 @@
 //! One WAL record, past the stream decoder's CRC: the record header, block references and images, and the
 //! body of every resource manager we parse. Mutations reach the body parsers here, which the CRC would stop in
-//! `wal_stream`.
+//! `wal_stream`. Each body is parsed as every supported PostgreSQL version's.
 #![no_main]
 
 use bytes::Bytes;
@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
         bytes: Bytes::copy_from_slice(data),
     };
     if let Ok(rec) = decode_record(&raw) {
-        let _ = parse_body(&rec, pageserver::pg::PgVersion::V15);
+        // The body as every supported version's layout (their parsers differ in places).
+        for version in pageserver::pg::PgVersion::ALL {
+            let _ = parse_body(&rec, version);
+        }
         for block in rec.blocks.iter() {
             if let Some(image) = &block.image {
                 let _ = image.restore();
