@@ -121,14 +121,11 @@ impl<F: FnMut(Key, Bytes) -> Result<(), ImportError>> Importer<F> {
             DataFile::RelMap { spc, db } => {
                 let relmap_size = self.version.relmap_file_size() as u64;
                 if size != relmap_size {
-                    // 512 bytes up to PostgreSQL 15, 524 since 16: say which the file is of.
-                    let of = if size == 524 {
-                        ", the size of PostgreSQL 16 and later's"
-                    } else if size == 512 {
-                        ", the size of PostgreSQL 15 and earlier's"
-                    } else {
-                        ""
-                    };
+                    // The size tells which version's file it is, when it is another supported one's.
+                    let of = PgVersion::ALL
+                        .into_iter()
+                        .find(|v| v.relmap_file_size() as u64 == size)
+                        .map_or(String::new(), |v| format!(", the size of PostgreSQL {v}'s"));
                     return Err(invalid(
                         path,
                         format!(

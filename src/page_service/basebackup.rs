@@ -397,7 +397,7 @@ async fn write_backup<W: AsyncWrite + Unpin>(
             }
         }
     }
-    let pg_version_file = tl.pg_version.pg_version_file();
+    let pg_version_file = tl.pg_version.major().to_string();
     let control = tl.get(Key::control_file(), lsn).await.map_err(read_err)?;
     let checksums = crate::pg::control::parse_control_file(&control)
         .map_err(read_err)?

@@ -21,8 +21,7 @@
 use std::fmt;
 
 /// A PostgreSQL major version the pageserver supports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(into = "u32")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PgVersion {
     V15,
     V18,
@@ -130,24 +129,6 @@ impl PgVersion {
             PgVersion::V15 => 12,
             PgVersion::V18 => 16,
         }
-    }
-
-    /// The `server_version` a client sees, and what `PG_VERSION` files hold: "15", "18".
-    pub fn pg_version_file(self) -> String {
-        self.major().to_string()
-    }
-}
-
-impl From<PgVersion> for u32 {
-    fn from(v: PgVersion) -> u32 {
-        v.major()
-    }
-}
-
-impl TryFrom<u32> for PgVersion {
-    type Error = UnsupportedVersion;
-    fn try_from(major: u32) -> Result<PgVersion, UnsupportedVersion> {
-        PgVersion::from_major(major)
     }
 }
 

@@ -60,8 +60,6 @@ pub enum RedoError {
     NotARelationPage(PageId),
     #[error("cannot set up WAL redo: {0}")]
     Setup(String),
-    #[error("the WAL redo bundle has no PostgreSQL {0} (build it with walredo-bundle/build.sh)")]
-    NoVersion(PgVersion),
 }
 
 pub type RedoFuture<'a> = Pin<Box<dyn Future<Output = Result<Bytes, RedoError>> + Send + 'a>>;
@@ -90,14 +88,6 @@ pub struct RedoConfig {
 }
 
 impl RedoConfig {
-    /// Whether the bundle holds this version's redo binary.
-    pub fn has_version(&self, version: PgVersion) -> bool {
-        self.version_dir(version)
-            .join("bin")
-            .join(&self.binary_name)
-            .exists()
-    }
-
     fn version_dir(&self, version: PgVersion) -> std::path::PathBuf {
         self.bundle_dir.join(version.bundle_dir_name())
     }
@@ -193,9 +183,6 @@ impl PostgresRedoManager {
             .unwrap_or_default();
         self.pools[at]
             .get_or_init(|| {
-                if !self.config.has_version(version) && version != PgVersion::V15 {
-                    return Err(RedoError::NoVersion(version));
-                }
                 let launch = self.config.launch_config(version)?;
                 let span =
                     tracing::info_span!(parent: &self.span, "walredo", pg_version = %version);
@@ -313,15 +300,6 @@ pub fn bundle_from_env() -> Option<std::path::PathBuf> {
     std::env::var_os("PAGESERVER_WALREDO_BUNDLE")
         .map(std::path::PathBuf::from)
         .filter(|p| Path::new(p).join("v15/bin/postgres").exists())
-}
-
-/// The bundle from `$PAGESERVER_WALREDO_BUNDLE` if it holds `version`'s redo binary.
-pub fn bundle_with_version_from_env(version: PgVersion) -> Option<std::path::PathBuf> {
-    bundle_from_env().filter(|p| {
-        p.join(version.bundle_dir_name())
-            .join("bin/postgres")
-            .exists()
-    })
 }
 
 /// An all-zero page.
