@@ -125,6 +125,68 @@ fn delta_searches_across_index_pages_equal_the_model() {
     );
 }
 
+/// A key with hundreds of versions of 1 KiB between keys with few: a walk newest first reads them in
+/// growing chunks (8 KiB first, then twice as much each time) and returns every one, in order, down to the
+/// first that initialises the page; the other keys' searches end at the right entry.
+#[test]
+fn a_long_run_of_versions_is_read_newest_first_in_growing_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = BTreeMap::new();
+    for k in [1, 2, 3] {
+        let versions = if k == 2 { 600 } else { 3 };
+        for j in 0..versions {
+            let rec = pattern(u64::from(k) << 16 | j, 1024 + (j % 7) as usize);
+            let value = Value::WalRecord(WalRecord::Postgres {
+                will_init: j == 0 || j == 100,
+                rec,
+            });
+            model.insert((small_key(k), Lsn(0x1000 + 8 * j)), value);
+        }
+    }
+    let mut w = DeltaLayerWriter::new(
+        dir.path(),
+        small_key(0)..small_key(10),
+        Lsn(0x1000)..Lsn(0x3000),
+    )
+    .expect("delta writer");
+    for ((key, lsn), value) in &model {
+        w.put(*key, *lsn, value).expect("put");
+    }
+    let layer = w.finish().expect("finish");
+    for k in 0..5 {
+        let key = small_key(k);
+        for range in [
+            Lsn(0)..Lsn::MAX,
+            Lsn(0x1000 + 8 * 50)..Lsn(0x1000 + 8 * 450),
+        ] {
+            let want: Vec<(Lsn, Value)> = (model.range((key, range.start)..(key, range.end)))
+                .map(|((_, l), v)| (*l, v.clone()))
+                .collect();
+            assert_eq!(layer.get_values(key, range.clone()).unwrap(), want);
+            let mut newest_first = Vec::new();
+            for (lsn, value) in want.iter().rev() {
+                newest_first.push((*lsn, value.clone()));
+                if value.will_init() {
+                    break;
+                }
+            }
+            assert_eq!(
+                layer.get_values_newest_first(key, range.clone()).unwrap(),
+                newest_first,
+                "{key} {range:?}"
+            );
+        }
+    }
+    // Key 2 over the whole range: 500 versions newest first, down to the one at j = 100 (about 500 KiB).
+    assert_eq!(
+        (layer
+            .get_values_newest_first(small_key(2), Lsn(0)..Lsn::MAX)
+            .unwrap())
+        .len(),
+        500
+    );
+}
+
 #[test]
 fn image_searches_across_index_pages_equal_the_model() {
     let dir = tempfile::tempdir().unwrap();
