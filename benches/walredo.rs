@@ -116,6 +116,9 @@ fn main() {
                 pool_size: 1,
                 idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
+                reply_wait: pageserver::config::NodeConfig::default()
+                    .wal_redo_reply_wait
+                    .get(),
                 empty_root: true,
             },
             tracing::Span::none(),

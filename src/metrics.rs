@@ -90,6 +90,10 @@ pub static GETPAGE_SECONDS: Histogram = Histogram::new(
 /// GetPage requests answered with an error (their time is in pageserver_getpage_seconds too).
 pub static GETPAGE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
+/// Page service requests being answered right now, in the whole process (a measure of load: a WAL redo
+/// request waits for its reply in its own thread only while the page service answers at most one request).
+pub static PAGE_REQUESTS_IN_FLIGHT: AtomicU64 = AtomicU64::new(0);
+
 pub static REMOTE_REQUEST_SECONDS: Histogram = Histogram::new(
     "pageserver_remote_request_seconds",
     "Time of one remote storage request (list, head, get, put, delete), failures included",
@@ -146,6 +150,12 @@ pub static RECOVERY_REPLAYED_BYTES: Counter = Counter::new();
 pub static RECOVERIES_FAILED: Counter = Counter::new();
 pub static SCRUBS_DONE: Counter = Counter::new();
 pub static SCRUB_MISMATCHED_KEYS: Counter = Counter::new();
+/// WAL redo replies a request received while it waited in its own thread, and such waits that ran out of
+/// `wal_redo_reply_wait` (the reply then came through the reader task).
+pub static WAL_REDO_REPLIES_IN_THREAD: Counter = Counter::new();
+pub static WAL_REDO_THREAD_WAITS_EXPIRED: Counter = Counter::new();
+/// Times a WAL redo process was bound to another CPU (that of the thread waiting for it), or let free again.
+pub static WAL_REDO_PROCESS_MOVES: Counter = Counter::new();
 
 pub fn recovery_replayed(bytes: u64) {
     RECOVERY_REPLAYED_BYTES.add(bytes);
@@ -276,6 +286,21 @@ pub fn encode_remote(out: &mut String) {
             "pageserver_scrub_mismatched_keys_total",
             "Keys that differed between the two timelines of a scrub",
             &SCRUB_MISMATCHED_KEYS,
+        ),
+        (
+            "pageserver_wal_redo_replies_in_thread_total",
+            "WAL redo replies received by a request waiting in its own thread (wal_redo_reply_wait)",
+            &WAL_REDO_REPLIES_IN_THREAD,
+        ),
+        (
+            "pageserver_wal_redo_thread_waits_expired_total",
+            "WAL redo requests that waited wal_redo_reply_wait in their thread without a reply",
+            &WAL_REDO_THREAD_WAITS_EXPIRED,
+        ),
+        (
+            "pageserver_wal_redo_process_moves_total",
+            "Times a WAL redo process was bound to the CPU of the thread waiting for it, or let free again",
+            &WAL_REDO_PROCESS_MOVES,
         ),
     ] {
         let _ = writeln!(

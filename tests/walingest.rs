@@ -50,6 +50,9 @@ async fn ingested_wal_reproduces_the_primary() {
                 pool_size: 2,
                 idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
+                reply_wait: pageserver::config::NodeConfig::default()
+                    .wal_redo_reply_wait
+                    .get(),
                 empty_root: true,
             },
             tracing::Span::none(),

@@ -30,6 +30,9 @@ fn config(binary: &str) -> RedoConfig {
         pool_size: 1,
         idle_timeout: Duration::ZERO,
         request_timeout: Duration::from_secs(10),
+        reply_wait: pageserver::config::NodeConfig::default()
+            .wal_redo_reply_wait
+            .get(),
         empty_root: true,
     }
 }
@@ -82,6 +85,44 @@ fn assert_same_tuples(ours: &[u8], theirs: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redo_in_the_sandbox_rebuilds_a_real_heap_page() {
     rebuilds_a_real_heap_page(PgVersion::V15).await;
+}
+
+/// A request alone in flight waits for its reply in its own thread (`wal_redo_reply_wait`), with the child
+/// on that thread's CPU, instead of leaving it to the reader task: the pages are the same either way, and
+/// with the wait on, replies reach the waiting request that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_waited_for_in_the_thread_is_the_same_as_one_from_the_reader_task() {
+    let sample = tokio::task::spawn_blocking(move || heap_page_sample_of(PgVersion::V15, 20))
+        .await
+        .unwrap();
+    let in_thread = PostgresRedoManager::new(
+        &RedoConfig {
+            reply_wait: Duration::from_millis(10),
+            ..config("postgres")
+        },
+        Span::none(),
+    )
+    .unwrap();
+    let reader_task = PostgresRedoManager::new(
+        &RedoConfig {
+            reply_wait: Duration::ZERO,
+            ..config("postgres")
+        },
+        Span::none(),
+    )
+    .unwrap();
+    let before = pageserver::metrics::WAL_REDO_REPLIES_IN_THREAD.get();
+    for _ in 0..20 {
+        let a = in_thread.redo(request(&sample)).await.unwrap();
+        let b = reader_task.redo(request(&sample)).await.unwrap();
+        assert_eq!(a, b);
+        assert_same_tuples(&a, &sample.page);
+    }
+    // Other tests of this binary may wait in their thread at the same time (one request does at a time), so
+    // not every one of these replies need have come that way; some must.
+    assert!(pageserver::metrics::WAL_REDO_REPLIES_IN_THREAD.get() > before);
+    in_thread.shutdown().await;
+    reader_task.shutdown().await;
 }
 
 /// The same with the bundle's PostgreSQL 18 on WAL of a PostgreSQL 18 cluster.

@@ -141,6 +141,9 @@ async fn redo_matches_wal_consistency_images() {
                 pool_size: 2,
                 idle_timeout: Duration::ZERO,
                 request_timeout: Duration::from_secs(30),
+                reply_wait: pageserver::config::NodeConfig::default()
+                    .wal_redo_reply_wait
+                    .get(),
                 empty_root: true,
             },
             tracing::Span::none(),

@@ -23,6 +23,10 @@ pub struct NodeConfig {
     pub wait_lsn_timeout: HumanDuration,
     /// Longest time one WAL redo request may take before its process is killed.
     pub wal_redo_timeout: HumanDuration,
+    /// How long a WAL redo request that is alone in flight on a lightly loaded node waits for its reply in its
+    /// own thread, with the redo process moved to that thread's CPU (two wake-ups across CPUs cost more than
+    /// a short redo on some machines); then the reply is left to the reader task. "0s": never.
+    pub wal_redo_reply_wait: HumanDuration,
     /// Pages (8 KiB each) in the shared page cache.
     pub page_cache_size: usize,
     /// Bytes of layer index pages kept in memory, for all tenants (layer indexes are read on demand).
@@ -87,6 +91,7 @@ impl Default for NodeConfig {
             listen_http_addr: "127.0.0.1:9898".to_string(),
             wait_lsn_timeout: HumanDuration::from_secs(300),
             wal_redo_timeout: HumanDuration::from_secs(60),
+            wal_redo_reply_wait: HumanDuration::from_micros(100),
             page_cache_size: 8192,
             layer_index_cache_size: 64 << 20,
             page_service_max_connections: 1000,
@@ -287,6 +292,9 @@ impl NodeConfig {
         }
         if self.wal_redo_timeout.get().is_zero() {
             return bad("wal_redo_timeout", "a duration greater than 0");
+        }
+        if self.wal_redo_reply_wait.get() > std::time::Duration::from_millis(10) {
+            return bad("wal_redo_reply_wait", "a duration of at most 10ms");
         }
         if self.page_cache_size == 0 {
             return bad("page_cache_size", "a page count greater than 0");

@@ -15,6 +15,10 @@ impl HumanDuration {
         HumanDuration(Duration::from_secs(secs))
     }
 
+    pub const fn from_micros(us: u64) -> Self {
+        HumanDuration(Duration::from_micros(us))
+    }
+
     pub const fn from_millis(ms: u64) -> Self {
         HumanDuration(Duration::from_millis(ms))
     }

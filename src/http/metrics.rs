@@ -177,6 +177,8 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
     f.sample("pageserver_layer_index_cache_bytes", "", bytes);
     let errors = GETPAGE_ERRORS.load(Ordering::Relaxed);
     f.sample("pageserver_getpage_errors_total", "", errors);
+    let in_flight = crate::metrics::PAGE_REQUESTS_IN_FLIGHT.load(Ordering::Relaxed);
+    f.sample("pageserver_page_requests_in_flight", "", in_flight);
     f.sample("pageserver_tenants", "", tenants.len() as u64);
     let mut disk_full = 0;
     for a in &tenants {

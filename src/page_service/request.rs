@@ -1,12 +1,13 @@
 //! One pagestream request against a timeline (docs/protocols.md, the LSN of a read): the LSN to read at, then the read.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::lsn_text;
 use super::pagestream::{Request, RequestBody, RequestHeader, ResponseBody};
-use crate::metrics::{GETPAGE_ERRORS, GETPAGE_SECONDS};
+use crate::metrics::{GETPAGE_ERRORS, GETPAGE_SECONDS, PAGE_REQUESTS_IN_FLIGHT};
 use crate::pg::Lsn;
 use crate::pg::constants::{
     BLCKSZ, DEFAULTTABLESPACE_OID, FSM_FORKNUM, VISIBILITYMAP_FORKNUM, ZERO_PAGE,
@@ -17,6 +18,7 @@ use crate::repository::timeline::Timeline;
 
 /// The answer to `req`; every failure is an Error response.
 pub async fn handle(tl: &Timeline, req: &Request, wait_lsn_timeout: Duration) -> ResponseBody {
+    let _in_flight = InFlight::enter();
     let started = Instant::now();
     let result = match effective_lsn(tl, &req.hdr, wait_lsn_timeout).await {
         Ok(lsn) => read(tl, &req.body, lsn).await,
@@ -26,9 +28,25 @@ pub async fn handle(tl: &Timeline, req: &Request, wait_lsn_timeout: Duration) ->
         GETPAGE_SECONDS.observe(started.elapsed());
     }
     result.unwrap_or_else(|msg| {
-        GETPAGE_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        GETPAGE_ERRORS.fetch_add(1, Ordering::Relaxed);
         ResponseBody::Error(msg)
     })
+}
+
+/// Counts a request in `PAGE_REQUESTS_IN_FLIGHT` while it lives (also when its future is dropped).
+struct InFlight;
+
+impl InFlight {
+    fn enter() -> InFlight {
+        PAGE_REQUESTS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        PAGE_REQUESTS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The LSN to read at: not_modified_since when the timeline has not reached it yet (after waiting for it),

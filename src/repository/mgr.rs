@@ -331,6 +331,7 @@ impl TenantManager {
             pool_size: conf.walredo_pool_size,
             idle_timeout: conf.walredo_idle_timeout.get(),
             request_timeout: self.node.wal_redo_timeout.get(),
+            reply_wait: self.node.wal_redo_reply_wait.get(),
             empty_root: true,
         }
     }

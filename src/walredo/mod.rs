@@ -82,6 +82,8 @@ pub struct RedoConfig {
     /// A child idle this long is stopped; zero: never.
     pub idle_timeout: Duration,
     pub request_timeout: Duration,
+    /// How long a request alone in flight waits for its reply in its own thread (`process::LaunchConfig`).
+    pub reply_wait: Duration,
     /// Run each child in an empty root of its own, in new user, mount and network namespaces
     /// (`isolate`); when the kernel refuses, the children run on the host's filesystem, with a warning.
     pub empty_root: bool,
@@ -144,6 +146,7 @@ impl RedoConfig {
             run_as,
             sandbox: sandbox.into(),
             request_timeout: self.request_timeout,
+            reply_wait: self.reply_wait,
         })
     }
 }
