@@ -13,7 +13,7 @@
 //! Report: `<target>/bench-reports/page_service.json` (`page_service-pg18.json` with `BENCH_PG_VERSION=18`, a
 //! PostgreSQL 18 primary). Under `cargo test` each run lasts 1 s (smoke test).
 //! `PAGE_SERVICE_PERF=<file>`: `perf record` the pageserver during the cached run at 1 client (at 8 with
-//! `PAGE_SERVICE_PERF_CLIENTS=8`).
+//! `PAGE_SERVICE_PERF_CLIENTS=8`; the run of pages that need redo with `PAGE_SERVICE_PERF_CASE=redo`).
 
 mod common;
 #[path = "../tests/support/mod.rs"]
@@ -75,8 +75,16 @@ fn metric(ps: &Pageserver, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn row(name: &str, r: &Report, floor: &Report) -> Value {
+/// CPU time of the server (`pid`) and of this process (the load tool) during one run, in µs per request.
+struct Cpu {
+    server_us: f64,
+    load_us: f64,
+}
+
+fn row(name: &str, r: &Report, floor: &Report, cpu: &Cpu) -> Value {
     json!({
+        "server_cpu_us_per_request": cpu.server_us,
+        "load_tool_cpu_us_per_request": cpu.load_us,
         "case": name,
         "clients": r.clients,
         "requests_per_s": r.requests_per_s,
@@ -131,6 +139,17 @@ fn spawn_floor(dir: &std::path::Path) -> (std::process::Child, String) {
     panic!("the floor server did not start within 10 s");
 }
 
+/// `PAGE_SERVICE_PERF=<file>`: the file to `perf record` the run of `case` at `clients` into, if that is the
+/// run asked for (`PAGE_SERVICE_PERF_CASE`, default `cached`; `PAGE_SERVICE_PERF_CLIENTS`, default 1).
+fn perf_for(case: &str, clients: usize) -> Option<std::ffi::OsString> {
+    let want_clients: usize = std::env::var("PAGE_SERVICE_PERF_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let want_case = std::env::var("PAGE_SERVICE_PERF_CASE").unwrap_or_else(|_| "cached".into());
+    std::env::var_os("PAGE_SERVICE_PERF").filter(|_| clients == want_clients && case == want_case)
+}
+
 fn main() {
     if let Ok(file) = std::env::var("PAGE_SERVICE_FLOOR_SERVER") {
         floor_server(&file);
@@ -179,36 +198,45 @@ fn main() {
         limit_keys: limit,
         seed: 42,
     };
-    let run = |rt: &tokio::runtime::Runtime, ps: &Pageserver, l: Load| -> Report {
-        rt.block_on(async {
-            let (ranges, lsn) = fetch_keyspace(&format!("http://{}", ps.http_addr), T, TL)
-                .await
-                .unwrap();
-            get_page_latest_lsn(&l, &ranges, lsn).await.unwrap()
-        })
-    };
+    // One run against the server process `server`; its report and the CPU both sides spent per request.
+    let run =
+        |rt: &tokio::runtime::Runtime, ps: &Pageserver, server: u32, l: Load| -> (Report, Cpu) {
+            rt.block_on(async {
+                let (ranges, lsn) = fetch_keyspace(&format!("http://{}", ps.http_addr), T, TL)
+                    .await
+                    .unwrap();
+                let me = std::process::id();
+                let (s0, l0) = (common::cpu_seconds(server), common::cpu_seconds(me));
+                let report = get_page_latest_lsn(&l, &ranges, lsn).await.unwrap();
+                let n = report.requests.max(1) as f64;
+                let cpu = Cpu {
+                    server_us: (common::cpu_seconds(server) - s0) * 1e6 / n,
+                    load_us: (common::cpu_seconds(me) - l0) * 1e6 / n,
+                };
+                (report, cpu)
+            })
+        };
 
     let mut results = Vec::new();
     for clients in [1, 8] {
-        let floor = run(&rt, &ps, load(&floor_addr, clients, None));
+        let floor = run(
+            &rt,
+            &ps,
+            floor_process.id(),
+            load(&floor_addr, clients, None),
+        );
         // Cached: the hot set read once first.
         run(
             &rt,
             &ps,
+            ps.pid(),
             Load {
                 runtime: Duration::from_secs(1),
                 ..load(&ps.pg_addr, 8, Some(2048))
             },
         );
-        // PAGE_SERVICE_PERF=<file>: a `perf record` of the pageserver during the cached run.
-        let perf_clients: usize = std::env::var("PAGE_SERVICE_PERF_CLIENTS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
-        let perf = std::env::var_os("PAGE_SERVICE_PERF")
-            .filter(|_| clients == perf_clients)
-            .map(|out| common::perf_record(ps.pid(), &out, 999));
-        let cached = run(&rt, &ps, load(&ps.pg_addr, clients, Some(2048)));
+        let perf = perf_for("cached", clients).map(|out| common::perf_record(ps.pid(), &out, 999));
+        let cached = run(&rt, &ps, ps.pid(), load(&ps.pg_addr, clients, Some(2048)));
         if let Some(perf) = perf {
             common::perf_stop(perf);
         }
@@ -223,21 +251,54 @@ fn main() {
     let mut rows = Vec::new();
     for (clients, floor, cached) in &results {
         let redo_before = metric(&ps, "pageserver_wal_redo_seconds_count");
-        let redo = run(&rt, &ps, load(&ps.pg_addr, *clients, None));
+        let in_thread_before = metric(&ps, "pageserver_wal_redo_replies_in_thread_total");
+        let moves_before = metric(&ps, "pageserver_wal_redo_process_moves_total");
+        let perf = perf_for("redo", *clients).map(|out| common::perf_record(ps.pid(), &out, 999));
+        let (redo, redo_cpu) = run(&rt, &ps, ps.pid(), load(&ps.pg_addr, *clients, None));
+        if let Some(perf) = perf {
+            common::perf_stop(perf);
+        }
         let redos = metric(&ps, "pageserver_wal_redo_seconds_count") - redo_before;
-        let mut redo_row = row("pages that need redo", &redo, floor);
+        let (floor, floor_cpu) = floor;
+        let (cached, cached_cpu) = cached;
+        let mut redo_row = row("pages that need redo", &redo, floor, &redo_cpu);
         redo_row["redo_per_request"] = json!(redos / redo.requests.max(1) as f64);
-        rows.push(row("protocol floor (fixed page)", floor, floor));
-        rows.push(row("cached pages (2,048 hot)", cached, floor));
+        // Replies received by a request waiting in its own thread (wal_redo_reply_wait), per redo.
+        let in_thread =
+            metric(&ps, "pageserver_wal_redo_replies_in_thread_total") - in_thread_before;
+        redo_row["in_thread_per_redo"] = json!(in_thread / redos.max(1.0));
+        let moves = metric(&ps, "pageserver_wal_redo_process_moves_total") - moves_before;
+        redo_row["process_moves_per_redo"] = json!(moves / redos.max(1.0));
+        rows.push(row("protocol floor (fixed page)", floor, floor, floor_cpu));
+        rows.push(row("cached pages (2,048 hot)", cached, floor, cached_cpu));
         rows.push(redo_row);
         for r in [floor, cached, &redo] {
             assert_eq!(r.errors, 0);
             assert!(r.requests > 0);
         }
     }
+    // The same reads that need redo with no waiting in the request's thread (wal_redo_reply_wait 0): what
+    // that wait gains, in the same run.
+    assert!(
+        ps.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+            .is_some()
+    );
+    ps.spawn(&["page_cache_size=1", "wal_redo_reply_wait='0s'"]);
+    for (clients, floor, _) in &results {
+        let (redo, cpu) = run(&rt, &ps, ps.pid(), load(&ps.pg_addr, *clients, None));
+        assert_eq!(redo.errors, 0);
+        let mut r = row(
+            "pages that need redo, no wait in thread",
+            &redo,
+            &floor.0,
+            &cpu,
+        );
+        r["wal_redo_reply_wait_us"] = json!(0);
+        rows.push(r);
+    }
     // The redo pool: the same reads at 8 clients with walredo_pool_size 1, 2 and 4 (set as tenant overrides;
     // the pool is made at the tenant's load, so each size takes a restart).
-    let floor8 = &results.iter().find(|(c, _, _)| *c == 8).unwrap().1;
+    let floor8 = &results.iter().find(|(c, _, _)| *c == 8).unwrap().1.0;
     let mut pool_rows = Vec::new();
     for pool in [1, 2, 4] {
         let body = json!({"tenant_id": T, "compaction_period": "0 s", "gc_period": "0 s", "walredo_pool_size": pool});
@@ -248,12 +309,13 @@ fn main() {
                 .is_some()
         );
         ps.spawn(&["page_cache_size=1"]);
-        let redo = run(&rt, &ps, load(&ps.pg_addr, 8, None));
+        let (redo, cpu) = run(&rt, &ps, ps.pid(), load(&ps.pg_addr, 8, None));
         assert_eq!(redo.errors, 0);
         let mut r = row(
             &format!("pages that need redo, walredo_pool_size {pool}"),
             &redo,
             floor8,
+            &cpu,
         );
         r["walredo_pool_size"] = json!(pool);
         let (_, text) = ps.request("GET", "/metrics", None);
