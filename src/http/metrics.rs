@@ -77,6 +77,11 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "counter",
         "GetPage requests answered with an error",
     ),
+    (
+        "pageserver_page_requests_in_flight",
+        "gauge",
+        "Page service requests being answered now",
+    ),
     ("pageserver_tenants", "gauge", "Attached tenants"),
     (
         "pageserver_wal_redo_processes",
