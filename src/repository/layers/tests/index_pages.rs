@@ -39,6 +39,19 @@ fn delta_model(keys: u32) -> BTreeMap<(Key, Lsn), Value> {
     model
 }
 
+/// The model's versions (oldest first) as a newest-first read returns them: newest first, down to the first
+/// value that needs no older one.
+fn newest_first(versions: &[(Lsn, Value)]) -> Vec<(Lsn, Value)> {
+    let mut out = Vec::new();
+    for (lsn, value) in versions.iter().rev() {
+        out.push((*lsn, value.clone()));
+        if value.will_init() {
+            break;
+        }
+    }
+    out
+}
+
 fn write_delta(
     dir: &std::path::Path,
     model: &BTreeMap<(Key, Lsn), Value>,
@@ -90,17 +103,9 @@ fn delta_searches_across_index_pages_equal_the_model() {
                 want.last().map(|(l, _)| *l),
                 "{key} {range:?}"
             );
-            // Newest first, down to the first value that needs no older one.
-            let mut newest_first = Vec::new();
-            for (lsn, value) in want.iter().rev() {
-                newest_first.push((*lsn, value.clone()));
-                if value.will_init() {
-                    break;
-                }
-            }
             assert_eq!(
                 layer.get_values_newest_first(key, range.clone()).unwrap(),
-                newest_first
+                newest_first(&want)
             );
         }
     }
@@ -163,16 +168,9 @@ fn a_long_run_of_versions_is_read_newest_first_in_growing_chunks() {
                 .map(|((_, l), v)| (*l, v.clone()))
                 .collect();
             assert_eq!(layer.get_values(key, range.clone()).unwrap(), want);
-            let mut newest_first = Vec::new();
-            for (lsn, value) in want.iter().rev() {
-                newest_first.push((*lsn, value.clone()));
-                if value.will_init() {
-                    break;
-                }
-            }
             assert_eq!(
                 layer.get_values_newest_first(key, range.clone()).unwrap(),
-                newest_first,
+                newest_first(&want),
                 "{key} {range:?}"
             );
         }
