@@ -77,24 +77,6 @@ fn read_layer(
     })
 }
 
-/// The LSN of `key`'s newest version in `range` of one layer, from its index alone.
-fn newest_in_layer(
-    layer: &SearchLayer,
-    key: Key,
-    range: std::ops::Range<Lsn>,
-) -> Result<Option<Lsn>, GetError> {
-    Ok(match layer {
-        SearchLayer::Memory(m) => m.newest_lsn(key, range),
-        SearchLayer::Historic(h) => {
-            let file = resident(h)?;
-            match file.newest_lsn(key, range) {
-                Ok(newest) => newest,
-                Err(e) => return Err(layer_error(h, file, e)),
-            }
-        }
-    })
-}
-
 /// A key's versions collected so far, newest first, and whether the oldest needs nothing older.
 type Collected = (Vec<(Lsn, Value)>, bool);
 
@@ -238,8 +220,8 @@ impl Timeline {
         cuts.windows(2).map(|w| w[0]..w[1]).collect()
     }
 
-    /// The versions of every key of `keys` (consecutive, with the same candidate layers) as a point read
-    /// collects them, in one walk: each layer is read once for all keys still missing their base.
+    /// [`collect_versions`](Self::collect_versions) of every key of `keys` (consecutive, with the same
+    /// candidate layers) in one walk: each layer is read once for all keys still missing their base.
     fn collect_range(&self, keys: &[Key], lsn: Lsn) -> Result<Vec<Collected>, GetError> {
         let mut state: Vec<Collected> = vec![(Vec::new(), false); keys.len()];
         let (Some(&first), Some(&last)) = (keys.first(), keys.last()) else {
@@ -291,36 +273,15 @@ impl Timeline {
         if lsn < cutoff {
             return Err(GetError::BelowGcCutoff { lsn, cutoff });
         }
-        // The page cache is keyed by the newest version's LSN, which the first layer holding the key tells from
-        // its index without reading any value: a cached page costs no value reads at all. On a miss the same
-        // walk goes on to collect the versions to rebuild the page from.
+        // The page cache is keyed by the newest version's LSN, which the layers' indexes tell without reading
+        // any value: a cached page costs no value reads at all.
         let cache = &self.resources.page_cache;
-        let mut values: Vec<(Lsn, Value)> = Vec::new();
-        let mut complete = false;
-        let mut cached = None;
-        self.walk_layers(key, lsn, |layer, range| {
-            if values.is_empty() {
-                let Some(newest) = newest_in_layer(layer, key, range.clone())? else {
-                    return Ok(false);
-                };
-                if let Some(page) = cache.get(self.timeline_id, key, newest) {
-                    cached = Some(page);
-                    return Ok(true);
-                }
-            }
-            for (v_lsn, value) in read_layer(layer, key, range)? {
-                let init = value.will_init();
-                values.push((v_lsn, value));
-                if init {
-                    complete = true;
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })?;
-        if let Some(page) = cached {
+        if let Some(newest) = self.newest_version_lsn(key, lsn)?
+            && let Some(page) = cache.get(self.timeline_id, key, newest)
+        {
             return Ok(page);
         }
+        let (values, complete) = self.collect_versions(key, lsn)?;
         let Some(&(newest, _)) = values.first() else {
             return Err(GetError::KeyNotFound { key, lsn });
         };
@@ -342,6 +303,47 @@ impl Timeline {
             timeline = ancestor;
         }
         cutoff
+    }
+
+    /// Versions of `key` at or below `lsn`, newest first, through the ancestors; true if the oldest one
+    /// needs nothing older (an image or an initialising record).
+    pub(crate) fn collect_versions(
+        &self,
+        key: Key,
+        lsn: Lsn,
+    ) -> Result<(Vec<(Lsn, Value)>, bool), GetError> {
+        let mut values: Vec<(Lsn, Value)> = Vec::new();
+        let mut complete = false;
+        self.walk_layers(key, lsn, |layer, range| {
+            for (v_lsn, value) in read_layer(layer, key, range)? {
+                let init = value.will_init();
+                values.push((v_lsn, value));
+                if init {
+                    complete = true;
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })?;
+        Ok((values, complete))
+    }
+
+    /// The LSN of the newest version of `key` at or below `lsn` (what `collect_versions` would return
+    /// first), from the layers' indexes alone.
+    fn newest_version_lsn(&self, key: Key, lsn: Lsn) -> Result<Option<Lsn>, GetError> {
+        let mut newest = None;
+        self.walk_layers(key, lsn, |layer, range| {
+            newest = match layer {
+                SearchLayer::Memory(m) => m.newest_lsn(key, range),
+                SearchLayer::Historic(h) => {
+                    let file = resident(h)?;
+                    let found = file.newest_lsn(key, range);
+                    found.map_err(|e| layer_error(h, file, e))?
+                }
+            };
+            Ok(newest.is_some())
+        })?;
+        Ok(newest)
     }
 
     /// Visits the layers that hold `key`'s versions at or below `lsn`, newest part first, through the
