@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -107,15 +107,11 @@ pub enum ProcessError {
 
 type Reply = oneshot::Sender<Result<Bytes, ProcessError>>;
 
-struct Pipe {
-    stdin: ChildStdin,
-    waiting: Arc<std::sync::Mutex<VecDeque<Reply>>>,
-}
-
 pub struct RedoProcess {
     pid: u32,
     child: std::sync::Mutex<Option<Child>>,
-    pipe: Mutex<Pipe>,
+    /// The child's stdin; requests are written whole under this lock.
+    stdin: Mutex<ChildStdin>,
     replies: Arc<Replies>,
     timeout: Duration,
     reply_wait: Duration,
@@ -129,7 +125,8 @@ struct Replies {
     stdout: AsyncFd<OwnedFd>,
     /// The reply being read: its bytes so far.
     partial: std::sync::Mutex<BytesMut>,
-    waiting: Arc<std::sync::Mutex<VecDeque<Reply>>>,
+    /// Appended to under the stdin lock, in the order the requests are written.
+    waiting: std::sync::Mutex<VecDeque<Reply>>,
     dead: AtomicBool,
 }
 
@@ -158,7 +155,7 @@ impl Drop for InThread {
 struct Affinity {
     pid: nix::unistd::Pid,
     /// The CPU the child is bound to; -1: none (the CPUs of `all`).
-    bound: std::sync::atomic::AtomicI64,
+    bound: AtomicI64,
     /// The CPUs the pageserver may run on (the child's at launch).
     all: Option<nix::sched::CpuSet>,
     /// Moving the child failed once (not permitted here): not tried again.
@@ -169,7 +166,7 @@ impl Affinity {
     fn new(pid: u32) -> Affinity {
         Affinity {
             pid: nix::unistd::Pid::from_raw(pid as i32),
-            bound: std::sync::atomic::AtomicI64::new(-1),
+            bound: AtomicI64::new(-1),
             all: nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok(),
             failed: AtomicBool::new(false),
         }
@@ -381,7 +378,6 @@ impl RedoProcess {
             .await
             .map_err(|e| launch_err(format!("sending the sandbox program: {e}")))?;
 
-        let waiting = Arc::new(std::sync::Mutex::new(VecDeque::new()));
         // into_owned_fd hands the pipe back in blocking mode; replies are read without blocking.
         let stdout = stdout
             .into_owned_fd()
@@ -400,7 +396,7 @@ impl RedoProcess {
             pid,
             stdout,
             partial: std::sync::Mutex::new(BytesMut::with_capacity(BLCKSZ)),
-            waiting: waiting.clone(),
+            waiting: std::sync::Mutex::new(VecDeque::new()),
             dead: AtomicBool::new(false),
         });
         tokio::spawn(read_replies(replies.clone()).instrument(span.clone()));
@@ -409,7 +405,7 @@ impl RedoProcess {
         Ok(Arc::new(RedoProcess {
             pid,
             child: std::sync::Mutex::new(Some(child)),
-            pipe: Mutex::new(Pipe { stdin, waiting }),
+            stdin: Mutex::new(stdin),
             replies,
             timeout: config.request_timeout,
             reply_wait: config.reply_wait,
@@ -428,15 +424,14 @@ impl RedoProcess {
     /// Sends an encoded request (see [`encode_request`]) and waits for the page.
     pub async fn request(&self, request: &[u8]) -> Result<Bytes, ProcessError> {
         let (mut rx, in_thread) = {
-            let mut pipe = self.pipe.lock().await;
+            let mut stdin = self.stdin.lock().await;
             if self.is_dead() {
                 return Err(self.died("already dead"));
             }
             let (tx, rx) = oneshot::channel();
-            let waiting = pipe.waiting.clone();
             // In the FIFO before the bytes go out: the reply can come as soon as they are written.
             let alone = {
-                let mut waiting = lock(&waiting);
+                let mut waiting = lock(&self.replies.waiting);
                 waiting.push_back(tx);
                 waiting.len() == 1
             };
@@ -452,12 +447,7 @@ impl RedoProcess {
             } else {
                 self.affinity.release();
             }
-            if let Err(e) = pipe
-                .stdin
-                .write_all(request)
-                .await
-                .and(pipe.stdin.flush().await)
-            {
+            if let Err(e) = stdin.write_all(request).await.and(stdin.flush().await) {
                 self.kill();
                 return Err(self.died(&format!("writing the request: {e}")));
             }
@@ -531,9 +521,9 @@ impl RedoProcess {
     /// A raw message, for tests of the sandbox (the `X` hook of the test binary).
     #[doc(hidden)]
     pub async fn send_raw(&self, bytes: &[u8]) -> std::io::Result<()> {
-        let mut pipe = self.pipe.lock().await;
-        pipe.stdin.write_all(bytes).await?;
-        pipe.stdin.flush().await
+        let mut stdin = self.stdin.lock().await;
+        stdin.write_all(bytes).await?;
+        stdin.flush().await
     }
 
     fn died(&self, msg: &str) -> ProcessError {

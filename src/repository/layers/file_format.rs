@@ -219,7 +219,6 @@ pub(crate) fn delta_id(key: Key, lsn: Lsn) -> [u8; KEY_SIZE + 8] {
     id
 }
 
-/// `N` bytes at `at`; zeros if `b` is too short. Used only on entries whose size was checked at open.
 /// `a < b` for entry ids (byte strings compared as big-endian numbers, then by length), eight bytes at a
 /// time: ids are 18 or 26 bytes, where a call of `memcmp` per comparison was most of an index search.
 #[inline]
@@ -241,6 +240,7 @@ pub(crate) fn id_less(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// `N` bytes at `at`; zeros if `b` is too short. Used only on entries whose size was checked at open.
 fn array_at<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
     b.get(at..at.saturating_add(N))
         .and_then(|s| s.try_into().ok())
