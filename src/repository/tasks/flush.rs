@@ -250,6 +250,7 @@ impl Timeline {
                 _ = self.cancel.cancelled() => return,
                 _ = self.flush_wakeup.notified() => {}
                 _ = tokio::time::sleep(tick) => {
+                    crate::repository::layers::inmemory::release_idle_flush_buffer();
                     let old = self.layers.read().unwrap_or_else(|p| p.into_inner())
                         .open.as_ref().is_some_and(|l| !l.is_empty() && l.age() >= timeout);
                     if old {
