@@ -155,10 +155,7 @@ impl ImageLayer {
         if i >= self.entry_count() || self.file.id(&mut cur, i)? != target {
             return Ok(None);
         }
-        match self.file.blocks(i..i + 1).next() {
-            Some(r) => r.map(|(_, _, image)| Some(image)),
-            None => Err(self.file.corrupt(format!("no block for index entry {i}"))),
-        }
+        self.file.block(i).map(|(_, _, image)| Some(image))
     }
 
     /// The images of the keys in `keys`, in key order, read sequentially.
