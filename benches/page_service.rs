@@ -7,9 +7,8 @@
 //!   8 KiB page, measured in the same run; in a process of its own (this binary, run again with
 //!   `PAGE_SERVICE_FLOOR_SERVER`), as the pageserver is, so that both answer across processes.
 //!
-//! Then the pages that need redo again, at 1 and 8 clients, with `wal_redo_reply_wait = '0s'` and with
-//! `layer_block_cache_size = 0` (same-run baselines of those two), and at 8 clients with `walredo_pool_size`
-//! 1, 2 and 4 (the pool grows with load up to that size), each beside the 8-client floor and the size-1 row.
+//! Then the pages that need redo again at 8 clients with `walredo_pool_size` 1, 2 and 4 (the pool grows with
+//! load up to that size), each beside the 8-client floor and the size-1 row.
 //!
 //! Report: `<target>/bench-reports/page_service.json` (`page_service-pg18.json` with `BENCH_PG_VERSION=18`, a
 //! PostgreSQL 18 primary). Under `cargo test` each run lasts 1 s (smoke test).
@@ -254,7 +253,6 @@ fn main() {
         let redo_before = metric(&ps, "pageserver_wal_redo_seconds_count");
         let in_thread_before = metric(&ps, "pageserver_wal_redo_replies_in_thread_total");
         let moves_before = metric(&ps, "pageserver_wal_redo_process_moves_total");
-        let blocks_before = metric(&ps, "pageserver_layer_block_cache_hits_total");
         let perf = perf_for("redo", *clients).map(|out| common::perf_record(ps.pid(), &out, 999));
         let (redo, redo_cpu) = run(&rt, &ps, ps.pid(), load(&ps.pg_addr, *clients, None));
         if let Some(perf) = perf {
@@ -271,8 +269,6 @@ fn main() {
         redo_row["in_thread_per_redo"] = json!(in_thread / redos.max(1.0));
         let moves = metric(&ps, "pageserver_wal_redo_process_moves_total") - moves_before;
         redo_row["process_moves_per_redo"] = json!(moves / redos.max(1.0));
-        let blocks = metric(&ps, "pageserver_layer_block_cache_hits_total") - blocks_before;
-        redo_row["block_cache_hits_per_request"] = json!(blocks / redo.requests.max(1) as f64);
         rows.push(row("protocol floor (fixed page)", floor, floor, floor_cpu));
         rows.push(row("cached pages (2,048 hot)", cached, floor, cached_cpu));
         rows.push(redo_row);
@@ -281,30 +277,24 @@ fn main() {
             assert!(r.requests > 0);
         }
     }
-    // The same reads that need redo with no waiting in the request's thread (wal_redo_reply_wait 0), and
-    // with no layer block cache: what each gains, in the same run.
-    for (case, setting) in [
-        (
+    // The same reads that need redo with no waiting in the request's thread (wal_redo_reply_wait 0): what
+    // that wait gains, in the same run.
+    assert!(
+        ps.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
+            .is_some()
+    );
+    ps.spawn(&["page_cache_size=1", "wal_redo_reply_wait='0s'"]);
+    for (clients, floor, _) in &results {
+        let (redo, cpu) = run(&rt, &ps, ps.pid(), load(&ps.pg_addr, *clients, None));
+        assert_eq!(redo.errors, 0);
+        let mut r = row(
             "pages that need redo, no wait in thread",
-            "wal_redo_reply_wait='0s'",
-        ),
-        (
-            "pages that need redo, no layer block cache",
-            "layer_block_cache_size=0",
-        ),
-    ] {
-        assert!(
-            ps.signal_and_wait(Signal::SIGTERM, Duration::from_secs(10))
-                .is_some()
+            &redo,
+            &floor.0,
+            &cpu,
         );
-        ps.spawn(&["page_cache_size=1", setting]);
-        for (clients, floor, _) in &results {
-            let (redo, cpu) = run(&rt, &ps, ps.pid(), load(&ps.pg_addr, *clients, None));
-            assert_eq!(redo.errors, 0);
-            let mut r = row(case, &redo, &floor.0, &cpu);
-            r["setting"] = json!(setting);
-            rows.push(r);
-        }
+        r["wal_redo_reply_wait_us"] = json!(0);
+        rows.push(r);
     }
     // The redo pool: the same reads at 8 clients with walredo_pool_size 1, 2 and 4 (set as tenant overrides;
     // the pool is made at the tenant's load, so each size takes a restart).

@@ -31,8 +31,6 @@ pub struct NodeConfig {
     pub page_cache_size: usize,
     /// Bytes of layer index pages kept in memory, for all tenants (layer indexes are read on demand).
     pub layer_index_cache_size: u64,
-    /// Bytes of layer blocks (values) kept in memory after point reads, for all tenants; 0: none.
-    pub layer_block_cache_size: u64,
     /// Most page service connections open at once; one more is refused with SQLSTATE 53300.
     pub page_service_max_connections: usize,
     /// Time a page service client has to send its startup packet; then the connection is closed.
@@ -96,7 +94,6 @@ impl Default for NodeConfig {
             wal_redo_reply_wait: HumanDuration::from_micros(100),
             page_cache_size: 8192,
             layer_index_cache_size: 64 << 20,
-            layer_block_cache_size: 64 << 20,
             page_service_max_connections: 1000,
             page_service_startup_timeout: HumanDuration::from_secs(10),
             page_service_idle_timeout: HumanDuration::from_secs(3600),

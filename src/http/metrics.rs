@@ -73,21 +73,6 @@ const FAMILIES: &[(&str, &str, &str)] = &[
         "Bytes of layer index pages held in memory",
     ),
     (
-        "pageserver_layer_block_cache_hits_total",
-        "counter",
-        "Layer blocks of point reads found in the block cache",
-    ),
-    (
-        "pageserver_layer_block_cache_misses_total",
-        "counter",
-        "Layer blocks of point reads not in the block cache",
-    ),
-    (
-        "pageserver_layer_block_cache_bytes",
-        "gauge",
-        "Bytes of layer blocks held in memory",
-    ),
-    (
         "pageserver_getpage_errors_total",
         "counter",
         "GetPage requests answered with an error",
@@ -195,10 +180,6 @@ pub async fn handler(ctx: RequestContext) -> HandlerResult {
     f.sample("pageserver_layer_index_cache_hits_total", "", hits);
     f.sample("pageserver_layer_index_cache_misses_total", "", misses);
     f.sample("pageserver_layer_index_cache_bytes", "", bytes);
-    let (hits, misses, bytes, _) = crate::repository::layers::index_cache::block_stats();
-    f.sample("pageserver_layer_block_cache_hits_total", "", hits);
-    f.sample("pageserver_layer_block_cache_misses_total", "", misses);
-    f.sample("pageserver_layer_block_cache_bytes", "", bytes);
     let errors = GETPAGE_ERRORS.load(Ordering::Relaxed);
     f.sample("pageserver_getpage_errors_total", "", errors);
     let in_flight = crate::metrics::PAGE_REQUESTS_IN_FLIGHT.load(Ordering::Relaxed);

@@ -149,7 +149,6 @@ impl TenantManager {
             None => None,
         };
         crate::repository::layers::index_cache::set_capacity(node.layer_index_cache_size);
-        crate::repository::layers::index_cache::set_block_capacity(node.layer_block_cache_size);
         let mgr = Arc::new(TenantManager {
             remote,
             cancel,

@@ -507,7 +507,7 @@ impl LayerFile {
             file_size,
             footer,
             entry_count,
-            cache_id: index_cache::new_file(),
+            cache_id: index_cache::get().new_file(),
             fences: Vec::new(),
             page_crcs: Vec::new(),
         };
@@ -801,8 +801,7 @@ impl LayerFile {
     }
 
     /// The verified payloads of entries `range`, last entry first, read in chunks of `READ_CHUNK_REV_FIRST`
-    /// bytes, then growing (so that a reader stopping early reads little). A point read: each payload is
-    /// taken from the block cache if there, and kept there once read.
+    /// bytes, then growing (so that a reader stopping early reads little).
     pub fn blocks_rev(&self, range: Range<usize>) -> BlocksRev<'_> {
         BlocksRev {
             layer: self,
@@ -885,7 +884,8 @@ impl LayerFile {
                 got,
             });
         }
-        let copied = entry_id(id);
+        let mut copied: EntryId = [0; KEY_SIZE + 8];
+        copied[..id.len()].copy_from_slice(id);
         // Share the read buffer only when it holds this block alone, so that a kept value does not pin a
         // whole chunk of other values.
         if block.len() == chunk.len() {
@@ -894,54 +894,10 @@ impl LayerFile {
             Ok((copied, Bytes::copy_from_slice(body)))
         }
     }
-
-    /// Entry `i`'s id and payload from the block cache (kept there crc-checked by a point read), if there.
-    fn cached_block(
-        &self,
-        cur: &mut IndexCursor,
-        i: usize,
-    ) -> Result<Option<(EntryId, Bytes)>, LayerError> {
-        let Ok(n) = u32::try_from(i) else {
-            return Ok(None);
-        };
-        match index_cache::blocks().page(self.cache_id, n) {
-            Some(payload) => Ok(Some((entry_id(self.id(cur, i)?), payload))),
-            None => Ok(None),
-        }
-    }
-
-    /// Keeps entry `i`'s verified payload in the block cache, for the next point read.
-    fn keep_block(&self, i: usize, payload: &Bytes) {
-        if let Ok(n) = u32::try_from(i) {
-            index_cache::blocks().insert(self.cache_id, n, payload.clone());
-        }
-    }
-
-    /// Entry `i`'s verified payload, for a point read: from the block cache, or read (and then kept there).
-    pub fn block(&self, i: usize) -> Result<Block, LayerError> {
-        let mut cur = IndexCursor::new();
-        if let Some((id, payload)) = self.cached_block(&mut cur, i)? {
-            return Ok((i, id, payload));
-        }
-        match self.blocks_with(i..i + 1, cur).next() {
-            Some(r) => {
-                let block = r?;
-                self.keep_block(i, &block.2);
-                Ok(block)
-            }
-            None => Err(self.corrupt(format!("no block for index entry {i}"))),
-        }
-    }
 }
 
 /// An entry id, copied out of the index: a delta's key and LSN, or an image's key followed by zeros.
 pub(crate) type EntryId = [u8; KEY_SIZE + 8];
-
-fn entry_id(id: &[u8]) -> EntryId {
-    let mut copied: EntryId = [0; KEY_SIZE + 8];
-    copied[..id.len()].copy_from_slice(id);
-    copied
-}
 
 /// A verified block: (entry number, entry id, payload).
 pub(crate) type Block = (usize, EntryId, Bytes);
@@ -1006,17 +962,12 @@ impl BlocksRev<'_> {
         let i = self.next - 1;
         let in_chunk = !self.chunk.is_empty() && layer.block_start(cur, i)? >= self.chunk_start;
         if !in_chunk {
-            if let Some((id, payload)) = layer.cached_block(cur, i)? {
-                self.next = i;
-                return Ok((i, id, payload));
-            }
             (self.chunk_start, self.chunk) =
                 layer.read_chunk_rev(cur, self.start, i + 1, self.limit)?;
             self.limit = (self.limit * 2).min(READ_CHUNK_REV_MAX);
         }
         self.next = i;
         let (id, payload) = layer.payload(cur, &self.chunk, self.chunk_start, i)?;
-        layer.keep_block(i, &payload);
         Ok((i, id, payload))
     }
 }

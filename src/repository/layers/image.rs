@@ -155,7 +155,10 @@ impl ImageLayer {
         if i >= self.entry_count() || self.file.id(&mut cur, i)? != target {
             return Ok(None);
         }
-        self.file.block(i).map(|(_, _, image)| Some(image))
+        match self.file.blocks(i..i + 1).next() {
+            Some(r) => r.map(|(_, _, image)| Some(image)),
+            None => Err(self.file.corrupt(format!("no block for index entry {i}"))),
+        }
     }
 
     /// The images of the keys in `keys`, in key order, read sequentially.

@@ -11,7 +11,7 @@ use super::{pattern, small_key};
 use crate::pg::Lsn;
 use crate::repository::layers::LayerError;
 use crate::repository::layers::file_format::{
-    DELTA_INDEX_ENTRY_SIZE, FOOTER_SIZE, IMAGE_INDEX_ENTRY_SIZE, INDEX_PAGE_ENTRIES,
+    DELTA_INDEX_ENTRY_SIZE, FOOTER_SIZE, INDEX_PAGE_ENTRIES,
 };
 use crate::repository::layers::{DeltaLayer, DeltaLayerWriter, ImageLayer, ImageLayerWriter};
 use crate::repository::{Key, Value};
@@ -262,77 +262,4 @@ fn an_index_page_damaged_after_open_is_an_error_not_a_wrong_answer() {
         matches!(&e, LayerError::Checksum { what, .. } if what == "index"),
         "{e}"
     );
-}
-
-/// Overwrites every block of the layer file at `path` (the bytes before its index) with 0xFF.
-fn damage_all_blocks(path: &std::path::Path, index_offset: u64) {
-    let f = OpenOptions::new().write(true).open(path).unwrap();
-    f.write_all_at(&vec![0xFF; index_offset as usize], 0)
-        .unwrap();
-}
-
-#[test]
-fn point_reads_keep_verified_blocks_and_serve_them_again_from_memory() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = 600;
-    let model = delta_model(keys);
-    let delta = write_delta(dir.path(), &model, keys);
-    let versions = |k: u32| -> Vec<(Lsn, Value)> {
-        let key = small_key(2 * k);
-        (model.range((key, Lsn(0))..(key, Lsn::MAX)))
-            .map(|((_, l), v)| (*l, v.clone()))
-            .collect()
-    };
-    let read = |k: u32| delta.get_values_newest_first(small_key(2 * k), Lsn(0)..Lsn::MAX);
-    let read_before: Vec<u32> = (0..keys).step_by(7).collect();
-    for k in &read_before {
-        assert_eq!(read(*k).unwrap(), newest_first(&versions(*k)), "key {k}");
-    }
-    let index_len = (model.len() * DELTA_INDEX_ENTRY_SIZE) as u64;
-    damage_all_blocks(
-        delta.path(),
-        delta.file_size() - FOOTER_SIZE as u64 - index_len,
-    );
-    // What a point read verified before the damage comes back from memory, the same; a block never read
-    // is read now and fails its checksum: damage is an error, never a wrong answer.
-    for k in &read_before {
-        assert_eq!(read(*k).unwrap(), newest_first(&versions(*k)), "key {k}");
-    }
-    let e = read(3).unwrap_err();
-    assert!(matches!(&e, LayerError::Checksum { .. }), "{e}");
-    // Reads of whole key ranges do not use the cache: they see the damage.
-    assert!(
-        delta
-            .values_in(&(small_key(0)..small_key(2 * keys)), &(Lsn(0)..Lsn::MAX))
-            .is_err()
-    );
-
-    let images: BTreeMap<Key, Bytes> = (0..500u32)
-        .map(|k| (small_key(k), pattern(u64::from(k), (k % 7) as usize)))
-        .collect();
-    let mut w = ImageLayerWriter::new(dir.path(), small_key(0)..small_key(500), Lsn(0x300))
-        .expect("image writer");
-    for (key, image) in &images {
-        w.put(*key, image).expect("put");
-    }
-    let image: ImageLayer = w.finish().expect("finish");
-    for k in (0..500).step_by(5) {
-        assert_eq!(
-            image.get(small_key(k)).unwrap(),
-            images.get(&small_key(k)).cloned()
-        );
-    }
-    let index_len = (images.len() * IMAGE_INDEX_ENTRY_SIZE) as u64;
-    damage_all_blocks(
-        image.path(),
-        image.file_size() - FOOTER_SIZE as u64 - index_len,
-    );
-    for k in (0..500).step_by(5) {
-        assert_eq!(
-            image.get(small_key(k)).unwrap(),
-            images.get(&small_key(k)).cloned()
-        );
-    }
-    let e = image.get(small_key(1)).unwrap_err();
-    assert!(matches!(&e, LayerError::Checksum { .. }), "{e}");
 }
