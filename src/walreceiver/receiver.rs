@@ -323,7 +323,7 @@ fn receive(
             }
             // Sized for records of about 128 bytes (pgbench's average is about 150), so that the vector
             // rarely grows: its reallocations, copies of every record so far, were 1.5% of ingest's CPU.
-            let mut records = Vec::with_capacity(data.len() / 128 + 1);
+            let mut records = Vec::with_capacity(data.len() / 128);
             loop {
                 match decoder.poll_decode() {
                     Ok(Some(raw)) => records.push(decode_record(&raw).map_err(|e| e.to_string())?),

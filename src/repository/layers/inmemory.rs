@@ -56,7 +56,7 @@ struct SpareBuffer {
 static SPARE: std::sync::Mutex<Option<SpareBuffer>> = std::sync::Mutex::new(None);
 
 /// How long an unused spare flush buffer is kept.
-pub const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+const SPARE_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn spare() -> std::sync::MutexGuard<'static, Option<SpareBuffer>> {
     SPARE.lock().unwrap_or_else(|p| p.into_inner())
@@ -88,21 +88,15 @@ fn return_flush_buffer(buf: Vec<u8>) {
 }
 
 /// Frees the spare flush buffer if no flush has used it for [`SPARE_IDLE`] (called by the flush loops'
-/// idle ticks). Returns whether one was freed.
-pub fn release_idle_flush_buffer() -> bool {
-    let freed = {
+/// idle ticks), after the lock is released.
+pub fn release_idle_flush_buffer() {
+    let _freed = {
         let mut spare = spare();
         match &*spare {
             Some(s) if s.returned.elapsed() >= SPARE_IDLE => spare.take(),
             _ => None,
         }
     };
-    freed.is_some()
-}
-
-/// Bytes held by the spare flush buffer.
-pub fn spare_flush_buffer_bytes() -> usize {
-    spare().as_ref().map_or(0, |s| s.buf.len())
 }
 
 /// How many values ahead the flush prefetches.
@@ -400,11 +394,10 @@ impl InMemoryLayer {
         let end = self.end_lsn().unwrap_or(Lsn(u64::MAX));
         let len = inner.tail_start as usize;
         let mut buf = take_flush_buffer(len);
-        if let Err(e) = (self.file).read_exact_at(&mut buf[..len], 0) {
-            return_flush_buffer(buf);
-            return Err(self.io_err()(e).into());
-        }
-        let result = self.visit_in_order(&inner, end, &buf[..len], f);
+        let result = match (self.file).read_exact_at(&mut buf[..len], 0) {
+            Ok(()) => self.visit_in_order(&inner, end, &buf[..len], f),
+            Err(e) => Err(self.io_err()(e).into()),
+        };
         return_flush_buffer(buf);
         result
     }
