@@ -188,10 +188,13 @@ impl std::fmt::Debug for HistoricLayer {
     }
 }
 
+/// Wall-clock milliseconds from the kernel's coarse clock (updated every tick, a few ms): a read marks every
+/// layer it visits as used, and eviction only orders layers by it, so the tick's resolution is enough and
+/// a read does not pay a full clock read per layer.
 fn now_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_REALTIME_COARSE).map_or(0, |t| {
+        t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000
+    })
 }
 
 impl HistoricLayer {
@@ -304,7 +307,11 @@ impl HistoricLayer {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         if r.is_some() {
-            self.0.last_access.store(now_millis(), Ordering::Relaxed);
+            // Stored only when it moved: concurrent readers of a layer then do not write its line each time.
+            let now = now_millis();
+            if self.0.last_access.load(Ordering::Relaxed) != now {
+                self.0.last_access.store(now, Ordering::Relaxed);
+            }
         }
         r
     }
@@ -390,24 +397,42 @@ impl SearchLayer {
     }
 }
 
+/// A layer a read may visit, with what the walk compares copied out of it, so that choosing the next layer
+/// reads one array instead of following a pointer into every layer for each comparison.
+pub struct Candidate {
+    pub lsn_range: Range<Lsn>,
+    pub is_image: bool,
+    pub layer: SearchLayer,
+}
+
+impl Candidate {
+    fn new(layer: SearchLayer) -> Candidate {
+        Candidate {
+            lsn_range: layer.lsn_range(),
+            is_image: layer.is_image(),
+            layer,
+        }
+    }
+}
+
 impl LayerMap {
     /// Layers that may hold versions of `key` below `end` (exclusive).
-    pub fn search_candidates(&self, key: Key, end: Lsn) -> Vec<SearchLayer> {
+    pub fn search_candidates(&self, key: Key, end: Lsn) -> Vec<Candidate> {
         let mut out = Vec::new();
         if let Some(open) = &self.open
             && open.start_lsn() < end
         {
-            out.push(SearchLayer::Memory(open.clone()));
+            out.push(Candidate::new(SearchLayer::Memory(open.clone())));
         }
         for f in &self.frozen {
             if f.layer.start_lsn() < end {
-                out.push(SearchLayer::Memory(f.layer.clone()));
+                out.push(Candidate::new(SearchLayer::Memory(f.layer.clone())));
             }
         }
         for h in &self.historic {
             let name = h.name();
             if name.key_range().contains(&key) && name.lsn_range().start < end {
-                out.push(SearchLayer::Historic(h.clone()));
+                out.push(Candidate::new(SearchLayer::Historic(h.clone())));
             }
         }
         out

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use super::Timeline;
 use crate::pg::Lsn;
-use crate::repository::layer_map::{HistoricLayer, Resident, SearchLayer};
+use crate::repository::layer_map::{Candidate, HistoricLayer, Resident, SearchLayer};
 use crate::repository::layers::LayerError;
 use crate::repository::layers::inmemory::InMemoryError;
 use crate::repository::{Key, Value};
@@ -363,38 +363,35 @@ impl Timeline {
                 .unwrap_or_else(|p| p.into_inner())
                 .search_candidates(key, end);
             while !candidates.is_empty() {
-                let reach = |l: &SearchLayer| l.lsn_range().end.min(end);
-                let best = candidates
-                    .iter()
-                    .enumerate()
-                    .max_by_key(|(_, l)| (reach(l), l.is_image()))
-                    .map(|(i, _)| i)
-                    .unwrap_or(0);
-                let layer = candidates[best].clone();
-                let top = reach(&layer);
+                let reach = |c: &Candidate| c.lsn_range.end.min(end);
+                // The last of the highest-reaching (an image winning a tie), as max_by_key picks it.
+                let mut best = 0;
+                for (i, c) in candidates.iter().enumerate().skip(1) {
+                    let b = &candidates[best];
+                    if (reach(c), c.is_image) >= (reach(b), b.is_image) {
+                        best = i;
+                    }
+                }
+                let top = reach(&candidates[best]);
                 // Read only down to where another layer takes over: the start of a delta, or just above an
                 // image (which holds every version at or below its LSN).
-                let floor = candidates
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| *i != best)
-                    .map(|(_, l)| {
-                        if l.is_image() {
-                            l.lsn_range().end
-                        } else {
-                            l.lsn_range().start
-                        }
-                    })
-                    .filter(|f| *f < top)
-                    .max()
-                    .unwrap_or(Lsn(0))
-                    .max(layer.lsn_range().start);
-                if visit(&layer, floor..top)? {
+                let mut floor = candidates[best].lsn_range.start;
+                for (i, c) in candidates.iter().enumerate() {
+                    let f = if c.is_image {
+                        c.lsn_range.end
+                    } else {
+                        c.lsn_range.start
+                    };
+                    if i != best && f < top && f > floor {
+                        floor = f;
+                    }
+                }
+                if visit(&candidates[best].layer, floor..top)? {
                     return Ok(());
                 }
                 end = floor;
                 // A layer read only in part stays a candidate for what lies below the floor.
-                candidates.retain(|l| l.lsn_range().start < end);
+                candidates.retain(|c| c.lsn_range.start < end);
             }
             match &timeline.ancestor {
                 Some((ancestor, branch_lsn)) => {
