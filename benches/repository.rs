@@ -100,6 +100,34 @@ async fn put_and_flush(tl: &Arc<Timeline>, n: u32) -> Duration {
     start.elapsed()
 }
 
+/// Puts `n` 100-byte WAL records over `keys` keys of their own relation, in batches of 64 under one
+/// `finish_write` each (as ingest publishes a message's records), the keys in a scattered order (as a WAL
+/// stream touches pages), then flushes to an L0 layer; returns the wall time. The in-memory layer's per-value
+/// work (encode, index, block crc) and the flush's (visit in key order, copy, index) dominate, as in ingest.
+async fn put_records_and_flush(tl: &Arc<Timeline>, n: u32, keys: u32) -> Duration {
+    let rec = Bytes::from(vec![5u8; 100]);
+    let start = Instant::now();
+    let w = tl.writer().await;
+    let mut lsn = tl.last_record_lsn();
+    let mut batch = Vec::with_capacity(64);
+    for i in 0..n {
+        lsn = Lsn(lsn.0 + 8);
+        let value = Value::WalRecord(WalRecord::Postgres {
+            will_init: false,
+            rec: rec.clone(),
+        });
+        batch.push((key(2_000_000, i.wrapping_mul(7919) % keys), lsn, value));
+        if batch.len() == 64 || i + 1 == n {
+            w.put_batch(&batch).unwrap();
+            w.finish_write(lsn, None);
+            batch.clear();
+        }
+    }
+    drop(w);
+    tl.checkpoint().await.unwrap();
+    start.elapsed()
+}
+
 fn main() {
     let bench = common::is_bench_run();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -131,6 +159,22 @@ fn main() {
         build(&tl, &depths).await;
         (tenant, tl)
     });
+    // A timeline of its own for the record puts, so that their layers do not lengthen the gets' walks.
+    let records_tl = rt.block_on(async {
+        tenant
+            .create_timeline(
+                TimelineId([3; 16]),
+                Lsn(0x1000),
+                pageserver::pg::PgVersion::V15,
+            )
+            .await
+            .unwrap()
+    });
+    let (records, record_keys) = if bench {
+        (200_000, 20_000)
+    } else {
+        (2_000, 200)
+    };
     let at = tl.last_record_lsn();
 
     let mut criterion = Criterion::default().configure_from_args();
@@ -154,6 +198,14 @@ fn main() {
     group.sample_size(10);
     group.bench_function("8KiB_images_and_flush", |b| {
         b.iter_custom(|iters| (0..iters).map(|_| rt.block_on(put_and_flush(&tl, n))).sum())
+    });
+    group.throughput(Throughput::Elements(records as u64));
+    group.bench_function("100B_records_and_flush", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| rt.block_on(put_records_and_flush(&records_tl, records, record_keys)))
+                .sum()
+        })
     });
     group.finish();
     criterion.final_summary();
@@ -191,6 +243,13 @@ fn main() {
         f.sync_all().unwrap();
         std::fs::remove_file(&path).unwrap();
     });
+    let cpu_before = common::cpu_seconds(std::process::id());
+    let records_time = common::median_time(put_runs, || {
+        rt.block_on(put_records_and_flush(&records_tl, records, record_keys));
+    });
+    // The whole process's CPU (the put, and the flush on a blocking thread), steadier than the wall time,
+    // which includes the layer's fsync.
+    let records_cpu = common::cpu_seconds(std::process::id()) - cpu_before;
     let mb = |t: Duration| bytes / (1024.0 * 1024.0) / t.as_secs_f64();
     rt.block_on(tenant.shutdown(false));
     common::write_report(
@@ -203,6 +262,14 @@ fn main() {
                 "put_and_flush_mb_per_s": mb(put_time),
                 "write_fsync_floor_mb_per_s": mb(floor_time),
                 "ratio_to_floor": mb(put_time) / mb(floor_time),
+            },
+            "put_records": {
+                "records": records,
+                "keys": record_keys,
+                "record_bytes": 100,
+                "put_and_flush_records_per_s": records as f64 / records_time.as_secs_f64(),
+                "ns_per_record": records_time.as_secs_f64() * 1e9 / records as f64,
+                "cpu_ns_per_record": records_cpu * 1e9 / (records as f64 * put_runs as f64),
             },
             "note": "fake redo (records are appended), page cache of one entry alternated between two keys, so every get walks the layers",
         }),
