@@ -21,7 +21,8 @@ pub enum ClientError {
         addr: String,
         source: std::io::Error,
     },
-    #[error(transparent)]
+    /// The wire layer's error (shared with the WAL receiver), worded for this connection: [`wire_error`].
+    #[error("{}", wire_error(.0))]
     Wire(#[from] ReplicationError),
     #[error("unexpected {got} {during}")]
     Unexpected { got: &'static str, during: String },
@@ -33,6 +34,19 @@ pub enum ClientError {
     NoTls,
     #[error("tls: {0}")]
     Tls(String),
+}
+
+/// The wire layer words the errors of its own connection as a replication connection's; a page service
+/// client's say which connection they are about.
+fn wire_error(e: &ReplicationError) -> String {
+    match e {
+        ReplicationError::Io(e) => format!("i/o error on the page service connection: {e}"),
+        ReplicationError::Closed => "the server closed the page service connection".into(),
+        ReplicationError::Broken => {
+            "the page service connection is unusable after an earlier error".into()
+        }
+        other => other.to_string(),
+    }
 }
 
 impl From<std::io::Error> for ClientError {
@@ -342,5 +356,30 @@ impl PagestreamSession {
     pub async fn terminate(mut self) -> Result<(), ClientError> {
         frontend::terminate(&mut self.out);
         self.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_page_service_connection() {
+        let io = ClientError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let closed = ClientError::Wire(ReplicationError::Closed);
+        let broken = ClientError::Wire(ReplicationError::Broken);
+        for e in [&io, &closed, &broken] {
+            let msg = e.to_string();
+            assert!(msg.contains("page service connection"), "{msg}");
+            assert!(!msg.contains("replication"), "{msg}");
+        }
+        // The server's own errors keep their words and SQLSTATE.
+        let server = ClientError::Wire(ReplicationError::Server {
+            code: "XX000".into(),
+            message: "boom".into(),
+            detail: None,
+        });
+        assert_eq!(server.to_string(), "server error XX000: boom");
+        assert_eq!(server.sqlstate(), Some("XX000"));
     }
 }
