@@ -141,6 +141,7 @@ async fn stream_once(
         .identify_system()
         .await
         .map_err(|e| format!("IDENTIFY_SYSTEM: {e}"))?;
+    check_source_version(conn.parameter("server_version"), tl.pg_version)?;
     match conn.create_physical_slot(&source.slot_name, true).await {
         Ok(_) => info!(slot = %source.slot_name, "created replication slot"),
         Err(ReplicationError::SlotExists { .. }) => {}
@@ -285,6 +286,27 @@ async fn stream_once(
     }
 }
 
+/// Refuses a WAL source whose major version is not the timeline's (a reconnect that reached a primary
+/// upgraded or replaced since the timeline was made): its WAL would only fail to decode, with an error about
+/// page headers. A source that reports no `server_version` (or one that does not parse) is not refused here;
+/// the decoder's own checks of the WAL page magic still apply.
+fn check_source_version(
+    reported: Option<&str>,
+    timeline: crate::pg::PgVersion,
+) -> Result<(), String> {
+    let Some(major) = reported.and_then(super::follow::server_major_version) else {
+        return Ok(());
+    };
+    if major != timeline.major() {
+        return Err(format!(
+            "the WAL source runs PostgreSQL {major} (server_version {:?}), this timeline is PostgreSQL {timeline}: \
+             its WAL cannot be ingested here",
+            reported.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
 /// Messages the receiving task has read (and decoded) but ingest has not taken yet.
 const RECEIVE_QUEUE: usize = 64;
 
@@ -401,4 +423,27 @@ async fn send_status(tl: &Timeline, stream: &StatusSender, reply: bool) -> Resul
         .send_status(tl.last_record_lsn(), durable, durable, reply)
         .await
         .map_err(|e| format!("status update: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::PgVersion;
+
+    #[test]
+    fn a_source_of_another_major_version_is_refused_naming_both() {
+        let err = check_source_version(Some("18.6 (Debian 18.6-3)"), PgVersion::V15).unwrap_err();
+        assert!(err.contains("PostgreSQL 18"), "{err}");
+        assert!(err.contains("this timeline is PostgreSQL 15"), "{err}");
+        let err = check_source_version(Some("15.18"), PgVersion::V18).unwrap_err();
+        assert!(
+            err.contains("PostgreSQL 15") && err.contains("PostgreSQL 18"),
+            "{err}"
+        );
+        check_source_version(Some("15.18 (Debian 15.18-0+deb12u1)"), PgVersion::V15).unwrap();
+        check_source_version(Some("18.6"), PgVersion::V18).unwrap();
+        // Nothing reported, or nothing that parses: left to the decoder's checks.
+        check_source_version(None, PgVersion::V15).unwrap();
+        check_source_version(Some("devel"), PgVersion::V15).unwrap();
+    }
 }
